@@ -1,0 +1,220 @@
+"""The `privit` command line: run, party, dealer, bench, report."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from privit.parties.config import (
+    MAX_FRAC_BITS,
+    MIN_FRAC_BITS,
+    NETWORK_PRESETS,
+    JobSpec,
+    RunConfig,
+    network_from_options,
+)
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        params[key] = int(value) if value.lstrip("-").isdigit() else value
+    return params
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every role must agree on (they are hashed into the handshake)."""
+    options = [
+        click.option("--job", default="mlp", show_default=True,
+                     help="job to run (see `privit jobs`)"),
+        click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+                     help="job parameter, repeatable (e.g. --param rows=65)"),
+        click.option("--parties", "n_parties", default=2, show_default=True, type=int,
+                     help="number of computing parties"),
+        click.option("--network", default="none", show_default=True,
+                     type=click.Choice(sorted(NETWORK_PRESETS)),
+                     help="emulated network preset (in the transport)"),
+        click.option("--rtt-ms", type=float, default=None, help="custom round-trip time (ms)"),
+        click.option("--bandwidth-mbps", type=float, default=None,
+                     help="custom bandwidth (Mbit/s, 0 = unlimited)"),
+        click.option("--frac-bits", default=16, show_default=True,
+                     type=click.IntRange(MIN_FRAC_BITS, MAX_FRAC_BITS),
+                     help="fixed-point fractional bits"),
+        click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
+                     default="auto", show_default=True,
+                     help="auto = local for 2 parties, dealer otherwise"),
+        click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
+                     help="seconds any wait for a peer may take before the run fails"),
+        click.option("--seed", default=0, show_default=True, type=int,
+                     help="seed of the job's random inputs"),
+        click.option("--session-id", default=None, help="run id every role must share"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str,
+                 rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
+                 truncation: str, timeout_s: float, seed: int, session_id: str | None,
+                 default_session: str) -> RunConfig:
+    if truncation == "auto":
+        truncation = "local" if n_parties == 2 else "dealer"
+    try:
+        return RunConfig(
+            n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
+            job=JobSpec.make(job, **_parse_params(params)),
+            network=network_from_options(network, rtt_ms, bandwidth_mbps),
+            timeout_s=timeout_s, session_id=session_id or default_session, seed=seed,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group()
+@click.version_option("0.1.0", prog_name="privit")
+def main() -> None:
+    """privit: private ViT inference over ZeroMQ with honest cost accounting."""
+
+
+@main.command()
+@run_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here")
+@click.option("--keep-dir", type=click.Path(file_okay=False), default=None,
+              help="keep the roles' configs, reports and stderr in this folder")
+def run(json_path: str | None, keep_dir: str | None, **options: Any) -> None:
+    """Run a job with the dealer and every party as separate local processes."""
+    from privit.launch.coordinator import RunFailed, run_local
+    from privit.launch.report import format_report
+
+    import uuid
+
+    cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
+    try:
+        report = run_local(cfg, keep_dir=keep_dir).report
+    except RunFailed as exc:
+        click.echo(f"privit run: failed: {exc}", err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(format_report(report))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1))
+        click.echo(f"report written to {json_path}")
+
+
+def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
+    def command(cluster: str, role_id: int | None, json_path: str | None, bind_host: str | None,
+                **options: Any) -> None:
+        from privit.launch.roles import role_main
+
+        cfg = build_config(**options, default_session="cluster")
+        role = role_of(cfg, role_id)
+        workdir = Path(json_path).parent if json_path else Path(".")
+        config_path = workdir / f".privit-config-{role}.json"
+        config_path.write_text(json.dumps(cfg.to_dict()))
+        try:
+            code = role_main(str(config_path), cluster, role, json_path, bind_host=bind_host)
+        finally:
+            config_path.unlink(missing_ok=True)
+        sys.exit(code)
+    return command
+
+
+def _party_role(cfg: RunConfig, role_id: int | None) -> int:
+    if role_id is None or not 0 <= role_id < cfg.n_parties:
+        raise click.UsageError(f"--id must be in 0..{cfg.n_parties - 1}")
+    return role_id
+
+
+CLUSTER_OPTION = click.option("--cluster", required=True, type=click.Path(exists=True, dir_okay=False),
+                              help="JSON file with the host and port of every role")
+JSON_OPTION = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                           help="write this role's report here (else print it)")
+BIND_OPTION = click.option("--bind-host", default=None,
+                           help="address to bind (default: this role's host in the cluster file; "
+                                "0.0.0.0 to listen on every interface)")
+
+
+@main.command()
+@CLUSTER_OPTION
+@click.option("--id", "role_id", required=True, type=int, help="this party's id (0-based)")
+@JSON_OPTION
+@BIND_OPTION
+@run_options
+def party(**kwargs: Any) -> None:
+    """Run one party of a multi-machine run (see README: across machines)."""
+    _role_command(_party_role)(**kwargs)
+
+
+@main.command()
+@CLUSTER_OPTION
+@JSON_OPTION
+@BIND_OPTION
+@run_options
+def dealer(**kwargs: Any) -> None:
+    """Run the dealer of a multi-machine run."""
+    _role_command(lambda cfg, _: cfg.dealer_id)(role_id=None, **kwargs)
+
+
+@main.command()
+@click.argument("role_reports", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the merged report")
+def report(role_reports: tuple[str, ...], json_path: str | None) -> None:
+    """Merge the role reports of a multi-machine run (every party's and the dealer's)."""
+    from privit.launch.jobs import make_job
+    from privit.launch.report import build_report, format_report
+
+    reports = [json.loads(Path(p).read_text()) for p in role_reports]
+    failed = [r for r in reports if not r.get("ok")]
+    if failed:
+        raise click.ClickException("; ".join(f"{r['name']}: {r.get('error')}" for r in failed))
+    cfg = RunConfig.from_dict(reports[0]["config"])
+    roles = sorted(r["role"] for r in reports)
+    if roles != list(range(cfg.n_parties + 1)):
+        raise click.ClickException(f"need a report from every role 0..{cfg.n_parties}, got {roles}")
+    merged = build_report(cfg, reports, make_job(cfg).reference())
+    click.echo(format_report(merged))
+    if json_path:
+        Path(json_path).write_text(json.dumps(merged, indent=1))
+
+
+@main.command()
+def jobs() -> None:
+    """List the jobs `privit run --job` accepts."""
+    from privit.launch.jobs import job_registry
+
+    for name, cls in sorted(job_registry().items()):
+        click.echo(f"{name:<16}{cls.description}")
+
+
+@main.command()
+@click.option("--network", default="none", show_default=True, type=click.Choice(sorted(NETWORK_PRESETS)))
+@click.option("--rtt-ms", type=float, default=None)
+@click.option("--bandwidth-mbps", type=float, default=None)
+@click.option("--ops", default=None, help="comma-separated subset of ops (default: all)")
+@click.option("--reps", default=3, show_default=True, type=int, help="repetitions per op (best kept)")
+@click.option("--transport/--no-transport", default=True, show_default=True,
+              help="include transport throughput and round-trip rows")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops: str | None,
+          reps: int, transport: bool, json_path: str | None) -> None:
+    """Microbenchmarks of the ops on real processes (2 parties + dealer)."""
+    from privit.launch.bench import format_rows, run_bench
+
+    net = network_from_options(network, rtt_ms, bandwidth_mbps)
+    try:
+        rows = run_bench(net, ops.split(",") if ops else None, reps, transport)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(format_rows(rows))
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+        click.echo(f"rows written to {json_path}")

@@ -1,0 +1,151 @@
+"""`privit run` on one machine: start the dealer and n parties as separate OS processes.
+
+Steps:
+1. pick free loopback ports (a `Cluster`), write it and the run config to a temp folder;
+2. start one `python -m privit.launch.roles` process per role, each in its own process
+   group and watching our pid (it exits if we die);
+3. wait; when one role fails, give the others a short grace period to fail with their
+   own message (they are told by an abort message), then kill whatever is left;
+4. on success, merge the role reports (launch/report.py) and check the outputs against
+   the job's plaintext reference.
+No child outlives `run_local`: every exit path (error, timeout, Ctrl-C) kills and reaps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from privit.launch.jobs import make_job
+from privit.launch.report import build_report, outputs_of
+from privit.parties.cluster import Cluster
+from privit.parties.config import RunConfig
+
+FAILURE_GRACE_S = 3.0
+
+
+class RunFailed(RuntimeError):
+    """One or more roles failed; the text has one line per failed role."""
+
+
+@dataclass
+class RoleProcess:
+    role: int
+    name: str
+    proc: subprocess.Popen[bytes]
+    report_path: Path
+    stderr_path: Path
+    returncode: int | None = None
+
+    def stderr_tail(self) -> str:
+        try:
+            lines = self.stderr_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        errors = [ln for ln in lines if "error:" in ln]
+        return (errors or lines or [""])[-1]
+
+
+@dataclass
+class RunResult:
+    """The merged report and party 0's opened outputs (float64 tensors)."""
+
+    report: dict[str, Any]
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _kill(rp: RoleProcess) -> None:
+    if rp.proc.poll() is None:
+        try:
+            os.killpg(rp.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            rp.proc.kill()
+    try:
+        rp.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+        pass
+
+
+def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
+    cluster = Cluster.local(cfg.n_parties)
+    cluster_path = workdir / "cluster.json"
+    cluster.save(cluster_path)
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(cfg.to_dict()))
+    env = dict(os.environ)
+    # Each role is one process; keep torch from oversubscribing the cores between them.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    roles = []
+    for role in [cfg.dealer_id, *range(cfg.n_parties)]:
+        report = workdir / f"report-{role}.json"
+        stderr_path = workdir / f"stderr-{role}.txt"
+        cmd = [sys.executable, "-m", "privit.launch.roles", "--config", str(config_path),
+               "--cluster", str(cluster_path), "--role", str(role), "--report", str(report),
+               "--parent-pid", str(os.getpid())]
+        with open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, env=env, start_new_session=True)
+        roles.append(RoleProcess(role, cfg.role_name(role), proc, report, stderr_path))
+    return roles
+
+
+def _wait(roles: list[RoleProcess], deadline: float) -> None:
+    failed_at: float | None = None
+    while True:
+        alive = [rp for rp in roles if rp.proc.poll() is None]
+        for rp in roles:
+            rp.returncode = rp.proc.returncode
+        if not alive:
+            return
+        if failed_at is None and any(rp.returncode not in (None, 0) for rp in roles):
+            failed_at = time.monotonic()
+        now = time.monotonic()
+        if now > deadline or (failed_at is not None and now - failed_at > FAILURE_GRACE_S):
+            for rp in alive:
+                _kill(rp)
+                rp.returncode = rp.proc.returncode
+            if now > deadline and failed_at is None:
+                raise RunFailed("run timed out; killed " + ", ".join(rp.name for rp in alive))
+            return
+        time.sleep(0.02)
+
+
+def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
+              keep_dir: str | None = None) -> RunResult:
+    """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
+
+    Raises RunFailed (one line per failed role) if any role fails or the run times out.
+    """
+    job = make_job(cfg)  # fail fast on a bad job spec, before any process starts
+    timeout = overall_timeout_s if overall_timeout_s is not None else max(120.0, 10 * cfg.timeout_s)
+    with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
+        workdir = Path(keep_dir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        roles: list[RoleProcess] = []
+        try:
+            roles = _spawn(cfg, workdir)
+            _wait(roles, time.monotonic() + timeout)
+        finally:
+            for rp in roles:
+                _kill(rp)
+        failures = []
+        for rp in roles:
+            if rp.returncode != 0:
+                why = rp.stderr_tail() or f"exited with code {rp.returncode}"
+                if rp.returncode is not None and rp.returncode < 0:
+                    why = f"killed by signal {-rp.returncode}"
+                failures.append(f"{rp.name}: {why}")
+        if failures:
+            raise RunFailed("; ".join(failures))
+        reports = [json.loads(rp.report_path.read_text()) for rp in roles]
+    party0 = next(r for r in reports if r["role"] == 0)
+    return RunResult(build_report(cfg, reports, job.reference()), outputs_of(party0))

@@ -1,0 +1,154 @@
+"""Jobs the parties can run, each with its plaintext reference.
+
+A job is a deterministic private computation: `run(sess)` executes it on shares and
+returns the opened outputs (as float64 tensors, on every party); `reference()` computes
+the same outputs in plaintext float64 so that the coordinator can report the error.
+Inputs are generated from the run's seed: party 0 owns the weights, party 1 the data
+(DESIGN.md: the model owner and the client). A tracing session gets zeros, so the dealer
+can plan the job's correlations without any party's inputs.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from privit.parties.config import JobSpec, RunConfig
+from privit.parties.session import Session
+from privit.protocols import beaver, ring, sharing
+
+WEIGHT_OWNER = 0
+DATA_OWNER = 1
+
+
+def seeded_normal(seed: int, shape: tuple[int, ...], std: float) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float64) * std
+
+
+class Job(ABC):
+    """A private computation with a plaintext reference."""
+
+    name: str = ""
+    description: str = ""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def input_of(self, sess: Session, owner: int, seed_offset: int, shape: tuple[int, ...],
+                 std: float) -> torch.Tensor:
+        """Share a seeded random input that only `owner` generates (zeros when tracing)."""
+        value = None
+        if sess.party_id == owner and not sess.is_tracing:
+            value = ring.encode(seeded_normal(self.cfg.seed + seed_offset, shape, std),
+                                self.cfg.frac_bits)
+        return sharing.share_input(sess, owner, value, shape)
+
+    @abstractmethod
+    def run(self, sess: Session) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def reference(self) -> dict[str, torch.Tensor] | None:
+        """Plaintext float64 outputs, or None when the job checks itself (bench)."""
+
+
+class MatmulChain(Job):
+    """X (rows x d0) @ W1 (d0 x d1) @ W2 (d1 x d2) ...: secret x secret Beaver matmuls.
+
+    params: rows (default 197), dims (default "192,768,192"). Each product is truncated.
+    """
+
+    name = "matmul_chain"
+    description = "chain of secret x secret matmuls (X from party 1, W_i from party 0)"
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.rows = int(cfg.job.param("rows", 197))
+        self.dims = [int(d) for d in str(cfg.job.param("dims", "192,768,192")).split(",")]
+        if self.rows < 1 or len(self.dims) < 2 or min(self.dims) < 1:
+            raise ValueError(f"matmul_chain needs rows >= 1 and >= 2 positive dims, got "
+                             f"rows={self.rows} dims={self.dims}")
+
+    def _std(self, k: int) -> float:
+        return 1.0 / k ** 0.5  # keeps every intermediate ~N(0, 1)
+
+    def run(self, sess: Session) -> dict[str, torch.Tensor]:
+        with sess.scope("input"):
+            x = self.input_of(sess, DATA_OWNER, 1, (self.rows, self.dims[0]), 1.0)
+            ws = [self.input_of(sess, WEIGHT_OWNER, 10 + i, (a, b), self._std(a))
+                  for i, (a, b) in enumerate(zip(self.dims, self.dims[1:]))]
+        for i, w in enumerate(ws):
+            with sess.scope(f"matmul{i}"):
+                x = beaver.beaver_matmul(sess, x, w)
+        with sess.scope("output"):
+            out = sharing.open_all(sess, x, label="output")
+        return {"output": ring.decode(out, self.cfg.frac_bits)}
+
+    def reference(self) -> dict[str, torch.Tensor]:
+        x = seeded_normal(self.cfg.seed + 1, (self.rows, self.dims[0]), 1.0)
+        for i, (a, b) in enumerate(zip(self.dims, self.dims[1:])):
+            x = x @ seeded_normal(self.cfg.seed + 10 + i, (a, b), self._std(a))
+        return {"output": x}
+
+
+class SquareMlp(Job):
+    """A private MLP with square activations (CryptoNets-style): logits = W2 (W1 x + b1)^2 + b2.
+
+    params: batch (default 4), dims (default "64,128,10"). Shows linear layers, an
+    element-wise product and truncation end to end before the non-linear protocols exist.
+    """
+
+    name = "mlp"
+    description = "2-layer MLP with x^2 activation (weights from party 0, inputs from party 1)"
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.batch = int(cfg.job.param("batch", 4))
+        self.dims = [int(d) for d in str(cfg.job.param("dims", "64,128,10")).split(",")]
+        if self.batch < 1 or len(self.dims) != 3 or min(self.dims) < 1:
+            raise ValueError(f"mlp needs batch >= 1 and 3 positive dims, got {self.dims}")
+
+    def _shapes(self) -> list[tuple[int, tuple[int, ...], float]]:
+        d0, d1, d2 = self.dims
+        return [(10, (d0, d1), d0 ** -0.5), (11, (d1,), 0.1), (12, (d1, d2), d1 ** -0.5),
+                (13, (d2,), 0.1)]
+
+    def run(self, sess: Session) -> dict[str, torch.Tensor]:
+        f = self.cfg.frac_bits
+        with sess.scope("input"):
+            x = self.input_of(sess, DATA_OWNER, 1, (self.batch, self.dims[0]), 1.0)
+            w1, b1, w2, b2 = (self.input_of(sess, WEIGHT_OWNER, off, shape, std)
+                              for off, shape, std in self._shapes())
+        with sess.scope("linear1"):
+            h = sharing.add(beaver.beaver_matmul(sess, x, w1), b1)
+        with sess.scope("square"):
+            h = beaver.beaver_square(sess, h)
+        with sess.scope("linear2"):
+            y = sharing.add(beaver.beaver_matmul(sess, h, w2), b2)
+        with sess.scope("output"):
+            out = sharing.open_all(sess, y, label="output")
+        return {"output": ring.decode(out, f)}
+
+    def reference(self) -> dict[str, torch.Tensor]:
+        x = seeded_normal(self.cfg.seed + 1, (self.batch, self.dims[0]), 1.0)
+        w1, b1, w2, b2 = (seeded_normal(self.cfg.seed + off, shape, std)
+                          for off, shape, std in self._shapes())
+        return {"output": ((x @ w1 + b1) ** 2) @ w2 + b2}
+
+
+JOBS: dict[str, type[Job]] = {MatmulChain.name: MatmulChain, SquareMlp.name: SquareMlp}
+
+
+def job_registry() -> dict[str, type[Job]]:
+    """Every job by name; jobs defined in other modules register when those are imported."""
+    import privit.launch.bench  # noqa: F401  (registers "bench")
+
+    return JOBS
+
+
+def make_job(cfg: RunConfig) -> Job:
+    spec: JobSpec = cfg.job
+    registry = job_registry()
+    if spec.name not in registry:
+        raise ValueError(f"unknown job {spec.name!r}; available: {sorted(registry)}")
+    return registry[spec.name](cfg)

@@ -1,0 +1,152 @@
+"""Merge the per-role reports of one run into the run report (JSON) and print it.
+
+Fields (DESIGN.md "Measurement conventions"; later issues add to them):
+  online.bytes      bytes sent by all parties in the online phase, headers included
+  online.rounds     the critical path: max over parties of online rounds
+  online.wall_s     slowest party, from the start of the online phase to its result
+  offline.bytes     bytes sent in the offline phase (the dealer's payloads and headers)
+  setup.bytes       handshake and barrier traffic (not part of either phase)
+  per_party         bytes/rounds/wall of each role
+  scopes            per named scope (layer, op): online bytes (all parties), rounds
+                    (max), wall (slowest party), offline payload bytes (dealer)
+  network           the emulated network of the run
+  projected         T = compute + bytes/bandwidth + rounds x RTT for LAN and WAN, where
+                    bytes is the most any one party sent (links are full duplex) and
+                    compute is the measured online wall less the emulated network's own
+                    share of it (the same formula with the run's network)
+  accuracy          max abs error of the opened outputs against the plaintext reference
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from privit.parties.config import NETWORK_PRESETS, NetworkConfig, RunConfig
+from privit.parties.netem import project_time
+
+
+def _phase(rep: dict[str, Any], phase: str) -> dict[str, Any]:
+    return rep["counters"]["phases"][phase]
+
+
+def outputs_of(rep: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor(v["data"], dtype=torch.float64).reshape(v["shape"])
+            for k, v in rep.get("outputs", {}).items()}
+
+
+def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
+                 reference: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    parties = [r for r in roles if r["role"] != cfg.dealer_id]
+    dealer = next(r for r in roles if r["role"] == cfg.dealer_id)
+    online_bytes = sum(_phase(r, "online")["bytes"] for r in parties)
+    online_rounds = max(_phase(r, "online")["rounds"] for r in parties)
+    online_wall = max(r["online_wall_s"] for r in parties)
+    max_party_bytes = max(_phase(r, "online")["bytes"] for r in parties)
+    offline_bytes = sum(_phase(r, "offline")["bytes"] for r in roles)
+    setup_bytes = sum(_phase(r, "setup")["bytes"] for r in roles)
+
+    scopes: dict[str, dict[str, Any]] = {}
+    for rep in parties:
+        for s in rep["counters"]["scopes"]:
+            row = scopes.setdefault(s["name"], {"name": s["name"], "bytes": 0, "rounds": 0,
+                                                "wall_s": 0.0, "offline_bytes": 0})
+            row["bytes"] += s["bytes"]
+            row["rounds"] = max(row["rounds"], s["rounds"])
+            row["wall_s"] = max(row["wall_s"], s["wall_s"])
+    for name, nbytes in dealer.get("offline_payload_by_scope", {}).items():
+        # a request belongs to its innermost scope; credit every enclosing scope too
+        parts = name.split("/") if name else []
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in scopes:
+                scopes[prefix]["offline_bytes"] += nbytes
+
+    net = cfg.network
+    emulated_share = project_time(0.0, max_party_bytes, online_rounds, net) if net.emulated else 0.0
+    compute_s = max(online_wall - emulated_share, 0.0)
+    projected = {
+        f"{name}_s": project_time(compute_s, max_party_bytes, online_rounds, NETWORK_PRESETS[name])
+        for name in ("lan", "wan")
+    }
+    report: dict[str, Any] = {
+        "job": {"name": cfg.job.name, "params": dict(cfg.job.params)},
+        "config": cfg.to_dict(),
+        "online": {"bytes": online_bytes, "rounds": online_rounds, "wall_s": online_wall,
+                   "messages": sum(_phase(r, "online")["messages"] for r in parties)},
+        "offline": {"bytes": offline_bytes, "wall_s": dealer.get("offline_wall_s", 0.0),
+                    "requests": dealer.get("requests", 0),
+                    "request_kinds": dealer.get("request_kinds", {})},
+        "setup": {"bytes": setup_bytes},
+        "per_party": [
+            {"role": r["name"], "online_bytes": _phase(r, "online")["bytes"],
+             "offline_bytes": _phase(r, "offline")["bytes"],
+             "online_rounds": _phase(r, "online")["rounds"],
+             "online_wall_s": r.get("online_wall_s", 0.0),
+             "bytes_to": r["counters"]["bytes_to"]}
+            for r in sorted(roles, key=lambda r: r["role"])
+        ],
+        "scopes": list(scopes.values()),
+        "network": network_dict(net),
+        "projected": {**projected, "compute_s": compute_s},
+    }
+    if reference is not None:
+        report["accuracy"] = accuracy(outputs_of(parties[0]), reference,
+                                      [outputs_of(r) for r in parties])
+    return report
+
+
+def network_dict(net: NetworkConfig) -> dict[str, Any]:
+    return {"name": net.name, "rtt_ms": net.rtt_s * 1e3,
+            "bandwidth_mbps": net.bandwidth_bps / 1e6 if net.bandwidth_bps else None}
+
+
+def accuracy(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+             all_outputs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    errors = {}
+    for name, ref in reference.items():
+        if name not in outputs:
+            raise ValueError(f"the private run produced no output {name!r}")
+        got = outputs[name]
+        if got.shape != ref.shape:
+            raise ValueError(f"output {name!r} has shape {list(got.shape)}, reference {list(ref.shape)}")
+        errors[name] = float((got - ref).abs().max()) if got.numel() else 0.0
+    agree = all(
+        torch.equal(o[name], outputs[name]) for o in all_outputs for name in outputs
+    )
+    return {"max_abs_error": max(errors.values(), default=0.0), "per_output": errors,
+            "parties_agree": agree}
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = []
+    job = report["job"]
+    lines.append(f"job {job['name']} {job['params'] or ''}  network {report['network']['name']}")
+    header = f"{'scope':<28}{'online':>12}{'offline':>12}{'rounds':>8}{'wall ms':>10}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for s in report["scopes"]:
+        depth = s["name"].count("/")
+        name = "  " * depth + s["name"].split("/")[-1]
+        lines.append(f"{name:<28}{_fmt_bytes(s['bytes']):>12}{_fmt_bytes(s['offline_bytes']):>12}"
+                     f"{s['rounds']:>8}{s['wall_s'] * 1e3:>10.1f}")
+    lines.append("-" * len(header))
+    on, off = report["online"], report["offline"]
+    lines.append(f"{'total':<28}{_fmt_bytes(on['bytes']):>12}{_fmt_bytes(off['bytes']):>12}"
+                 f"{on['rounds']:>8}{on['wall_s'] * 1e3:>10.1f}")
+    proj = report["projected"]
+    lines.append(f"online wall {on['wall_s']:.3f} s (slowest party); projected LAN "
+                 f"{proj['lan_s']:.3f} s, WAN {proj['wan_s']:.3f} s")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        lines.append(f"max abs error vs plaintext: {acc['max_abs_error']:.3g}; "
+                     f"parties agree: {acc['parties_agree']}")
+    return "\n".join(lines)

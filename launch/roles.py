@@ -1,0 +1,202 @@
+"""The main of one role's OS process: a party or the dealer.
+
+Party i:
+  1. bind its socket, connect to every other party and the dealer (parties/transport.py);
+  2. handshake: versions, session id, config hash; receive its dealer seed and the
+     pairwise seeds of lower-numbered parties, send pairwise seeds to higher ones;
+  3. offline: receive and expand the dealer's whole correlation plan;
+  4. a barrier with the other parties (counted as setup), then the online phase: the job;
+  5. write its report (JSON) and exit 0; on any error tell the peers (abort), write the
+     error into the report, print one line to stderr and exit 1.
+Dealer:
+  1-2 as above (it sends each party its seed); 3. trace the job to learn its exact
+  correlation plan, deal it, flush, report, exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from privit.launch.jobs import make_job
+from privit.parties.channel import FramedChannel
+from privit.parties.cluster import Cluster
+from privit.parties.config import RunConfig
+from privit.parties.counters import Counters
+from privit.parties.handshake import handshake
+from privit.parties.offline import dealer_send_plan, party_receive_plan
+from privit.parties.prg import new_seed
+from privit.parties.session import Session
+from privit.parties.transport import ZmqChannel
+from privit.protocols.registry import CORRELATIONS
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit if the coordinator that started us dies, so no role outlives a killed run."""
+    def loop() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(0.5)
+    threading.Thread(target=loop, daemon=True, name="parent-watch").start()
+
+
+def _tensor_json(t: torch.Tensor) -> dict[str, Any]:
+    return {"shape": list(t.shape), "data": t.double().flatten().tolist()}
+
+
+def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counters,
+                  bind_host: str | None) -> ZmqChannel:
+    if cluster.n_parties != cfg.n_parties:
+        raise ValueError(f"cluster file lists {cluster.n_parties} parties, config says {cfg.n_parties}")
+    peers = [r for r in range(cfg.n_parties + 1) if r != role]
+    return ZmqChannel(role, cluster, peers, counters, cfg.timeout_s, cfg.role_name,
+                      network=cfg.network, bind_host=bind_host)
+
+
+def _barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
+    others = [p for p in range(cfg.n_parties) if p != party_id]
+    for p in others:
+        channel.send(p, "data", "barrier")
+    for p in others:
+        channel.recv(p, "data", "barrier")
+
+
+def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
+              bind_host: str | None = None) -> dict[str, Any]:
+    counters = Counters()
+    job = make_job(cfg)
+    channel = _open_channel(cfg, cluster, party_id, counters, bind_host)
+    try:
+        peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
+        seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
+        seeds_in = handshake(channel, cfg, party_id, peers, seeds_out)
+        pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
+                      for p in range(cfg.n_parties) if p != party_id}
+        counters.set_phase("offline")
+        t_off = time.perf_counter()
+        prepared = party_receive_plan(channel, CORRELATIONS, cfg.dealer_id, party_id,
+                                      cfg.n_parties, seeds_in[cfg.dealer_id])
+        offline_s = time.perf_counter() - t_off
+        counters.set_phase("setup")
+        _barrier(channel, cfg, party_id)
+        counters.set_phase("online")
+        sess = Session(cfg, party_id, channel, counters, correlations=CORRELATIONS,
+                       prepared=prepared, pair_seeds=pair_seeds)
+        t0 = time.perf_counter()
+        outputs = job.run(sess)
+        online_s = time.perf_counter() - t0
+        counters.set_phase("setup")
+        if prepared.remaining:
+            raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
+        counters.finish()
+        return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
+                "config": cfg.to_dict(),
+                "online_wall_s": online_s, "offline_wall_s": offline_s,
+                "counters": counters.report(),
+                "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
+    except BaseException as exc:
+        channel.abort(f"{cfg.role_name(party_id)} failed: {exc}")
+        raise
+    finally:
+        channel.close()
+
+
+def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -> dict[str, Any]:
+    counters = Counters()
+    job = make_job(cfg)
+    dealer = cfg.dealer_id
+    channel = _open_channel(cfg, cluster, dealer, counters, bind_host)
+    try:
+        seeds = [new_seed() for _ in range(cfg.n_parties)]
+        handshake(channel, cfg, dealer, list(range(cfg.n_parties)), dict(enumerate(seeds)))
+        counters.set_phase("offline")
+        t0 = time.perf_counter()
+        tracer = Session.tracing(cfg, 0, CORRELATIONS)
+        job.run(tracer)
+        assert tracer.trace is not None
+        trace_s = time.perf_counter() - t0
+        request_bytes = dealer_send_plan(channel, CORRELATIONS, tracer.trace, seeds)
+        by_scope: dict[str, int] = {}
+        for scope, nbytes in zip(tracer.trace_scopes, request_bytes):
+            by_scope[scope] = by_scope.get(scope, 0) + nbytes
+        kinds: dict[str, int] = {}
+        for kind, _ in tracer.trace:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        deal_s = time.perf_counter() - t0
+        counters.finish()
+        return {"role": dealer, "name": "dealer", "ok": True, "config": cfg.to_dict(),
+                "trace_wall_s": trace_s,
+                "offline_wall_s": deal_s, "requests": len(tracer.trace),
+                "request_kinds": kinds, "offline_payload_by_scope": by_scope,
+                "counters": counters.report()}
+    except BaseException as exc:
+        channel.abort(f"dealer failed: {exc}")
+        raise
+    finally:
+        channel.close()
+
+
+def role_main(config_path: str, cluster_path: str, role: int, report_path: str | None,
+              parent_pid: int | None = None, bind_host: str | None = None) -> int:
+    """Run one role; returns the process exit code. Errors are one line on stderr."""
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
+    name = f"role {role}"
+    try:
+        cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text()))
+        name = cfg.role_name(role)
+        cluster = Cluster.load(cluster_path)
+        if not 0 <= role <= cfg.n_parties:
+            raise ValueError(f"role {role} out of range: parties are 0..{cfg.n_parties - 1}, "
+                             f"dealer is {cfg.n_parties}")
+        if role == cfg.dealer_id:
+            report = run_dealer(cfg, cluster, bind_host)
+        else:
+            report = run_party(cfg, cluster, role, bind_host)
+        code = 0
+    except KeyboardInterrupt:
+        report = {"role": role, "name": name, "ok": False, "error": "interrupted"}
+        code = 130
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        report = {"role": role, "name": name, "ok": False,
+                  "error": f"{type(exc).__name__}: {message}"}
+        print(f"privit {name}: error: {message}", file=sys.stderr, flush=True)
+        if os.environ.get("PRIVIT_DEBUG"):
+            traceback.print_exc()
+        code = 1
+    if report_path:
+        tmp = Path(report_path + ".tmp")
+        tmp.write_text(json.dumps(report))
+        tmp.replace(report_path)
+    elif code == 0:
+        print(json.dumps({k: v for k, v in report.items() if k != "outputs"}, indent=1))
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m privit.launch.roles --config C --cluster K --role R [--report P]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="privit-role")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--role", type=int, required=True)
+    parser.add_argument("--report")
+    parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--bind-host")
+    args = parser.parse_args(argv)
+    sys.exit(role_main(args.config, args.cluster, args.role, args.report, args.parent_pid,
+                       args.bind_host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Typed run configuration shared by every process of one run.
+
+launch/ builds a `RunConfig`; every party and the dealer receive the same one and
+compare `config_hash()` in the handshake, so two processes that disagree on ring
+size, fixed point, job or network stop at connect instead of computing garbage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+RING_BITS = 64
+MIN_FRAC_BITS = 8
+MAX_FRAC_BITS = 24
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """One-way latency and bandwidth applied to every link by the transport.
+
+    `latency_s` is one-way (RTT / 2); `bandwidth_bps` is in bits per second, 0 means
+    unlimited. Presets follow Cheetah's scripts (LAN 3 Gbit/s, 0.3 ms RTT; WAN
+    400 Mbit/s, 40 ms RTT).
+    """
+
+    name: str = "none"
+    latency_s: float = 0.0
+    bandwidth_bps: float = 0.0
+
+    @property
+    def rtt_s(self) -> float:
+        return 2.0 * self.latency_s
+
+    @property
+    def emulated(self) -> bool:
+        return self.latency_s > 0 or self.bandwidth_bps > 0
+
+
+NETWORK_PRESETS: dict[str, NetworkConfig] = {
+    "none": NetworkConfig("none", 0.0, 0.0),
+    "lan": NetworkConfig("lan", 0.15e-3, 3e9),
+    "wan": NetworkConfig("wan", 20e-3, 400e6),
+}
+
+
+def network_from_options(
+    preset: str, rtt_ms: float | None = None, bandwidth_mbps: float | None = None
+) -> NetworkConfig:
+    """A preset, optionally overridden by a custom RTT (ms) and bandwidth (Mbit/s)."""
+    if preset not in NETWORK_PRESETS:
+        raise ValueError(f"unknown network preset {preset!r}; choose from {sorted(NETWORK_PRESETS)}")
+    net = NETWORK_PRESETS[preset]
+    if rtt_ms is not None:
+        if rtt_ms < 0:
+            raise ValueError(f"RTT must be >= 0 ms, got {rtt_ms}")
+        net = replace(net, name="custom", latency_s=rtt_ms / 2e3)
+    if bandwidth_mbps is not None:
+        if bandwidth_mbps < 0:
+            raise ValueError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps}")
+        net = replace(net, name="custom", bandwidth_bps=bandwidth_mbps * 1e6)
+    return net
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Which job the parties run and its parameters (plain JSON-able values only)."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+    @staticmethod
+    def make(name: str, **params: Any) -> JobSpec:
+        return JobSpec(name, tuple(sorted(params.items())))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the processes of one run must agree on.
+
+    frac_bits: fixed-point fractional bits f, valid range [MIN_FRAC_BITS, MAX_FRAC_BITS].
+      With f = 16 a value's magnitude must stay below 2^(63-2f) = 2^31 before a product
+      is truncated (products carry 2f fractional bits), and the resolution is 2^-16.
+    truncation: "local" (SecureML, 0 rounds, 2 parties only, fails with probability
+      about |x| / 2^63 per element) or "dealer" (1 round, exact up to one LSB, any n).
+    """
+
+    n_parties: int = 2
+    frac_bits: int = 16
+    truncation: str = "local"
+    job: JobSpec = field(default_factory=lambda: JobSpec("matmul_chain"))
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    timeout_s: float = 60.0
+    session_id: str = "local"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_parties < 2:
+            raise ValueError(f"need at least 2 parties, got {self.n_parties}")
+        if not MIN_FRAC_BITS <= self.frac_bits <= MAX_FRAC_BITS:
+            raise ValueError(
+                f"frac_bits must be in [{MIN_FRAC_BITS}, {MAX_FRAC_BITS}], got {self.frac_bits}"
+            )
+        if self.truncation not in ("local", "dealer"):
+            raise ValueError(f"truncation must be 'local' or 'dealer', got {self.truncation!r}")
+        if self.truncation == "local" and self.n_parties != 2:
+            raise ValueError("local truncation is only correct for 2 parties; use 'dealer'")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout must be > 0 s, got {self.timeout_s}")
+
+    @property
+    def ring_bits(self) -> int:
+        return RING_BITS
+
+    @property
+    def dealer_id(self) -> int:
+        """The dealer's role id: parties are 0..n-1, the dealer is n."""
+        return self.n_parties
+
+    def role_name(self, role: int) -> str:
+        return "dealer" if role == self.dealer_id else f"party {role}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["job"] = {"name": self.job.name, "params": dict(self.job.params)}
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunConfig:
+        known = {"n_parties", "frac_bits", "truncation", "job", "network", "timeout_s",
+                 "session_id", "seed"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown run-config fields: {sorted(unknown)}")
+        d = dict(d)
+        job = d.pop("job", {"name": "matmul_chain", "params": {}})
+        net = d.pop("network", {})
+        return RunConfig(
+            job=JobSpec.make(job["name"], **job.get("params", {})),
+            network=NetworkConfig(**net),
+            **d,
+        )
+
+    def hash_fields(self) -> dict[str, Any]:
+        """The fields the handshake compares (timeouts may differ per process)."""
+        d = self.to_dict()
+        d.pop("timeout_s")
+        d["ring_bits"] = self.ring_bits
+        d["protocol_version"] = PROTOCOL_VERSION
+        return d
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.hash_fields(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

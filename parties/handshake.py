@@ -1,0 +1,172 @@
+"""The handshake every role runs first: agree on version, session and config; pass seeds.
+
+Steps (counted in the 'setup' phase, one round):
+1. Send a 'hello' to every peer. Its meta holds: version (PROTOCOL_VERSION), session
+   (cfg.session_id), role (our role id), n_parties, config_hash (cfg.config_hash()),
+   config (the JSON of cfg.hash_fields()) and seed (16 bytes or nil).
+2. Receive the hello of every peer and check each field's type, then its value; the
+   first disagreement raises `HandshakeError` naming the peer and the field. Both sides
+   check, so both fail, each with its own one-line message.
+
+Seeds (who sends a 16-byte seed to whom):
+- the dealer sends party i its dealer seed seed_i (the dealer's correlated randomness
+  for party i is derived from it, see parties/offline.py);
+- party i sends a fresh pairwise seed to each party j > i (so each pair shares one seed,
+  chosen by its lower-numbered member);
+- parties send no seed to the dealer.
+A hello that lacks an expected seed, or carries an unexpected one, is an error.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from privit.parties.channel import FramedChannel
+from privit.parties.config import PROTOCOL_VERSION, RunConfig
+from privit.parties.prg import SEED_BYTES
+
+HELLO_FIELDS = ("version", "session", "role", "n_parties", "config_hash", "config", "seed")
+
+
+class HandshakeError(RuntimeError):
+    """Two roles of one run disagree; the text names the peer and what differs."""
+
+
+def expects_seed(sender: int, receiver: int, dealer: int) -> bool:
+    """Whether `sender`'s hello to `receiver` carries a seed (the convention above)."""
+    if sender == dealer:
+        return receiver != dealer
+    return receiver != dealer and sender < receiver
+
+
+def hello_meta(cfg: RunConfig, role: int, seed: bytes | None) -> dict[str, Any]:
+    return {
+        "version": PROTOCOL_VERSION,
+        "session": cfg.session_id,
+        "role": role,
+        "n_parties": cfg.n_parties,
+        "config_hash": cfg.config_hash(),
+        "config": json.dumps(cfg.hash_fields(), sort_keys=True, default=str),
+        "seed": seed,
+    }
+
+
+def handshake(
+    channel: FramedChannel,
+    cfg: RunConfig,
+    role: int,
+    peers: Sequence[int],
+    seeds_out: Mapping[int, bytes],
+) -> dict[int, bytes]:
+    """Run the handshake with every peer; returns the seeds received, by peer."""
+    dealer = cfg.dealer_id
+    for peer in peers:
+        seed = seeds_out.get(peer)
+        if expects_seed(role, peer, dealer) != (seed is not None):
+            raise ValueError(
+                f"{cfg.role_name(role)} must {'' if seed is None else 'not '}send a seed to "
+                f"{cfg.role_name(peer)} (see the seed convention in parties/handshake.py)"
+            )
+        if seed is not None and len(seed) != SEED_BYTES:
+            raise ValueError(
+                f"seed for {cfg.role_name(peer)} has {len(seed)} bytes, not {SEED_BYTES}"
+            )
+    for peer in peers:
+        seed = seeds_out.get(peer)
+        channel.send(peer, "hello", "hello", meta=hello_meta(cfg, role, seed))
+    received: dict[int, bytes] = {}
+    for peer in peers:
+        msg = channel.recv(peer, "hello", "hello")
+        seed = check_hello(msg.meta, cfg, role, peer)
+        if seed is not None:
+            received[peer] = seed
+    return received
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "version": (int,), "session": (str,), "role": (int,), "n_parties": (int,),
+    "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)),
+}
+
+
+def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None:
+    """Validate one peer's hello against ours; returns its seed (None if it sent none)."""
+    who = cfg.role_name(peer)
+    if not isinstance(meta, dict):
+        raise HandshakeError(f"bad hello from {who}: no handshake fields")
+    # The version first: a different version may legitimately have other fields.
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise HandshakeError(f"bad hello from {who}: field 'version' is {version!r:.40}")
+    if version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"protocol version mismatch with {who}: {PROTOCOL_VERSION} here, {version} there"
+        )
+    missing = [f for f in HELLO_FIELDS if f not in meta]
+    extra = sorted(set(meta) - set(HELLO_FIELDS))
+    if missing or extra:
+        raise HandshakeError(
+            f"bad hello from {who}: missing fields {missing}, unknown fields {extra}"
+        )
+    for name, types in _TYPES.items():
+        value = meta[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise HandshakeError(
+                f"bad hello from {who}: field {name!r} has type {type(value).__name__}"
+            )
+    if meta["role"] != peer:
+        raise HandshakeError(f"{who} claims to be role {meta['role']}")
+    if meta["session"] != cfg.session_id:
+        raise HandshakeError(
+            f"session id mismatch with {who}: {cfg.session_id!r} here, {meta['session']!r} there"
+        )
+    if meta["n_parties"] != cfg.n_parties:
+        raise HandshakeError(
+            f"n_parties mismatch with {who}: {cfg.n_parties} here, {meta['n_parties']} there"
+        )
+    _compare_config(meta["config"], meta["config_hash"], cfg, who)
+    seed = meta["seed"]
+    expected = expects_seed(peer, role, cfg.dealer_id)
+    if expected and seed is None:
+        raise HandshakeError(f"{who} sent no seed; expected {SEED_BYTES} bytes")
+    if not expected and seed is not None:
+        raise HandshakeError(f"{who} sent a seed; expected none")
+    if seed is not None and len(seed) != SEED_BYTES:
+        raise HandshakeError(f"{who} sent a {len(seed)}-byte seed; expected {SEED_BYTES} bytes")
+    return seed
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"network": {"latency_s": 0}} -> {"network.latency_s": 0}."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _compare_config(theirs_json: str, their_hash: str, cfg: RunConfig, who: str) -> None:
+    try:
+        theirs = json.loads(theirs_json)
+    except json.JSONDecodeError:
+        raise HandshakeError(f"bad hello from {who}: field 'config' is not JSON") from None
+    if not isinstance(theirs, dict):
+        raise HandshakeError(f"bad hello from {who}: field 'config' is not a JSON object")
+    ours = _flatten(json.loads(json.dumps(cfg.hash_fields(), sort_keys=True, default=str)))
+    theirs_flat = _flatten(theirs)
+    for key in sorted(set(ours) | set(theirs_flat)):
+        if key not in theirs_flat:
+            raise HandshakeError(f"config mismatch with {who}: {key} is set here, absent there")
+        if key not in ours:
+            raise HandshakeError(f"config mismatch with {who}: {key} is absent here, set there")
+        if ours[key] != theirs_flat[key]:
+            here, there = ours[key], theirs_flat[key]
+            raise HandshakeError(
+                f"config mismatch with {who}: {key} is {here!r} here, {there!r} there"
+            )
+    if their_hash != cfg.config_hash():
+        raise HandshakeError(
+            f"config hash mismatch with {who}: {cfg.config_hash()} here, {their_hash} there"
+        )

@@ -1,0 +1,146 @@
+"""Run a job with every party and the dealer as threads over `MemoryChannel`, for unit tests.
+
+The same framing, counting, offline phase and Session as real runs (which use one process
+per role and ZeroMQ, launch/): the bytes and rounds a test reads here are the ones real
+processes produce. Steps:
+1. Trace the job on a tracing session of every party; the plans must be identical.
+2. Generate the dealer seeds (one per party) and the pairwise seeds directly.
+3. Dealer thread: offline phase, `dealer_send_plan`.
+4. Party threads: offline phase, `party_receive_plan`; online phase, `job(session)`;
+   every planned correlation must have been used.
+5. Join with a timeout; the first failure (in time) is re-raised naming its role, after
+   the failing role has told the others to stop (`channel.abort`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from privit.parties.config import RunConfig
+from privit.parties.counters import Counters
+from privit.parties.memory import MemoryChannel, MemoryHub
+from privit.parties.offline import dealer_send_plan, party_receive_plan
+from privit.parties.prg import new_seed
+from privit.parties.session import CorrelationRegistry, Params, Session
+
+T = TypeVar("T")
+JOIN_MARGIN_S = 30.0
+
+
+class InMemoryRunError(RuntimeError):
+    """A role of an in-memory run failed; `role` names it, `__cause__` is its exception."""
+
+    def __init__(self, role_name: str, exc: BaseException) -> None:
+        super().__init__(f"{role_name} failed: {type(exc).__name__}: {exc}")
+        self.role_name = role_name
+        self.original = exc
+
+
+@dataclass
+class InMemoryRun(Generic[T]):
+    results: list[T]
+    reports: list[dict[str, Any]]
+    dealer_report: dict[str, Any]
+    plan: list[tuple[str, Params]] = field(default_factory=list)
+
+
+def trace_plan(cfg: RunConfig, job: Callable[[Session], Any], registry: CorrelationRegistry,
+               party_id: int = 0) -> list[tuple[str, Params]]:
+    """The job's correlation requests, as party `party_id` makes them."""
+    tracer = Session.tracing(cfg, party_id, registry)
+    job(tracer)
+    assert tracer.trace is not None
+    return list(tracer.trace)
+
+
+def run_in_memory_detailed(
+    cfg: RunConfig,
+    job: Callable[[Session], T],
+    registry: CorrelationRegistry,
+    *,
+    check_plans: bool = True,
+) -> InMemoryRun[T]:
+    """Run `job` on every party; results, counter reports, the dealer's report and the plan."""
+    n = cfg.n_parties
+    plan = trace_plan(cfg, job, registry, 0)
+    if check_plans:
+        for p in range(1, n):
+            other = trace_plan(cfg, job, registry, p)
+            if other != plan:
+                raise InMemoryRunError(cfg.role_name(p), ValueError(
+                    "the job's correlation plan differs between party 0 and this party"))
+    dealer_seeds = [new_seed() for _ in range(n)]
+    pair_seeds: dict[int, dict[int, bytes]] = {p: {} for p in range(n)}
+    for i in range(n):
+        for j in range(i + 1, n):
+            pair_seeds[i][j] = pair_seeds[j][i] = new_seed()
+
+    hub = MemoryHub(range(n + 1))
+    roles = list(range(n + 1))
+    counters = {r: Counters() for r in roles}
+    channels = {r: MemoryChannel(hub, r, [p for p in roles if p != r], counters[r], cfg.timeout_s,
+                                 cfg.role_name) for r in roles}
+    results: dict[int, Any] = {}
+    errors: list[tuple[float, int, BaseException]] = []
+    lock = threading.Lock()
+
+    def dealer() -> None:
+        counters[cfg.dealer_id].set_phase("offline")
+        dealer_send_plan(channels[cfg.dealer_id], registry, plan, dealer_seeds)
+        counters[cfg.dealer_id].finish()
+
+    def party(pid: int) -> None:
+        c = counters[pid]
+        c.set_phase("offline")
+        prepared = party_receive_plan(channels[pid], registry, cfg.dealer_id, pid, n,
+                                      dealer_seeds[pid])
+        c.set_phase("online")
+        sess = Session(cfg, pid, channels[pid], c, correlations=registry, prepared=prepared,
+                       pair_seeds=pair_seeds[pid])
+        results[pid] = job(sess)
+        c.set_phase("setup")
+        c.finish()
+        if prepared.remaining:
+            raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
+
+    def guarded(role: int, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            with lock:
+                errors.append((time.monotonic(), role, exc))
+            channels[role].abort(f"{cfg.role_name(role)} failed: {exc}")
+
+    threads = [threading.Thread(target=guarded, args=(cfg.dealer_id, dealer), daemon=True,
+                                name="dealer")]
+    threads += [threading.Thread(target=guarded, args=(p, lambda p=p: party(p)), daemon=True,
+                                 name=f"party{p}") for p in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + cfg.timeout_s + JOIN_MARGIN_S
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if errors:
+        _, role, exc = min(errors, key=lambda e: e[0])
+        raise InMemoryRunError(cfg.role_name(role), exc) from exc
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck:
+        raise InMemoryRunError(", ".join(stuck), TimeoutError(
+            f"did not finish within {cfg.timeout_s + JOIN_MARGIN_S:g} s"))
+    return InMemoryRun(
+        results=[results[p] for p in range(n)],
+        reports=[counters[p].report() for p in range(n)],
+        dealer_report=counters[cfg.dealer_id].report(),
+        plan=plan,
+    )
+
+
+def run_in_memory(
+    cfg: RunConfig, job: Callable[[Session], T], registry: CorrelationRegistry
+) -> list[tuple[T, dict[str, Any]]]:
+    """Each party's (job result, counters report), in party order."""
+    run = run_in_memory_detailed(cfg, job, registry)
+    return list(zip(run.results, run.reports, strict=True))

@@ -1,0 +1,244 @@
+"""`ZmqChannel`: the framed channel over ZeroMQ TCP between OS processes.
+
+Topology: every role binds ONE PULL socket on its cluster endpoint and connects one PUSH
+socket to each peer's endpoint. A message is one multipart ZeroMQ message (the frames of
+parties/wire.py); ZeroMQ keeps each link FIFO and the framing layer checks the sequence
+numbers anyway.
+
+- Sends never block: SNDHWM = RCVHWM = 0 (unbounded queues), so two parties that both
+  send a large message before receiving cannot deadlock. Frames of 64 KiB or more are
+  handed to ZeroMQ without copying (`copy_threshold`), so an array passed to `send`
+  must not be changed in place afterwards (protocols build new tensors; with network
+  emulation the frames are copied anyway). Smaller frames are copied, which is faster.
+- Received frames are zero-copy `zmq.Frame`s; `Session.recv` makes the one copy that
+  gives protocols a writable tensor.
+- Peer death: each PUSH socket has a socket monitor. EVENT_DISCONNECTED after the link
+  was connected means the peer's socket closed. A peer that finished normally closes
+  too, so `peer_gone` reports it only once nothing has arrived for `GONE_GRACE_S`
+  (its last messages, sent before it closed, have had time to land).
+- close(): delivers what is queued, bounded by the timeout (LINGER), then releases the
+  sockets. The PUSH sockets live in one private `zmq.Context` and the PULL socket in
+  another, so the PUSH context can be terminated (which waits for the queued frames to
+  reach the kernel) while the PULL socket is still open: peers never see us close
+  before our last messages left. No global context is used (pyzmq's own zero-copy
+  helper thread aside).
+- Bind host: by default the endpoint's own host; pass bind_host="0.0.0.0" to listen on
+  every interface when the cluster file names an address that is not local (NAT,
+  containers), i.e. across machines.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from privit.parties.channel import FramedChannel
+from privit.parties.cluster import Cluster, Endpoint
+from privit.parties.config import NETWORK_PRESETS, NetworkConfig
+from privit.parties.counters import Counters
+from privit.parties.netem import DelaySender
+from privit.parties.wire import message_nbytes
+
+COPY_THRESHOLD = 1 << 16
+GONE_GRACE_S = 0.5
+RECONNECT_IVL_MS = 20
+RECONNECT_IVL_MAX_MS = 1000
+_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+
+
+class TransportError(RuntimeError):
+    """The transport cannot be set up or used (port in use, bad address, closed)."""
+
+
+def tcp_address(host: str, port: int) -> str:
+    """A ZeroMQ TCP address; IPv6 literals get brackets."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+@dataclass
+class _Link:
+    """One outgoing link: the PUSH socket to a peer and what its monitor told us."""
+
+    address: str
+    push: zmq.Socket
+    monitor: zmq.Socket
+    connected: bool = False
+    disconnected_at: float | None = None
+
+
+class ZmqChannel(FramedChannel):
+    def __init__(
+        self,
+        role: int,
+        cluster: Cluster,
+        peers: Sequence[int],
+        counters: Counters,
+        timeout_s: float,
+        role_name: Callable[[int], str],
+        network: NetworkConfig = NETWORK_PRESETS["none"],
+        bind_host: str | None = None,
+    ) -> None:
+        super().__init__(role, peers, counters, timeout_s, role_name)
+        if role in self.peers:
+            raise ValueError(f"{role_name(role)} cannot be its own peer")
+        self.cluster = cluster
+        self.network = network
+        self._closed = False
+        self._last_arrival = time.monotonic()
+        self._linger_ms = max(0, int(timeout_s * 1000))
+        self._push_ctx = zmq.Context()
+        self._pull_ctx = zmq.Context()
+        self._links: dict[int, _Link] = {}
+        self._pull: zmq.Socket | None = None
+        self._delay: DelaySender | None = None
+        try:
+            self._pull = self._bind(cluster.endpoint(role), bind_host)
+            for peer in self.peers:
+                self._links[peer] = self._connect(cluster.endpoint(peer))
+        except BaseException:
+            self._release(linger_ms=0)
+            raise
+        if network.emulated:
+            # From here on only the delay thread touches the PUSH sockets.
+            self._delay = DelaySender(network, self._push_send, name=f"netem-{role}")
+
+    # -- setup ------------------------------------------------------------------------
+    def _bind(self, ep: Endpoint, bind_host: str | None) -> zmq.Socket:
+        host = bind_host or ep.host
+        sock = self._pull_ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, int(":" in host))
+        try:
+            sock.bind(tcp_address(host, ep.port))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            who = self.role_name(self.role)
+            if exc.errno == errno.EADDRINUSE:
+                raise TransportError(f"port {host}:{ep.port} for {who} is already in use") from None
+            hint = "" if bind_host else " (across machines, bind to 0.0.0.0)"
+            raise TransportError(
+                f"cannot bind {who} to {host}:{ep.port}: {exc.strerror}{hint}"
+            ) from None
+        return sock
+
+    def _connect(self, ep: Endpoint) -> _Link:
+        sock = self._push_ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.LINGER, self._linger_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+        sock.setsockopt(zmq.IPV6, int(":" in ep.host))
+        sock.copy_threshold = COPY_THRESHOLD
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        address = tcp_address(ep.host, ep.port)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            raise TransportError(f"cannot connect to {ep}: {exc.strerror}") from None
+        return _Link(address, sock, monitor)
+
+    # -- moving frames ----------------------------------------------------------------
+    def _push_send(self, dst: int, frames: list[Any]) -> None:
+        # copy=False: frames >= copy_threshold go without copying, smaller ones are copied.
+        self._links[dst].push.send_multipart(frames, copy=False)
+
+    def _transmit(self, dst: int, frames: list[Any]) -> None:
+        if self._closed:
+            raise TransportError(f"{self.role_name(self.role)}'s channel is closed")
+        if self._delay is not None:
+            self._delay.send(dst, frames, message_nbytes(frames))
+        else:
+            self._push_send(dst, frames)
+
+    def _receive(self, timeout_s: float) -> list[Any] | None:
+        if self._closed or self._pull is None:
+            raise TransportError(f"{self.role_name(self.role)}'s channel is closed")
+        try:
+            frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            if not self._pull.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
+                return None
+            frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+        self._last_arrival = time.monotonic()
+        return frames
+
+    # -- peer liveness ----------------------------------------------------------------
+    def _poll_monitors(self) -> None:
+        for link in self._links.values():
+            while True:
+                try:
+                    event = recv_monitor_message(link.monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if event["event"] == zmq.EVENT_CONNECTED:
+                    link.connected = True
+                    link.disconnected_at = None
+                elif event["event"] == zmq.EVENT_DISCONNECTED and link.connected:
+                    link.connected = False
+                    link.disconnected_at = time.monotonic()
+
+    def peer_gone(self, peer: int) -> str | None:
+        if self._closed or peer not in self._links:
+            return None
+        self._poll_monitors()
+        link = self._links[peer]
+        if link.disconnected_at is None:
+            return None
+        quiet = time.monotonic() - max(link.disconnected_at, self._last_arrival)
+        if quiet < GONE_GRACE_S:
+            return None
+        return f"its socket at {link.address[len('tcp://'):]} closed"
+
+    # -- teardown ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Deliver queued messages (bounded by the timeout), then release every socket.
+
+        Links to peers already known to be gone are closed without waiting.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        error: BaseException | None = None
+        if self._delay is not None:
+            try:
+                self._delay.close(self.timeout_s)
+            except BaseException as exc:  # report after the sockets are released
+                error = exc
+        try:
+            self._poll_monitors()
+        except zmq.ZMQError:
+            pass
+        self._release(linger_ms=None)
+        if error is not None:
+            raise TransportError(str(error)) from error
+
+    def _release(self, linger_ms: int | None) -> None:
+        """Close every socket; linger_ms None keeps each link's LINGER unless its peer is gone."""
+        for link in self._links.values():
+            gone = link.disconnected_at is not None
+            try:
+                link.push.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            link.monitor.close(linger=0)
+            link.push.close(linger=0 if (linger_ms == 0 or gone) else None)
+        # Terminating the PUSH context waits (up to LINGER) for queued frames to leave.
+        self._push_ctx.term()
+        if self._pull is not None:
+            self._pull.close(linger=0)
+        self._pull_ctx.term()
+
+    def __enter__(self) -> ZmqChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,245 @@
+"""The ring Z_2^64 as torch.int64, fixed-point encoding, and exact ring matmul.
+
+Every share and every public ring value is an int64 tensor; torch's int64 add, sub, mul
+and left shift wrap modulo 2^64 (two's complement), which is exactly ring arithmetic.
+
+Fixed point (f = frac_bits fractional bits): a real x is stored as round(x * 2^f).
+- storage: |x| < 2^(63-f) (the encoding must fit a signed 64-bit integer);
+- a product of two encoded values carries 2f fractional bits, so before its truncation
+  |x*y| < 2^(63-2f) (f = 16: 2^31), and |x*y| < 2^(62-2f) for the dealer truncation,
+  which opens x + 2^62 (see truncation.py);
+- resolution 2^-f; `encode` rounds to nearest (ties to even) and rejects values out of
+  range or not finite instead of wrapping them silently.
+
+Ring matmul: torch computes int64 matmul on CPU with its own (non-BLAS) kernel, which
+wraps correctly but runs on one core. The alternative splits both operands into L
+balanced b-bit limbs so that float64 BLAS computes exact partial products: a limb is
+in [-2^(b-1), 2^(b-1)), a sum of t products over K terms is at most t*K*2^(2b-2) in
+magnitude, so it is exact in float64 whenever t*K*2^(2b-2) <= 2^53; only limb pairs
+whose shift b*(i+j) is below 64 matter mod 2^64 (6 GEMMs for L = 3, b = 22). Measured
+on the ViT shapes (docs/arithmetic.md), the native kernel wins for most shapes; `auto`
+uses limbs only where they measured faster.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+RING_BITS = 64
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+FLOAT64_EXACT_BITS = 53
+MATMUL_METHODS = ("auto", "int64", "limbs")
+
+
+# -- scalars and wrapping ------------------------------------------------------------
+def to_signed(v: int) -> int:
+    """The Python int `v` reduced mod 2^64 into the int64 range [-2^63, 2^63)."""
+    v &= (1 << RING_BITS) - 1
+    return v - (1 << RING_BITS) if v >= 1 << (RING_BITS - 1) else v
+
+
+def pow2(s: int) -> int:
+    """2^s as a ring element (int64), e.g. pow2(63) = -2^63; pow2(s >= 64) = 0."""
+    if s < 0:
+        raise ValueError(f"negative power {s}")
+    return to_signed(1 << s) if s < RING_BITS else 0
+
+
+def as_ring(x: torch.Tensor | int) -> torch.Tensor:
+    """`x` as an int64 tensor; refuses other dtypes rather than converting floats."""
+    if isinstance(x, int):
+        return torch.tensor(to_signed(x), dtype=torch.int64)
+    if x.dtype != torch.int64:
+        raise TypeError(f"ring values are int64 tensors, got {x.dtype}")
+    return x
+
+
+# -- fixed point -----------------------------------------------------------------------
+def max_abs_encodable(frac_bits: int) -> float:
+    """Values must satisfy |x| < 2^(63-f) to be stored."""
+    return float(2 ** (RING_BITS - 1 - frac_bits))
+
+
+def max_abs_before_truncation(frac_bits: int) -> float:
+    """A product (2f fractional bits) must satisfy |x*y| < 2^(63-2f) before truncation."""
+    return float(2 ** (RING_BITS - 1 - 2 * frac_bits))
+
+
+def encode(x: torch.Tensor | float | Sequence[float], frac_bits: int) -> torch.Tensor:
+    """Fixed-point encoding: round(x * 2^f) as int64, for finite |x| < 2^(63-f)."""
+    t = torch.as_tensor(x, dtype=torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("cannot encode NaN or infinite values")
+    limit = max_abs_encodable(frac_bits)
+    if t.numel() and float(t.abs().max()) >= limit:
+        raise ValueError(
+            f"value {float(t.abs().max()):.6g} is out of the fixed-point range "
+            f"|x| < 2^{63 - frac_bits} (f = {frac_bits})"
+        )
+    return torch.round(t * float(2**frac_bits)).to(torch.int64)
+
+
+def decode(x: torch.Tensor, frac_bits: int) -> torch.Tensor:
+    """The real value of a fixed-point ring element, as float64 (two's complement)."""
+    return as_ring(x).to(torch.float64) / float(2**frac_bits)
+
+
+# -- shifts ----------------------------------------------------------------------------
+def arith_rshift(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Arithmetic (sign-extending) right shift: floor(x / 2^s) for signed x."""
+    if not 0 <= s:
+        raise ValueError(f"bad shift {s}")
+    return x >> min(s, RING_BITS - 1)
+
+
+def logical_rshift(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift: floor(x / 2^s) with x read as unsigned in [0, 2^64)."""
+    if not 0 <= s:
+        raise ValueError(f"bad shift {s}")
+    if s == 0:
+        return x.clone()
+    if s >= RING_BITS:
+        return torch.zeros_like(x)
+    return (x >> s) & ((1 << (RING_BITS - s)) - 1)
+
+
+def lshift(x: torch.Tensor, s: int) -> torch.Tensor:
+    """x * 2^s mod 2^64."""
+    if not 0 <= s:
+        raise ValueError(f"bad shift {s}")
+    if s >= RING_BITS:
+        return torch.zeros_like(x)
+    return torch.bitwise_left_shift(x, s)
+
+
+def msb(x: torch.Tensor) -> torch.Tensor:
+    """The top bit of each element (1 for negative int64), as int64 {0, 1}."""
+    return (x < 0).to(torch.int64)
+
+
+def ring_sum(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Wrapping sum of several ring tensors (e.g. every party's share)."""
+    if not xs:
+        raise ValueError("nothing to sum")
+    out = xs[0].clone()
+    for x in xs[1:]:
+        out += x
+    return out
+
+
+# -- matmul ----------------------------------------------------------------------------
+def limb_plan(k: int) -> tuple[int, int, int]:
+    """(b, L, t) for a product with inner dimension k: limb width b, limb count L, and how
+    many limb products t may share one float64 accumulator while staying exact.
+
+    Rule: L = 3 limbs of b = 22 bits when k * 2^42 <= 2^53 (k <= 2048), else L = 4 limbs
+    of 16 bits (k <= 2^23); t = floor(2^53 / (k * 2^(2b-2))) >= 1.
+    """
+    for b, n_limbs in ((22, 3), (16, 4)):
+        per_product = k * 2 ** (2 * b - 2)
+        if per_product <= 2**FLOAT64_EXACT_BITS:
+            return b, n_limbs, max(1, 2**FLOAT64_EXACT_BITS // max(per_product, 1))
+    raise ValueError(f"inner dimension {k} is too large for exact limb matmul")
+
+
+def _balanced_limbs(x: torch.Tensor, b: int, n_limbs: int) -> torch.Tensor:
+    """float64 (L, *x.shape): digits d_i in [-2^(b-1), 2^(b-1)) with x = sum d_i 2^(b i)
+    mod 2^64. Adding H = sum_i 2^(b-1) 2^(b i) turns them into unsigned digits u_i = d_i +
+    2^(b-1) of x + H, which are plain shifts and masks."""
+    offset = to_signed(sum((1 << (b - 1)) << (b * i) for i in range(n_limbs)))
+    y = x + offset
+    out = torch.empty((n_limbs, *x.shape), dtype=torch.float64)
+    tmp = torch.empty_like(y)
+    for i in range(n_limbs):
+        width = min(b, RING_BITS - b * i)
+        torch.bitwise_right_shift(y, b * i, out=tmp)
+        tmp.bitwise_and_((1 << width) - 1)
+        out[i].copy_(tmp)
+    out.sub_(float(1 << (b - 1)))
+    return out
+
+
+def _as_batched(
+    a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Broadcast batch dims and flatten them: (B, n, k), (B, k, m) and the batch shape."""
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
+    return a3, b3, tuple(batch)
+
+
+def ring_matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact a @ b mod 2^64 through float64 BLAS on balanced limbs (see `limb_plan`)."""
+    k = a.shape[-1]
+    bits, n_limbs, per_acc = limb_plan(k)
+    two_d = a.dim() == 2 and b.dim() == 2
+    batch: tuple[int, ...] = ()
+    if two_d:
+        a3, b3 = a.unsqueeze(0), b.unsqueeze(0)
+    else:
+        a3, b3, batch = _as_batched(a, b)
+    da, db = _balanced_limbs(a3, bits, n_limbs), _balanced_limbs(b3, bits, n_limbs)
+    shape = (a3.shape[0], a3.shape[1], b3.shape[2])
+    out = torch.zeros(shape, dtype=torch.int64)
+    acc = torch.empty(shape, dtype=torch.float64)
+    part = torch.empty(shape, dtype=torch.int64)
+    for shift in range(n_limbs):
+        if bits * shift >= RING_BITS:
+            break
+        pairs = [(i, shift - i) for i in range(shift + 1)]
+        for g in range(0, len(pairs), per_acc):
+            for j, (p, q) in enumerate(pairs[g:g + per_acc]):
+                if two_d:
+                    if j == 0:
+                        torch.mm(da[p, 0], db[q, 0], out=acc[0])
+                    else:
+                        acc[0].addmm_(da[p, 0], db[q, 0])
+                elif j == 0:
+                    torch.bmm(da[p], db[q], out=acc)
+                else:
+                    acc.baddbmm_(da[p], db[q])
+            part.copy_(acc)  # exact: |acc| <= 2^53
+            if shift:
+                part.bitwise_left_shift_(bits * shift)
+            out += part
+    return out[0] if two_d else out.reshape(*batch, shape[1], shape[2])
+
+
+def choose_matmul_method(a_shape: Sequence[int], b_shape: Sequence[int], threads: int) -> str:
+    """The faster exact method for these shapes, from the measurements in docs/arithmetic.md.
+
+    Limbs only pay off with >= 2 idle cores (float64 BLAS is multi-threaded, torch's int64
+    kernel is not), a long inner dimension and a narrow output: k >= 256, m <= 32 and
+    batch*n*k*m >= 2^20 (e.g. attention-times-values (12,257,257)@(12,257,16)).
+    """
+    n, k = int(a_shape[-2]), int(a_shape[-1])
+    m = int(b_shape[-1])
+    batch = 1
+    for d in torch.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])):
+        batch *= int(d)
+    if threads >= 2 and k >= 256 and m <= 32 and batch * n * k * m >= 1 << 20 and k <= 2048:
+        return "limbs"
+    return "int64"
+
+
+def ring_matmul(a: torch.Tensor, b: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """Exact a @ b mod 2^64 for int64 (..., n, k) @ (..., k, m), batch dims broadcast.
+
+    method: "int64" (torch's native kernel), "limbs" (float64 BLAS on limbs) or "auto"
+    (`choose_matmul_method` with torch's thread count). All are exact.
+    """
+    a, b = as_ring(a), as_ring(b)
+    if a.dim() < 2 or b.dim() < 2:
+        raise ValueError(f"ring_matmul needs matrices, got {tuple(a.shape)} @ {tuple(b.shape)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"ring_matmul shape mismatch {tuple(a.shape)} @ {tuple(b.shape)}")
+    if method not in MATMUL_METHODS:
+        raise ValueError(f"unknown matmul method {method!r}; choose from {MATMUL_METHODS}")
+    if method == "auto":
+        method = choose_matmul_method(a.shape, b.shape, torch.get_num_threads())
+    if method == "limbs" and a.shape[-1] > 0 and a.numel() and b.numel():
+        return ring_matmul_limbs(a, b)
+    return torch.matmul(a, b)

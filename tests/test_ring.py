@@ -1,0 +1,165 @@
+"""The ring Z_2^64 and fixed point: wrapping, shifts, encoding ranges, exact matmul."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from privit.protocols import ring
+
+M64 = 1 << 64
+
+
+def py_signed(v: int) -> int:
+    v %= M64
+    return v - M64 if v >= 1 << 63 else v
+
+
+def extreme_values() -> list[int]:
+    worst = {-ring.to_signed(sum((1 << (b - 1)) << (b * i) for i in range(L)))
+             for b, L in ((22, 3), (16, 4))}
+    return [ring.INT64_MIN, ring.INT64_MAX, -1, 0, 1, ring.INT64_MIN + 1, *sorted(worst),
+            ring.to_signed(-sum((1 << 21) << (22 * i) for i in range(3)))]
+
+
+def random_ring(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(ring.INT64_MIN, ring.INT64_MAX, shape, generator=gen, dtype=torch.int64)
+
+
+# -- scalars, wrapping, shifts -------------------------------------------------------------
+def test_to_signed_and_pow2() -> None:
+    assert ring.to_signed(1 << 63) == ring.INT64_MIN
+    assert ring.to_signed(-1) == -1
+    assert ring.to_signed(M64 + 5) == 5
+    assert ring.pow2(63) == ring.INT64_MIN
+    assert ring.pow2(62) == 1 << 62
+    assert ring.pow2(64) == 0
+
+
+def test_int64_arithmetic_wraps_like_the_ring() -> None:
+    rnd = random.Random(1)
+    vals = extreme_values() + [py_signed(rnd.getrandbits(64)) for _ in range(200)]
+    a = torch.tensor(vals, dtype=torch.int64)
+    b = torch.tensor(vals[::-1], dtype=torch.int64)
+    for got, op in ((a + b, lambda x, y: x + y), (a - b, lambda x, y: x - y),
+                    (a * b, lambda x, y: x * y)):
+        assert got.tolist() == [py_signed(op(x, y)) for x, y in zip(vals, vals[::-1], strict=True)]
+
+
+@pytest.mark.parametrize("s", [0, 1, 5, 16, 31, 62, 63])
+def test_shifts_match_integer_definitions(s: int) -> None:
+    rnd = random.Random(s)
+    vals = extreme_values() + [py_signed(rnd.getrandbits(64)) for _ in range(200)]
+    x = torch.tensor(vals, dtype=torch.int64)
+    assert ring.arith_rshift(x, s).tolist() == [v >> s for v in vals]
+    assert ring.logical_rshift(x, s).tolist() == [py_signed((v % M64) >> s) for v in vals]
+    assert ring.lshift(x, s).tolist() == [py_signed(v << s) for v in vals]
+    assert ring.msb(x).tolist() == [int(v < 0) for v in vals]
+    assert ring.logical_rshift(x, 64).tolist() == [0] * len(vals)
+
+
+# -- fixed point ---------------------------------------------------------------------------
+@pytest.mark.parametrize("f", [8, 16, 24])
+def test_encode_decode_roundtrip_and_rounding(f: int) -> None:
+    x = torch.tensor([0.0, 1.0, -1.0, 0.5, -2.75, 3.0 * 2**-f, 1000.123], dtype=torch.float64)
+    enc = ring.encode(x, f)
+    assert enc.dtype == torch.int64
+    assert torch.all((ring.decode(enc, f) - x).abs() <= 2.0 ** -(f + 1))
+    # round to nearest: 0.6 LSB -> 1, 0.4 LSB -> 0, -0.6 LSB -> -1
+    lsb = 2.0**-f
+    assert ring.encode(torch.tensor([0.6 * lsb, 0.4 * lsb, -0.6 * lsb]), f).tolist() == [1, 0, -1]
+
+
+@pytest.mark.parametrize("f", [8, 16, 24])
+def test_encode_range(f: int) -> None:
+    limit = ring.max_abs_encodable(f)
+    assert limit == 2.0 ** (63 - f)
+    near = torch.tensor([limit * (1 - 2**-40), -limit * (1 - 2**-40)], dtype=torch.float64)
+    assert torch.equal(ring.decode(ring.encode(near, f), f), near)
+    for bad in (limit, -limit, 2 * limit, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            ring.encode(torch.tensor([1.0, bad]), f)
+    assert ring.max_abs_before_truncation(f) == 2.0 ** (63 - 2 * f)
+
+
+def test_decode_refuses_non_ring_tensors() -> None:
+    with pytest.raises(TypeError):
+        ring.decode(torch.zeros(3), 16)
+
+
+# -- ring matmul ---------------------------------------------------------------------------
+def py_matmul(a: torch.Tensor, b: torch.Tensor) -> list[list[int]]:
+    al, bl = a.tolist(), b.tolist()
+    cols = list(zip(*bl, strict=True))
+    return [[py_signed(sum(x * y for x, y in zip(row, col, strict=True))) for col in cols]
+            for row in al]
+
+
+@pytest.mark.parametrize("method", ["int64", "limbs"])
+def test_ring_matmul_matches_big_integers(method: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    ext = torch.tensor(extreme_values(), dtype=torch.int64)
+    for n, k, m in ((3, 5, 4), (7, 64, 3), (2, 300, 2)):
+        a, b = random_ring((n, k), gen), random_ring((k, m), gen)
+        a[0] = ext[torch.arange(k) % len(ext)]
+        b[:, 0] = ext[torch.arange(k) % len(ext)].flip(0)
+        assert ring.ring_matmul(a, b, method).tolist() == py_matmul(a, b)
+
+
+@pytest.mark.parametrize("b_bits, n_limbs, k", [(22, 3, 2048), (16, 4, 2049), (16, 4, 5000)])
+def test_limbs_exact_at_their_worst_case(b_bits: int, n_limbs: int, k: int) -> None:
+    """Every digit at -2^(b-1): all K products have the largest magnitude and the same sign."""
+    assert ring.limb_plan(k)[:2] == (b_bits, n_limbs)
+    worst = -ring.to_signed(sum((1 << (b_bits - 1)) << (b_bits * i) for i in range(n_limbs)))
+    a = torch.full((2, k), worst, dtype=torch.int64)
+    b = torch.full((k, 2), worst, dtype=torch.int64)
+    a[1, :] = ring.INT64_MIN
+    expected = py_signed(k * worst * worst)
+    got = ring.ring_matmul_limbs(a, b)
+    assert got[0].tolist() == [expected, expected]
+    assert torch.equal(got, torch.matmul(a, b))
+
+
+def test_limb_plan_rule_is_exact_by_construction() -> None:
+    for k in (1, 16, 64, 192, 256, 682, 683, 768, 2048, 2049, 1 << 20, 1 << 23):
+        b, n_limbs, t = ring.limb_plan(k)
+        assert b * n_limbs >= 64
+        assert t * k * 2 ** (2 * b - 2) <= 2**53
+    with pytest.raises(ValueError):
+        ring.limb_plan((1 << 23) + 1)
+
+
+VIT_SHAPES = [((65, 256), (256, 768)), ((197, 192), (192, 768)), ((4, 65, 64), (4, 64, 65)),
+              ((12, 257, 16), (12, 16, 257)), ((12, 257, 257), (12, 257, 16))]
+
+
+@pytest.mark.parametrize("sa, sb", VIT_SHAPES)
+def test_limbs_equal_native_on_vit_shapes(sa: tuple[int, ...], sb: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(sa) + sum(sb))
+    a, b = random_ring(sa, gen), random_ring(sb, gen)
+    ext = torch.tensor(extreme_values(), dtype=torch.int64)
+    a.view(-1)[: len(ext)] = ext
+    b.view(-1)[-len(ext):] = ext
+    assert torch.equal(ring.ring_matmul(a, b, "limbs"), ring.ring_matmul(a, b, "int64"))
+    assert torch.equal(ring.ring_matmul(a, b), torch.matmul(a, b))
+
+
+def test_batched_broadcast_and_errors() -> None:
+    gen = torch.Generator().manual_seed(5)
+    a, b = random_ring((3, 4, 5), gen), random_ring((5, 6), gen)
+    want = torch.stack([torch.matmul(a[i], b) for i in range(3)])
+    assert torch.equal(ring.ring_matmul(a, b, "int64"), want)
+    assert torch.equal(ring.ring_matmul(a, b, "limbs"), want)
+    with pytest.raises(ValueError):
+        ring.ring_matmul(a, random_ring((4, 6), gen))
+    with pytest.raises(TypeError):
+        ring.ring_matmul(a.double(), b)
+    with pytest.raises(ValueError):
+        ring.ring_matmul(a, b, "float32")
+
+
+def test_choose_matmul_method() -> None:
+    assert ring.choose_matmul_method((12, 257, 257), (12, 257, 16), threads=2) == "limbs"
+    assert ring.choose_matmul_method((12, 257, 257), (12, 257, 16), threads=1) == "int64"
+    assert ring.choose_matmul_method((197, 192), (192, 768), threads=2) == "int64"
+    assert ring.choose_matmul_method((4, 65, 64), (4, 64, 65), threads=2) == "int64"
