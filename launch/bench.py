@@ -1,7 +1,7 @@
 """`privit bench`: microbenchmarks of every op on real processes (2 parties + dealer).
 
 All selected ops run in ONE multi-process run of the `bench` job, each repetition in its
-own scope `op#rep`, so that rounds and bytes come from the same counters as any run.
+own scope `op#rep` after an untimed warm-up `op#warmup`, so that rounds and bytes come from the same counters as any run.
 Per op, the job generates seeded inputs (benchmark data, known to every party so that
 each can check the opened result), shares them from their owner, runs `setup` outside
 the timed scope (e.g. a fixed weight's mask opening), then the op inside it, then opens
@@ -97,14 +97,15 @@ class BenchJob(Job):
             plain_inputs = op.inputs(gen)
             plain = {k: v for k, (v, _) in plain_inputs.items()}
             reference = op.reference(plain)
-            for rep in range(self.reps):
+            # rep -1 is an untimed warm-up (first-use costs: allocator, sockets, thread pools)
+            for rep in range(-1, self.reps):
                 shares = {
                     k: sharing.share_input(sess, owner, None if sess.is_tracing else ring.encode(v, f),
                                            tuple(v.shape))
                     for k, (v, owner) in plain_inputs.items()
                 }
                 state = op.setup(sess, shares) if op.setup else None
-                with sess.scope(f"{op.name}#{rep}"):
+                with sess.scope(f"{op.name}#{'warmup' if rep < 0 else rep}"):
                     result = op.run(sess, shares, state)
                 opened = sharing.open_all(sess, result, label="bench_check")
                 if rep == 0:

@@ -218,3 +218,7 @@ def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops:
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=1))
         click.echo(f"rows written to {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -157,10 +157,22 @@ def role_main(config_path: str, cluster_path: str, role: int, report_path: str |
         if not 0 <= role <= cfg.n_parties:
             raise ValueError(f"role {role} out of range: parties are 0..{cfg.n_parties - 1}, "
                              f"dealer is {cfg.n_parties}")
-        if role == cfg.dealer_id:
-            report = run_dealer(cfg, cluster, bind_host)
-        else:
-            report = run_party(cfg, cluster, role, bind_host)
+        profile_dir = os.environ.get("PRIVIT_PROFILE")  # developer aid: cProfile per role
+        profiler = None
+        if profile_dir:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        try:
+            if role == cfg.dealer_id:
+                report = run_dealer(cfg, cluster, bind_host)
+            else:
+                report = run_party(cfg, cluster, role, bind_host)
+        finally:
+            if profiler is not None and profile_dir:
+                profiler.disable()
+                profiler.dump_stats(str(Path(profile_dir) / f"role-{role}.prof"))
         code = 0
     except KeyboardInterrupt:
         report = {"role": role, "name": name, "ok": False, "error": "interrupted"}

@@ -44,6 +44,7 @@ __all__ = [
     "DatasetError",
     "Split",
     "ImageDataset",
+    "RefusedGlobal",
     "RestrictedUnpickler",
     "safe_unpickle",
     "load_dataset",
@@ -207,6 +208,10 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[[], Any]]:
     return table
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global that :class:`RestrictedUnpickler` does not allow."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that rebuilds plain containers and numpy arrays, nothing else.
 
@@ -214,7 +219,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     rebuilders (``multiarray._reconstruct``, ``multiarray.scalar``,
     ``numeric._frombuffer``, under ``numpy.core`` or ``numpy._core``).  Any other
     global (``os.system``, ``builtins.eval``, a class...) raises
-    ``pickle.UnpicklingError``; persistent ids are refused by the base class.
+    :class:`RefusedGlobal` before anything is called; persistent ids are refused
+    by the base class.
     """
 
     _ALLOWED = _allowed_globals()
@@ -222,7 +228,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         getter = self._ALLOWED.get((module, name))
         if getter is None:
-            raise pickle.UnpicklingError(
+            raise RefusedGlobal(
                 f"refuses to unpickle {module}.{name}: only numpy arrays are allowed")
         return getter()
 
@@ -243,11 +249,12 @@ def safe_unpickle(path: PathLike) -> Any:
         raise DatasetError(f"{name}: cannot read: {err.strerror or err}") from None
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
+    except RefusedGlobal as err:
         raise DatasetError(f"{name}: {err}") from None
     except Exception as err:  # corrupt/truncated pickles fail in many ways
+        detail = str(err).splitlines()[0][:160] if str(err) else ""
         raise DatasetError(f"{name}: not a valid pickle: {type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:160] if str(err) else ''}") from None
+                           f"{detail}") from None
 
 
 def _cifar_file(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ def beaver_mul(
     ROUNDS 1 + trunc. BYTES (n-1)(H + 16 numel) + trunc. OFFLINE 8 numel to party n-1.
     """
     x, y = ring.as_ring(x), ring.as_ring(y)
-    shape = torch.broadcast_shapes(x.shape, y.shape)
+    shape = ring.broadcast_shape(x.shape, y.shape)
     x, y = x.expand(shape), y.expand(shape)
     mat = sess.correlation("triple", tuple(shape))
     d, e = open_many(sess, [x - mat["a"], y - mat["b"]], label="beaver_mul")

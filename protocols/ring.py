@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 RING_BITS = 64
@@ -129,6 +130,12 @@ def ring_sum(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """numpy's broadcasting rule. (torch.broadcast_shapes imports sympy on first use,
+    which costs about a second inside the online phase.)"""
+    return tuple(int(d) for d in np.broadcast_shapes(*(tuple(s) for s in shapes)))
+
+
 # -- matmul ----------------------------------------------------------------------------
 def limb_plan(k: int) -> tuple[int, int, int]:
     """(b, L, t) for a product with inner dimension k: limb width b, limb count L, and how
@@ -165,7 +172,7 @@ def _as_batched(
     a: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """Broadcast batch dims and flatten them: (B, n, k), (B, k, m) and the batch shape."""
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = broadcast_shape(a.shape[:-2], b.shape[:-2])
     a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
     return a3, b3, tuple(batch)
@@ -218,7 +225,7 @@ def choose_matmul_method(a_shape: Sequence[int], b_shape: Sequence[int], threads
     n, k = int(a_shape[-2]), int(a_shape[-1])
     m = int(b_shape[-1])
     batch = 1
-    for d in torch.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])):
+    for d in broadcast_shape(a_shape[:-2], b_shape[:-2]):
         batch *= int(d)
     if threads >= 2 and k >= 256 and m <= 32 and batch * n * k * m >= 1 << 20 and k <= 2048:
         return "limbs"

@@ -130,7 +130,7 @@ def add_public(sess: Session, x: torch.Tensor, c: torch.Tensor | int) -> torch.T
     x, public = ring.as_ring(x), ring.as_ring(c)
     if sess.party_id == 0:
         return x + public
-    return x.expand(torch.broadcast_shapes(x.shape, public.shape)).clone()
+    return x.expand(ring.broadcast_shape(x.shape, public.shape)).clone()
 
 
 def mul_public(x: torch.Tensor, c: torch.Tensor | int) -> torch.Tensor:

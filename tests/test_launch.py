@@ -1,0 +1,229 @@
+"""The launcher end to end: `privit run`, the cluster roles, failures, and cleanup.
+
+Every test starts real OS processes (the CLI in a subprocess, which starts the roles).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from privit.parties.cluster import Cluster
+
+PRIVIT = [sys.executable, "-m", "privit.launch.cli"]
+SLOW_CHAIN = ["--job", "matmul_chain", "--param", "rows=4", "--param",
+              "dims=" + ",".join(["8"] * 400), "--network", "wan"]  # 399 rounds x 20 ms
+
+
+def role_processes(marker: str) -> list[int]:
+    """Pids of live role processes whose command line mentions `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker in cmd and "privit.launch.roles" in cmd and state != "Z" and int(entry.name) != os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_cli(args: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(PRIVIT + args, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_run_default_job_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = run_cli(["run", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert "max abs error vs plaintext" in proc.stdout
+    report = json.loads(out.read_text())
+    for key in ("bytes", "rounds", "wall_s"):
+        assert key in report["online"]
+    assert report["online"]["rounds"] == 4  # linear1, square, linear2, output opening
+    assert report["offline"]["bytes"] > 0
+    assert report["online"]["bytes"] == sum(p["online_bytes"] for p in report["per_party"])
+    assert [p["role"] for p in report["per_party"]] == ["party 0", "party 1", "dealer"]
+    assert {"lan_s", "wan_s"} <= set(report["projected"])
+    assert report["network"]["name"] == "none"
+    assert report["accuracy"]["max_abs_error"] < 1e-2
+    assert report["accuracy"]["parties_agree"] is True
+    names = [s["name"] for s in report["scopes"]]
+    assert names == ["input", "linear1", "square", "linear2", "output"]
+    # the scopes account for every online byte and round
+    assert sum(s["bytes"] for s in report["scopes"]) == report["online"]["bytes"]
+    assert sum(s["rounds"] for s in report["scopes"]) == report["online"]["rounds"]
+
+
+def test_run_three_parties_dealer_truncation(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = run_cli(["run", "--parties", "3", "--job", "matmul_chain", "--param", "rows=5",
+                    "--param", "dims=16,32,8", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["config"]["truncation"] == "dealer"
+    # 2 matmuls x (1 Beaver round + 1 truncation round) + 1 output opening
+    assert report["online"]["rounds"] == 5
+    assert report["accuracy"]["max_abs_error"] < 1e-2
+
+
+def test_run_wan_emulation_takes_at_least_rounds_times_rtt(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = run_cli(["run", "--job", "matmul_chain", "--param", "rows=2", "--param", "dims=4,4,4",
+                    "--network", "wan", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    rounds = report["online"]["rounds"]
+    assert rounds == 3
+    # every round here is a symmetric exchange (both parties send, then receive), which
+    # waits one one-way latency (RTT / 2 = 20 ms), as with Cheetah's `tc netem` on lo
+    assert report["online"]["wall_s"] >= rounds * 0.020
+    assert report["online"]["wall_s"] < rounds * 0.020 + 0.25
+    assert report["network"]["rtt_ms"] == pytest.approx(40.0)
+
+
+def test_run_bad_options_are_usage_errors() -> None:
+    proc = run_cli(["run", "--job", "nope"])
+    assert proc.returncode != 0 and "unknown job 'nope'" in proc.stderr
+    proc = run_cli(["run", "--parties", "3", "--truncation", "local"])
+    assert proc.returncode != 0 and "local truncation" in proc.stderr
+    proc = run_cli(["run", "--param", "rows"])
+    assert proc.returncode != 0 and "KEY=VALUE" in proc.stderr
+
+
+def _cluster(tmp_path: Path, n: int = 2) -> Path:
+    path = tmp_path / "cluster.json"
+    Cluster.local(n).save(path)
+    return path
+
+
+def _start_roles(tmp_path: Path, cluster: Path, common: list[str],
+                 per_role: dict[str, list[str]] | None = None) -> dict[str, subprocess.Popen[str]]:
+    per_role = per_role or {}
+    procs = {}
+    specs = {"dealer": ["dealer"], "p0": ["party", "--id", "0"], "p1": ["party", "--id", "1"]}
+    for name, head in specs.items():
+        args = head + ["--cluster", str(cluster), "--json", str(tmp_path / f"{name}.json")]
+        procs[name] = subprocess.Popen(PRIVIT + args + common + per_role.get(name, []),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return procs
+
+
+def _finish(procs: dict[str, subprocess.Popen[str]], timeout: float = 60) -> dict[str, tuple[int, str]]:
+    out = {}
+    try:
+        for name, p in procs.items():
+            _, err = p.communicate(timeout=timeout)
+            out[name] = (p.returncode, err)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    common = ["--job", "mlp", "--session-id", "t1", "--timeout", "30"]
+    results = _finish(_start_roles(tmp_path, cluster, common))
+    assert all(code == 0 for code, _ in results.values()), results
+    merged = tmp_path / "merged.json"
+    proc = run_cli(["report", str(tmp_path / "dealer.json"), str(tmp_path / "p0.json"),
+                    str(tmp_path / "p1.json"), "--json", str(merged)])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(merged.read_text())
+    assert report["online"]["rounds"] == 4
+    assert report["accuracy"]["max_abs_error"] < 1e-2
+
+
+def test_config_mismatch_stops_every_role_naming_it(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    common = ["--job", "mlp", "--session-id", "t2", "--timeout", "10"]
+    results = _finish(_start_roles(tmp_path, cluster, common, {"p1": ["--frac-bits", "12"]}))
+    for name, (code, err) in results.items():
+        assert code != 0, f"{name} should fail"
+        assert "frac_bits" in err, f"{name}: {err}"
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_session_id_mismatch_is_named(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    procs = _start_roles(tmp_path, cluster, ["--job", "mlp", "--timeout", "10"],
+                         {"dealer": ["--session-id", "a"], "p0": ["--session-id", "a"],
+                          "p1": ["--session-id", "b"]})
+    results = _finish(procs)
+    assert results["p1"][0] != 0 and "session" in results["p1"][1]
+    assert all(code != 0 for code, _ in results.values())
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    cluster_path = _cluster(tmp_path)
+    cluster = Cluster.load(cluster_path)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    blocker.bind((cluster.dealer.host, cluster.dealer.port))
+    blocker.listen()
+    try:
+        proc = run_cli(["dealer", "--cluster", str(cluster_path), "--job", "mlp", "--timeout", "5"],
+                       timeout=30)
+    finally:
+        blocker.close()
+    assert proc.returncode != 0
+    assert "already in use" in proc.stderr and str(cluster.dealer.port) in proc.stderr
+
+
+def test_killed_party_makes_the_others_fail_naming_it(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    common = SLOW_CHAIN + ["--session-id", "t3", "--timeout", "5"]
+    procs = _start_roles(tmp_path, cluster, common)
+    time.sleep(4.0)  # start-up (imports), handshake, offline; then the slow online phase
+    assert procs["p1"].poll() is None, "party 1 finished before it could be killed"
+    procs["p1"].kill()
+    start = time.monotonic()
+    results = _finish(procs, timeout=30)
+    assert time.monotonic() - start < 15
+    code, err = results["p0"]
+    assert code != 0 and "party 1" in err, err
+
+
+def test_sigint_leaves_no_child_behind(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    proc = subprocess.Popen(PRIVIT + ["run", *SLOW_CHAIN, "--keep-dir", str(keep)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(role_processes(str(keep))) < 3:
+        time.sleep(0.1)
+    assert len(role_processes(str(keep))) == 3, "roles did not start"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and role_processes(str(keep)):
+        time.sleep(0.1)
+    assert role_processes(str(keep)) == []
+
+
+def test_coordinator_killed_hard_roles_exit_by_themselves(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    proc = subprocess.Popen(PRIVIT + ["run", *SLOW_CHAIN, "--keep-dir", str(keep)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(role_processes(str(keep))) < 3:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no cleanup code runs in the coordinator
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and role_processes(str(keep)):
+        time.sleep(0.1)
+    assert role_processes(str(keep)) == []
