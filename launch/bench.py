@@ -1,7 +1,8 @@
 """`privit bench`: microbenchmarks of every op on real processes (2 parties + dealer).
 
 All selected ops run in ONE multi-process run of the `bench` job, each repetition in its
-own scope `op#rep` after an untimed warm-up `op#warmup`, so that rounds and bytes come from the same counters as any run.
+own scope `op#rep` after an untimed warm-up `op#warmup`, so that rounds and bytes come
+from the same counters as any run.
 Per op, the job generates seeded inputs (benchmark data, known to every party so that
 each can check the opened result), shares them from their owner, runs `setup` outside
 the timed scope (e.g. a fixed weight's mask opening), then the op inside it, then opens
@@ -122,7 +123,8 @@ class BenchJob(Job):
 JOBS[BenchJob.name] = BenchJob
 
 
-def rows_from_report(report: dict[str, Any], job: BenchJob, outputs: dict[str, float]) -> list[dict[str, Any]]:
+def rows_from_report(report: dict[str, Any], job: BenchJob,
+                     outputs: dict[str, float]) -> list[dict[str, Any]]:
     scopes = {s["name"]: s for s in report["scopes"]}
     rows = []
     for op in job.ops:

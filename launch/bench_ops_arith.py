@@ -1,6 +1,7 @@
 """Benchmark ops of the arithmetic layer (protocols/sharing, beaver, truncation)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ def _open_run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
     return sharing.share_public(sess, sharing.open_all(sess, s["x"], label="open"))
 
 
-def _trunc(method: str):  # type: ignore[no-untyped-def]
+def _trunc(method: str) -> Callable[[Session, Shares, Any], torch.Tensor]:
     def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
         scaled = sharing.mul_public(s["x"], 1 << sess.frac_bits)  # x with 2f fractional bits
         fn = truncation.truncate_local if method == "local" else truncation.truncate_dealer

@@ -1,9 +1,10 @@
 """Transport micro-benchmarks: two real processes talking over loopback `ZmqChannel`s.
 
 Measures (each row a dict; `python -m privit.launch.bench_transport` prints a table):
+Data moves through `Session.send` / `Session.recv`, i.e. exactly what protocols get
+(int64 tensors, writable).
 - throughput, one-way: party 0 sends `repeats` arrays of `nbytes` back to back; party 1
-  receives each and makes the writable copy that `Session.recv` makes, then acks with
-  8 bytes. GB/s = repeats * nbytes / (time from the first send to the ack).
+  receives each and acks with 8 bytes. GB/s = repeats * nbytes / (time from the first send to the ack).
 - throughput, echo: party 0 sends an array, party 1 receives it and sends it back.
   GB/s = 2 * nbytes / (time per round trip): bytes moved per second, both directions.
 - small-message round trip: party 0 sends an 8-byte array, party 1 returns it; median
@@ -20,77 +21,77 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
+import torch
 
 from privit.parties.cluster import Cluster
+from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
+from privit.parties.session import Session
 from privit.parties.transport import ZmqChannel
 
 MB = 1_000_000
 Plan = list[tuple[str, int, int]]  # (op, nbytes, repeats or count)
 
 
-def _name(role: int) -> str:
-    return f"party {role}"
-
-
-def _oneway(ch: ZmqChannel, role: int, nbytes: int, repeats: int) -> dict[str, Any] | None:
-    arr = np.arange(nbytes // 8, dtype=np.int64)
-    ack = np.zeros(1, dtype=np.int64)
-    if role == 1:
+def _oneway(sess: Session, nbytes: int, repeats: int) -> dict[str, Any] | None:
+    shape = (nbytes // 8,)
+    ack = torch.zeros(1, dtype=torch.int64)
+    if sess.party_id == 1:
         for _ in range(repeats + 1):  # one warm-up message
-            np.array(ch.recv(0, "data", "bulk").arrays[0])  # the copy Session.recv makes
-            ch.send(0, "data", "ack", [ack])
+            sess.recv(0, "bulk", shape)
+            sess.send(0, ack, "ack")
         return None
-    ch.send(1, "data", "bulk", [arr])
-    ch.recv(1, "data", "ack")
+    arr = torch.arange(shape[0], dtype=torch.int64)
+    sess.send(1, arr, "bulk")
+    sess.recv(1, "ack", (1,))
     t0 = time.perf_counter()
     for _ in range(repeats):
-        ch.send(1, "data", "bulk", [arr])
+        sess.send(1, arr, "bulk")
     for _ in range(repeats):
-        ch.recv(1, "data", "ack")
+        sess.recv(1, "ack", (1,))
     wall = time.perf_counter() - t0
-    return {"op": "oneway", "bytes": arr.nbytes, "repeats": repeats, "wall_s": wall,
-            "GB_per_s": repeats * arr.nbytes / wall / 1e9}
+    return {"op": "oneway", "bytes": 8 * shape[0], "repeats": repeats, "wall_s": wall,
+            "GB_per_s": repeats * 8 * shape[0] / wall / 1e9}
 
 
-def _echo(ch: ZmqChannel, role: int, nbytes: int, repeats: int) -> dict[str, Any] | None:
-    if role == 1:
+def _echo(sess: Session, nbytes: int, repeats: int) -> dict[str, Any] | None:
+    shape = (nbytes // 8,)
+    if sess.party_id == 1:
         for _ in range(repeats + 1):
-            back = np.array(ch.recv(0, "data", "echo").arrays[0])
-            ch.send(0, "data", "echo", [back])
+            sess.send(0, sess.recv(0, "echo", shape), "echo")
         return None
-    arr = np.arange(nbytes // 8, dtype=np.int64)
+    arr = torch.arange(shape[0], dtype=torch.int64)
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        ch.send(1, "data", "echo", [arr])
-        got = np.array(ch.recv(1, "data", "echo").arrays[0])
+        sess.send(1, arr, "echo")
+        got = sess.recv(1, "echo", shape)
         if i:
             times.append(time.perf_counter() - t0)
-        if i == 0 and not np.array_equal(got, arr):
+        elif not torch.equal(got, arr):
             raise AssertionError("echo returned different data")
     wall = statistics.median(times)
-    return {"op": "echo", "bytes": arr.nbytes, "repeats": repeats, "wall_s": wall,
-            "GB_per_s": 2 * arr.nbytes / wall / 1e9}
+    return {"op": "echo", "bytes": 8 * shape[0], "repeats": repeats, "wall_s": wall,
+            "GB_per_s": 2 * 8 * shape[0] / wall / 1e9}
 
 
-def _rtt(ch: ZmqChannel, role: int, nbytes: int, count: int) -> dict[str, Any] | None:
+def _rtt(sess: Session, nbytes: int, count: int) -> dict[str, Any] | None:
     warmup = max(10, count // 10)
-    arr = np.zeros(max(1, nbytes // 8), dtype=np.int64)
-    if role == 1:
+    shape = (max(1, nbytes // 8),)
+    if sess.party_id == 1:
         for _ in range(warmup + count):
-            ch.send(0, "data", "pong", [ch.recv(0, "data", "ping").arrays[0]])
+            sess.send(0, sess.recv(0, "ping", shape), "pong")
         return None
+    arr = torch.zeros(shape, dtype=torch.int64)
     times = []
     for i in range(warmup + count):
         t0 = time.perf_counter()
-        ch.send(1, "data", "ping", [arr])
-        ch.recv(1, "data", "pong")
+        sess.send(1, arr, "ping")
+        sess.recv(1, "pong", shape)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    return {"op": "rtt", "bytes": arr.nbytes, "repeats": count,
+    return {"op": "rtt", "bytes": 8 * shape[0], "repeats": count,
             "wall_s": sum(times), "rtt_us": statistics.median(times) * 1e6,
             "rtt_p90_us": times[int(0.9 * len(times))] * 1e6}
 
@@ -102,9 +103,12 @@ def _role_main(role: int, cluster: Cluster, plan: Plan, out: Any) -> None:
     """One process of the benchmark; party 0 puts its rows (or an error) on `out`."""
     try:
         rows = []
-        with ZmqChannel(role, cluster, [1 - role], Counters(), 60.0, _name) as ch:
+        cfg = RunConfig(n_parties=2, timeout_s=60.0)
+        counters = Counters()
+        with ZmqChannel(role, cluster, [1 - role], counters, cfg.timeout_s, cfg.role_name) as ch:
+            sess = Session(cfg, role, ch, counters, correlations={})
             for op, nbytes, repeats in plan:
-                row = _OPS[op](ch, role, nbytes, repeats)
+                row = _OPS[op](sess, nbytes, repeats)
                 if row is not None:
                     rows.append(row)
         out.put((role, "ok", rows))

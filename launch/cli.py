@@ -91,14 +91,14 @@ def main() -> None:
               help="keep the roles' configs, reports and stderr in this folder")
 def run(json_path: str | None, keep_dir: str | None, **options: Any) -> None:
     """Run a job with the dealer and every party as separate local processes."""
+    import uuid
+
     from privit.launch.coordinator import RunFailed, run_local
     from privit.launch.report import format_report
 
-    import uuid
-
     cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
     try:
-        report = run_local(cfg, keep_dir=keep_dir).report
+        report = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty()).report
     except RunFailed as exc:
         click.echo(f"privit run: failed: {exc}", err=True)
         sys.exit(1)

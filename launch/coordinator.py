@@ -75,6 +75,41 @@ def _kill(rp: RoleProcess) -> None:
         pass
 
 
+class ProgressBar:
+    """Shows party 0's progress lines (`done total label`) as a tqdm bar on stderr."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._bar: Any = None
+        self._offset = 0
+
+    def poll(self) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        with open(self.path) as fh:
+            fh.seek(self._offset)
+            chunk = fh.read()
+        lines = chunk.split("\n")
+        self._offset += len(chunk) - len(lines[-1])  # keep a partial last line for later
+        for line in lines[:-1]:
+            parts = line.split(" ", 2)
+            if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+                continue
+            done, total = int(parts[0]), int(parts[1])
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=total, desc="online", unit="step", leave=False)
+            self._bar.n = done
+            self._bar.set_postfix_str(parts[2] if len(parts) > 2 else "")
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
     cluster = Cluster.local(cfg.n_parties)
     cluster_path = workdir / "cluster.json"
@@ -91,6 +126,8 @@ def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
         cmd = [sys.executable, "-m", "privit.launch.roles", "--config", str(config_path),
                "--cluster", str(cluster_path), "--role", str(role), "--report", str(report),
                "--parent-pid", str(os.getpid())]
+        if role == 0:
+            cmd += ["--progress", str(workdir / "progress-0.txt")]
         with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err, env=env, start_new_session=True)
@@ -98,9 +135,10 @@ def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
     return roles
 
 
-def _wait(roles: list[RoleProcess], deadline: float) -> None:
+def _wait(roles: list[RoleProcess], deadline: float, bar: ProgressBar) -> None:
     failed_at: float | None = None
     while True:
+        bar.poll()
         alive = [rp for rp in roles if rp.proc.poll() is None]
         for rp in roles:
             rp.returncode = rp.proc.returncode
@@ -120,7 +158,7 @@ def _wait(roles: list[RoleProcess], deadline: float) -> None:
 
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
-              keep_dir: str | None = None) -> RunResult:
+              keep_dir: str | None = None, progress: bool = False) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
 
     Raises RunFailed (one line per failed role) if any role fails or the run times out.
@@ -131,10 +169,12 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         roles: list[RoleProcess] = []
+        bar = ProgressBar(workdir / "progress-0.txt", progress)
         try:
             roles = _spawn(cfg, workdir)
-            _wait(roles, time.monotonic() + timeout)
+            _wait(roles, time.monotonic() + timeout, bar)
         finally:
+            bar.close()
             for rp in roles:
                 _kill(rp)
         failures = []

@@ -76,7 +76,7 @@ class MatmulChain(Job):
         with sess.scope("input"):
             x = self.input_of(sess, DATA_OWNER, 1, (self.rows, self.dims[0]), 1.0)
             ws = [self.input_of(sess, WEIGHT_OWNER, 10 + i, (a, b), self._std(a))
-                  for i, (a, b) in enumerate(zip(self.dims, self.dims[1:]))]
+                  for i, (a, b) in enumerate(zip(self.dims, self.dims[1:], strict=False))]
         for i, w in enumerate(ws):
             with sess.scope(f"matmul{i}"):
                 x = beaver.beaver_matmul(sess, x, w)
@@ -86,7 +86,7 @@ class MatmulChain(Job):
 
     def reference(self) -> dict[str, torch.Tensor]:
         x = seeded_normal(self.cfg.seed + 1, (self.rows, self.dims[0]), 1.0)
-        for i, (a, b) in enumerate(zip(self.dims, self.dims[1:])):
+        for i, (a, b) in enumerate(zip(self.dims, self.dims[1:], strict=False)):
             x = x @ seeded_normal(self.cfg.seed + 10 + i, (a, b), self._std(a))
         return {"output": x}
 

@@ -28,16 +28,18 @@ _STUDENTS = {"digits": "vit_digits", "cifar10": "vit_7_4_32", "cifar100": "vit_7
 
 _CIFAR = {"teacher_epochs": 300, "search_epochs": 100, "retrain_epochs": 300, "lr": 5e-4,
           "batch": 128, "warmup_epochs": 10, "weight_decay": 0.05, "label_smoothing": 0.1,
-          "attn_dropout": 0.1, "drop_path": 0.1}
+          "attn_dropout": 0.1, "drop_path": 0.1, "threads": None}
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"teacher_epochs": 200, "search_epochs": 100, "retrain_epochs": 200, "lr": 3e-3,
                "batch": 32, "warmup_epochs": 2, "weight_decay": 0.05, "label_smoothing": 0.0,
-               "attn_dropout": 0.0, "drop_path": 0.0},
+               "attn_dropout": 0.0, "drop_path": 0.0, "threads": 1},
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
     "tinyimagenet": _CIFAR,
 }
-"""Per dataset: epochs per stage and the TrainSettings used when an option is not given."""
+"""Per dataset: epochs per stage, the TrainSettings and the torch threads used when an
+option is not given.  Digits runs on one thread: the tiny model gains nothing from
+more, and a fixed thread count keeps the float results reproducible across machines."""
 
 
 # ------------------------------------------------------------------ helpers
@@ -71,7 +73,7 @@ _COMMON = _options([
     click.option("--resume/--no-resume", default=True, show_default=True,
                  help="continue from an existing --out checkpoint"),
     click.option("--threads", type=click.IntRange(min=1), default=None,
-                 help="torch CPU threads (default: torch's choice)"),
+                 help="torch CPU threads (default: 1 for digits, else torch's choice)"),
     click.option("--progress/--quiet", default=True, show_default=True, help="progress bars"),
 ])
 
@@ -104,12 +106,19 @@ _LINEAR_GELU = click.option("--linear-gelu", is_flag=True, default=False,
 
 
 @contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn the library's one-line errors into click errors (no traceback)."""
+def _running(opts: dict[str, Any]) -> Iterator[None]:
+    """Set torch's thread count for the run (restored after it) and turn the library's
+    one-line errors into click errors (no traceback)."""
+    import torch
+
     from privit.models.checkpoint import CheckpointError
     from privit.models.data import DatasetError
 
+    previous = torch.get_num_threads()
+    threads = opts["threads"] or DATASET_DEFAULTS[opts["dataset"]]["threads"]
     try:
+        if threads:
+            torch.set_num_threads(threads)
         yield
     except DatasetError as err:
         raise click.ClickException(f"dataset: {err}") from None
@@ -117,15 +126,14 @@ def _clean_errors() -> Iterator[None]:
         raise click.ClickException(f"checkpoint: {err}") from None
     except (ValueError, FloatingPointError) as err:
         raise click.ClickException(str(err)) from None
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _prepare(opts: dict[str, Any], stage: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """Load the dataset; return (data, student name, run kwargs, settings kwargs)."""
-    import torch
     from privit.models.data import load_dataset
 
-    if opts["threads"]:
-        torch.set_num_threads(opts["threads"])
     defaults = DATASET_DEFAULTS[opts["dataset"]]
     data = load_dataset(opts["dataset"], opts["data_dir"], seed=opts["seed"])
     model = opts["model"] or _STUDENTS[opts["dataset"]]
@@ -157,7 +165,7 @@ def train_command(out: str | None, **opts: Any) -> None:
     """Train the all-softmax teacher (e.g. vit_digits_teacher)."""
     from privit.models.train import train_teacher
 
-    with _clean_errors():
+    with _running(opts):
         data, model, run, settings = _prepare(opts, "teacher")
         teacher = f"{_student(model)}_teacher"
         out = out or f"out/{opts['dataset']}/{teacher}.pth.tar"
@@ -178,7 +186,7 @@ def search_command(out: str | None, lambda_alpha: float, alpha_lr: float | None,
 
     if gamma > 0 and cost_file is None:
         raise click.UsageError("--gamma > 0 needs --cost-file")
-    with _clean_errors():
+    with _running(opts):
         data, model, run, settings = _prepare(opts, "search")
         model = _student(model)
         out = out or f"out/{opts['dataset']}/{model}_search.pth.tar"
@@ -212,7 +220,7 @@ def retrain_command(out: str | None, searched: str, teacher: str | None, kd: boo
     use_teacher = teacher if kd or kd is None else None
     retrain_opts = {k: opts.pop(k) for k in ("mu", "kd_alpha", "kd_temperature",
                                              "token_mse_weight", "beta_keep", "linear_gelu")}
-    with _clean_errors():
+    with _running(opts):
         data, model, run, settings = _prepare(opts, "retrain")
         model = _student(model)
         out = out or f"out/{opts['dataset']}/{model}_mu{retrain_opts['mu']:g}.pth.tar"
@@ -257,7 +265,7 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
                                              "token_mse_weight", "beta_keep")}
     start = time.perf_counter()
     summary: dict[str, Any] = {"dataset": opts["dataset"]}
-    with _clean_errors():
+    with _running(opts):
         data, model, run, settings = _prepare(opts, "retrain")
         model = _student(model)
         folder = Path(out or f"out/{opts['dataset']}")

@@ -26,6 +26,7 @@ file raises :class:`DatasetError`, a one-line ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from privit.models.config import DATASET_NORMALIZATION
 
 __all__ = [
@@ -202,9 +204,8 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[[], Any]]:
     for prefix in ("numpy.core", "numpy._core"):
         for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
                              ("numeric", "_frombuffer")):
-            target = f"{core}.{module}"
-            table[(f"{prefix}.{module}", name)] = (
-                lambda target=target, name=name: _numpy_attr(target, name))
+            table[(f"{prefix}.{module}", name)] = functools.partial(
+                _numpy_attr, f"{core}.{module}", name)
     return table
 
 

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from privit.models.data import ImageDataset
 from privit.models.train import LossFn, PathLike, TrainResult, TrainSettings, build_model, fit
 from privit.models.vit import ViTLite
@@ -210,7 +211,7 @@ def search_loss(lambda_alpha: float, costs: HeadCosts | None = None, gamma: floa
         arch = _arch_parameters(model)
         total = total + lambda_alpha * sum(p.abs().sum() for p in arch)
         if costs is not None and gamma:
-            alpha = torch.stack([b.self_attn.alpha.reshape(-1)  # type: ignore[union-attr]
+            alpha = torch.stack([b.self_attn.alpha.reshape(-1)
                                  for b in model.blocks])
             total = total + gamma * cost_penalty(alpha, costs)
         return total, logits

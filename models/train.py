@@ -15,7 +15,8 @@ distillation (:mod:`privit.models.distill`) share:
 * after every epoch the model is evaluated on the test split and saved to
   ``out_path`` as an MPCViT checkpoint (:func:`privit.models.checkpoint.save_checkpoint`)
   with ``epoch`` (epochs done), ``metric`` (test top-1 in %), ``optimizer``
-  (AdamW state), ``args`` (the run's settings) and ``history`` (per-epoch numbers).
+  (AdamW state), ``args`` (the run's settings, including the normalisation
+  ``mean`` / ``std`` that inference must apply) and ``history`` (per-epoch numbers).
   With ``resume`` an existing ``out_path`` is continued from its epoch; a run that
   is already complete only re-evaluates.
 """
@@ -32,6 +33,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
 from privit.models.checkpoint import (
     CheckpointError,
     read_checkpoint_file,
@@ -41,7 +44,6 @@ from privit.models.checkpoint import (
 from privit.models.config import get_config
 from privit.models.data import ImageDataset, Split
 from privit.models.vit import ViTLite
-from tqdm.auto import tqdm
 
 __all__ = [
     "TrainSettings",
@@ -59,6 +61,7 @@ PathLike = str | os.PathLike[str]
 LossFn = Callable[[ViTLite, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """(model, images, labels) -> (scalar loss, logits)."""
 
+_STEP_BAR_MIN = 50    # epochs with at least this many steps get a per-step bar too
 _MAX_SHIFT = {"digits": 1, "cifar10": 4, "cifar100": 4, "tinyimagenet": 8}
 
 
@@ -119,6 +122,8 @@ def build_model(config_name: str, data: ImageDataset, *, linear_gelu: bool = Fal
                 attn_dropout: float = 0.0, drop_path: float = 0.0, seed: int = 0) -> ViTLite:
     """A freshly initialised ViTLite for ``data`` (classes taken from the dataset).
 
+    Seeds the global torch RNG with ``seed`` before the initialisation.
+
     Raises:
         ValueError: unknown model, or its input shape does not fit the images.
     """
@@ -171,7 +176,8 @@ def weight_groups(model: ViTLite, weight_decay: float) -> list[dict[str, Any]]:
 
     Architecture parameters (alpha, beta) are never included here.
     """
-    decay, plain = [], []
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad or name.endswith((".alpha", ".beta")):
             continue
@@ -265,9 +271,11 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
     identity = {"model": model.config.name, "dataset": data.name,
                 "num_classes": model.config.num_classes,
                 "linear_gelu": model.config.linear_gelu, **(identity or {})}
-    args = argparse.Namespace(img_size=model.config.img_size, **asdict(settings), **identity)
+    args = argparse.Namespace(img_size=model.config.img_size, mean=list(data.mean),
+                              std=list(data.std), **asdict(settings), **identity)
 
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[dict[str, float]] = []
     if resume and os.path.exists(path):
         start_epoch, history = _try_resume(path, model, optimizer, identity, search)
     steps_per_epoch = max(1, len(data.train) // settings.batch)
@@ -288,7 +296,10 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
         order = torch.randperm(len(data.train), generator=generator)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        for i in range(steps_per_epoch):
+        steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="step",
+                     leave=False, dynamic_ncols=True,
+                     disable=not progress or steps_per_epoch < _STEP_BAR_MIN)
+        for i in steps:
             index = order[i * settings.batch:(i + 1) * settings.batch]
             images, labels = data.train.images[index], data.train.labels[index]
             if max_shift or flip:

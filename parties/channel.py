@@ -51,8 +51,8 @@ class FramedChannel(ABC):
     def _receive(self, timeout_s: float) -> list[Any] | None:
         """The next frames from any peer, or None after `timeout_s` seconds."""
 
-    def close(self) -> None:  # pragma: no cover - trivial default
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook, most media need no cleanup
+        """Release the medium's resources (sockets, threads)."""
 
     def peer_gone(self, peer: int) -> str | None:
         """A reason if the medium knows `peer` is gone (e.g. its socket disconnected)."""

@@ -16,7 +16,7 @@ the job this way to learn the exact sequence of requests before the online phase
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -110,6 +110,7 @@ class Session:
         self.pair_seeds = dict(pair_seeds or {})
         self.trace: list[tuple[str, Params]] | None = [] if channel is None else None
         self.trace_scopes: list[str] = []  # scope path of each traced request
+        self.progress_sink: Callable[[int, int, str], None] | None = None
         self._pair_streams: dict[int, int] = {}
 
     @staticmethod
@@ -159,8 +160,14 @@ class Session:
             raise PeerError(
                 f"{name} sent {arr.dtype}{list(arr.shape)} for {label}, expected {expected_np}{list(shape)}"
             )
-        # The frame's buffer is read-only; protocols may update results in place.
-        return torch.from_numpy(arr.copy())
+        # Protocols may update results in place, so the tensor must be writable and ours.
+        # A large frame received over TCP is a buffer of our own that pyzmq exposes
+        # writable: use it as is (a 100 MB copy costs more than the transfer). Small
+        # frames may share ZeroMQ's receive buffer and in-memory test frames are
+        # read-only bytes: copy those.
+        if arr.nbytes < 1 << 16 or not (arr.flags.writeable and arr.flags.aligned):
+            arr = arr.copy()
+        return torch.from_numpy(arr)
 
     def exchange(self, x: torch.Tensor, label: str) -> list[torch.Tensor]:
         """Send `x` to every other party and receive theirs: one round.
@@ -194,6 +201,11 @@ class Session:
         stream = self._pair_streams.get(peer, 0)
         self._pair_streams[peer] = stream + 1
         return Prg(self.pair_seeds[peer], stream)
+
+    def report_progress(self, done: int, total: int, label: str) -> None:
+        """Tell whoever watches this run (the coordinator's progress bar) how far we are."""
+        if self.progress_sink is not None and not self.is_tracing:
+            self.progress_sink(done, total, label)
 
     # -- accounting ----------------------------------------------------------------
     @contextmanager

@@ -80,7 +80,7 @@ def encode(msg: Message) -> list[Any]:
     frames: list[Any] = [msgpack.packb(header, use_bin_type=True)]
     if len(frames[0]) > MAX_HEADER_BYTES:
         raise WireError(f"{msg.label}: header of {len(frames[0])} bytes (max {MAX_HEADER_BYTES})")
-    frames.extend(memoryview(a).cast("B") if a.nbytes else b"" for a in arrays)
+    frames.extend(memoryview(a).cast("B") if a.nbytes else b"" for a in arrays)  # type: ignore[arg-type]
     return frames
 
 

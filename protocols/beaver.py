@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from privit.parties.session import Session
 from privit.protocols import ring, truncation
 from privit.protocols.sharing import open_all, open_many

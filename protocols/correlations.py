@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Params
 from privit.protocols import ring

@@ -7,9 +7,15 @@ to this dict under a new fixed key.
 from __future__ import annotations
 
 from privit.parties.session import CorrelationKind
+from privit.protocols.binary import AdderGate
 from privit.protocols.correlations import arithmetic_kinds
+from privit.protocols.fss_correlations import fss_kinds
+from privit.protocols.owner_matmul import owner_kinds
 
 CORRELATIONS: dict[str, CorrelationKind] = {
     **arithmetic_kinds(),  # triple, square, matmul_triple, trunc_pair, rand_bits,
                            # fixed_mask, fixed_matmul_triple
+    **owner_kinds(),  # owner_mask, owner_matmul_triple (one-sided products)
+    **fss_kinds(),  # drelu_fss, relu_fss (comparison keys, protocols/compare.py)
+    AdderGate.name: AdderGate(),  # adder_gate (binary comparison, protocols/binary.py)
 }

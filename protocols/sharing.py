@@ -6,13 +6,14 @@ only. Openings send each party's share in one message per peer (STYLE rule 4: se
 tensors opened in one step travel together, see `open_many`).
 
 Wire cost of one message carrying e int64 elements: H + 8e bytes, where H is the msgpack
-header (about 46-56 bytes, depending on label, shape and sequence number; parties/wire.py).
+header (about 46-63 bytes, depending on label, shape and sequence number; parties/wire.py).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+
 from privit.parties.session import Session
 from privit.protocols import ring
 
@@ -82,7 +83,11 @@ def open_many(sess: Session, xs: Sequence[torch.Tensor], label: str = "open") ->
 
 
 def open_all(sess: Session, x: torch.Tensor, label: str = "open") -> torch.Tensor:
-    """Open x to every party: ROUNDS 1, BYTES per party (n-1) * (H + 8 numel)."""
+    """Open x to every party.
+
+    Steps: 1. send our share to every other party and receive theirs; 2. sum.
+    ROUNDS 1. BYTES per party (n-1) * (H + 8 numel). No dealer material.
+    """
     x = ring.as_ring(x)
     return ring.ring_sum(sess.exchange(x.contiguous(), label))
 

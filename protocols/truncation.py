@@ -8,6 +8,7 @@ for the local method's rare wrap failures described below.
 from __future__ import annotations
 
 import torch
+
 from privit.parties.session import Session
 from privit.protocols import ring
 from privit.protocols.sharing import open_all
@@ -41,8 +42,8 @@ def truncate_local(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
 def truncate_dealer(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
     """Dealer truncation pair without wrap failure, any number of parties, |x| < 2^62.
 
-    As in the dealer-assisted truncation of CrypTen's TTP provider and Escudero et al.
-    (CRYPTO 2020), with the wrap bit made linear by a public offset:
+    The positive offset follows Catrina & de Hoogh (FC 2010); the wrap correction from
+    MSB(r) and MSB(c) follows Escudero et al. (CRYPTO 2020), here with a dealer:
 
     1. Dealer (`trunc_pair`): shares of r uniform in Z_2^64, of r >> s (logical) and
        of MSB(r).

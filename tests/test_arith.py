@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from privit.parties.config import RunConfig
 from privit.parties.inmemory_run import InMemoryRunError, run_in_memory, run_in_memory_detailed
 from privit.parties.session import Session

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+
 from privit.parties.config import RunConfig
 from privit.parties.inmemory_run import run_in_memory_detailed, trace_plan
 from privit.parties.prg import Prg, new_seed

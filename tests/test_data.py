@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from privit.models.config import DATASET_NORMALIZATION
 from privit.models.data import (
     DatasetError,

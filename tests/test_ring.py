@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+
 from privit.protocols import ring
 
 M64 = 1 << 64

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
 from privit.launch.train_commands import TRAIN_COMMANDS
 from privit.models.checkpoint import CheckpointError, load_checkpoint
 from privit.models.data import ImageDataset, load_digits
@@ -37,8 +38,8 @@ def tiny() -> ImageDataset:
 # ---------------------------------------------------------------- binarise
 def test_binarise_hand_example() -> None:
     alpha = [[0.9, 0.1, 0.5], [0.3, 0.7, 0.2]]          # ascending: .1 .2 .3 .5 .7 .9
-    assert binarise(alpha, 0.5).tolist() == [[1, 0, 0], [0, 1, 0]]
-    assert binarise(alpha, 1 / 3).tolist() == [[1, 0, 0], [0, 1, 0]]   # int(4.000...) = 4
+    assert binarise(alpha, 0.5).tolist() == [[1, 0, 1], [0, 1, 0]]     # top 3: .9 .7 .5
+    assert binarise(alpha, 1 / 3).tolist() == [[1, 0, 0], [0, 1, 0]]   # top 2: .9 .7
     assert binarise(alpha, 0.0).tolist() == [[0, 0, 0], [0, 0, 0]]
     assert binarise(alpha, 1.0).tolist() == [[1, 1, 1], [1, 1, 1]]
 
@@ -109,7 +110,7 @@ def test_resume_continues_exactly(tiny: ImageDataset, tmp_path: Path) -> None:
                 raise KeyboardInterrupt
 
         fit(model, tiny, settings, path, loss_fn=cross_entropy_loss(), after_step=after,
-            progress=False)
+            identity={"mode": "teacher"}, progress=False)
         return model
 
     straight = run(tmp_path / "a.pth.tar")

@@ -1,0 +1,409 @@
+"""Comparison through binary shares (the "adder path"), 2 parties + dealer.
+
+The sign of x = x_0 + x_1 mod 2^n is t_0 xor t_1 xor carry, where t_i is bit n-1 of
+party i's share and carry = [lo(x_0) + lo(x_1) >= 2^(n-1)] on the low n-1 bits. Each
+party knows its own share's bits in the clear, so the carry is a carry-lookahead over
+bits that two parties hold privately. We compute only the carry OUT (not every carry):
+a balanced tree of (generate, propagate) pairs, (G, P)_hi o (G, P)_lo =
+(G_hi xor P_hi G_lo, P_hi P_lo), as in the parallel-prefix adders (Sklansky,
+Kogge-Stone; CrypTen's A2B uses Kogge-Stone over every carry), with three changes:
+
+1. leaves of two bits in ONE round: for a bit pair (x1 x0 from party 0, y1 y0 from
+   party 1), G = x1 y1 xor (x1 x0) y0 xor x0 (y1 y0) and P = x1 x0 xor y1 y0 xor x1 y0 xor
+   x0 y1 are sums of products of a party-0 value and a party-1 value, each of which
+   costs one masked bit per value with a dealer "cross" correlation (no g = x y round);
+2. bit-sliced words in a bit-reversed layout, so that every tree level pairs the upper
+   and lower halves of each element's word (a shift and a mask, no bit gathering), and
+   every level's messages are dense bit strings (its width shrinks by half per level);
+3. the last level, the XOR with t_0 xor t_1 and the conversion to arithmetic shares
+   (B2A), and for ReLU the product with x, happen in ONE round: the three last opened
+   bits (u, v, w) make DReLU a polynomial in the dealer's three mask bits, whose
+   arithmetic shares (and those of R times them, R masking x) the dealer provides.
+
+Positions: the n-1 low bits sit at the top of P = max(4, next power of two >= n-1)
+positions (zeros below: they neither generate nor matter). Leaves: P/2 blocks.
+ROUNDS log2(P): 6 for n = 64, 5 for 17..33, 4 for 10..17 (the leaf round, log2(P) - 2
+tree levels, the final round). Bytes: see `adder_costs`. Formulas and proofs in
+docs/comparison.md.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from privit.parties.prg import Prg
+from privit.parties.session import Params, Session
+
+RING_BITS = 64
+U64 = np.dtype(np.uint64)
+MONOMIALS = 8  # 1, a, b, ab, c, ac, bc, abc over the final mask bits (a, b, c)
+
+
+# -- layout -------------------------------------------------------------------------------
+def positions(bits: int) -> int:
+    """P = max(4, next power of two >= bits - 1)."""
+    low = max(1, bits - 1)
+    return max(4, 1 << (low - 1).bit_length())
+
+
+def level_widths(bits: int) -> list[int]:
+    """Widths (bits per element) of the (G, P) words entering each tree level."""
+    widths, w = [], positions(bits) // 2
+    while w > 2:
+        widths.append(w)
+        w //= 2
+    return widths
+
+
+def word_dtype(width: int) -> np.dtype:
+    if width <= 8:
+        return np.dtype(np.uint8)
+    if width <= 16:
+        return np.dtype(np.uint16)
+    if width <= 32:
+        return np.dtype(np.uint32)
+    return U64
+
+
+def _low(width: int) -> int:
+    return (1 << width) - 1
+
+
+def _swap_masks(p: int) -> list[tuple[int, int]]:
+    """(delta, mask) of the delta swaps that reverse the index bits of p positions."""
+    levels = p.bit_length() - 1
+    swaps = []
+    for i in range(levels // 2):
+        j = levels - 1 - i
+        mask = sum(1 << q for q in range(p) if (q >> i) & 1 and not (q >> j) & 1)
+        swaps.append(((1 << j) - (1 << i), mask))
+    return swaps
+
+
+def bit_reverse_positions(x: np.ndarray, p: int) -> np.ndarray:
+    """Move bit q of each uint64 to position rev(q), rev reversing log2(p) index bits."""
+    x = x.copy()
+    for delta, mask in _swap_masks(p):
+        d, m = np.uint64(delta), np.uint64(mask)
+        t = np.right_shift(x, d)
+        t ^= x
+        t &= m
+        x ^= t
+        t <<= d
+        x ^= t
+    return x
+
+
+# -- dense bit packing (for the wire and the dealer's payload) ---------------------------
+def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
+    """Values of `width` bits (any shape, uint dtype) as a dense uint8 string."""
+    flat = values.reshape(-1)
+    if width >= 8:
+        return np.ascontiguousarray(flat.astype(word_dtype(width), copy=False)).view(np.uint8)
+    per = 8 // width
+    count = flat.shape[0]
+    padded = np.zeros(-(-count // per) * per, dtype=np.uint8)
+    padded[:count] = flat
+    rows = padded.reshape(-1, per)
+    out = rows[:, 0].copy()
+    for k in range(1, per):
+        out |= rows[:, k] << np.uint8(k * width)
+    return out
+
+
+def packed_nbytes(count: int, width: int) -> int:
+    if width >= 8:
+        return count * word_dtype(width).itemsize
+    return -(-count * width // 8)
+
+
+def unpack_bits(buf: np.ndarray, width: int, count: int) -> np.ndarray:
+    """Inverse of `pack_bits`: `count` values of dtype word_dtype(width)."""
+    if buf.dtype != np.uint8 or buf.shape != (packed_nbytes(count, width),):
+        raise ValueError(f"packed buffer of {buf.shape} {buf.dtype} for {count} x {width} bits")
+    if width >= 8:
+        return buf.view(word_dtype(width)).copy()
+    per = 8 // width
+    mask = np.uint8(_low(width))
+    out = np.empty((buf.shape[0], per), dtype=np.uint8)
+    for k in range(per):
+        np.bitwise_and(buf >> np.uint8(k * width), mask, out=out[:, k])
+    return out.reshape(-1)[:count]
+
+
+# -- the final round's polynomial ---------------------------------------------------------
+def _final_table() -> np.ndarray:
+    """TABLE[u + 2v + 4w, m]: DReLU = ((u^a) & (v^b)) ^ (w^c) as an integer multilinear
+    polynomial sum_m TABLE[., m] * monomial_m(a, b, c), m a bitmask over (a, b, c)."""
+    table = np.zeros((8, MONOMIALS), dtype=np.int64)
+    for idx in range(8):
+        u, v, w = idx & 1, (idx >> 1) & 1, (idx >> 2) & 1
+        truth = [((u ^ (s & 1)) & (v ^ ((s >> 1) & 1))) ^ (w ^ ((s >> 2) & 1)) for s in range(8)]
+        for s in range(MONOMIALS):  # Moebius inversion over subsets
+            table[idx, s] = sum((-1) ** bin(s ^ t).count("1") * truth[t]
+                                for t in range(8) if t & s == t)
+    return table
+
+
+FINAL_TABLE = torch.from_numpy(_final_table())
+
+
+def monomials(bits3: np.ndarray) -> np.ndarray:
+    """Integer values (M, 8) of the monomials of three bit arrays (3, M)."""
+    out = np.empty((bits3.shape[1], MONOMIALS), dtype=np.int64)
+    vals = bits3.astype(np.int64)
+    for s in range(MONOMIALS):
+        col = np.ones(bits3.shape[1], dtype=np.int64)
+        for k in range(3):
+            if (s >> k) & 1:
+                col *= vals[k]
+        out[:, s] = col
+    return out
+
+
+# -- dealer material ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Layout:
+    numel: int
+    bits: int
+    relu: bool
+
+    @property
+    def leaf_width(self) -> int:
+        return positions(self.bits) // 2
+
+
+def _params(params: Params) -> _Layout:
+    if len(params) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+        raise ValueError(f"adder_gate: params are (numel, bits, relu), got {params!r}")
+    numel, bits, relu = (int(p) for p in params)
+    if numel < 0 or not 1 <= bits <= RING_BITS or relu not in (0, 1):
+        raise ValueError(f"adder_gate: bad params {params!r}")
+    return _Layout(numel, bits, bool(relu))
+
+
+def _draw_bits(prg: Prg, shape: tuple[int, ...], width: int) -> np.ndarray:
+    dtype = word_dtype(width)
+    count = int(np.prod(shape))
+    raw = prg.bytes(count * dtype.itemsize).view(dtype).reshape(shape)
+    raw &= dtype.type(_low(width))
+    return raw
+
+
+def _draw_ring(prg: Prg, shape: tuple[int, ...]) -> np.ndarray:
+    return prg.bytes(8 * int(np.prod(shape))).view(np.int64).reshape(shape)
+
+
+def _draw(prg: Prg, party: int, lay: _Layout) -> dict[str, np.ndarray]:
+    """Everything a party derives from its PRG, in the fixed draw order."""
+    m = lay.numel
+    out = {"leaf_mask": _draw_bits(prg, (3, m), lay.leaf_width)}
+    if party == 0:
+        out["leaf_c"] = _draw_bits(prg, (2, m), lay.leaf_width)
+    for k, w in enumerate(level_widths(lay.bits)):
+        out[f"mask{k}"] = _draw_bits(prg, (3, m), w // 2)
+        if party == 0:
+            out[f"c{k}"] = _draw_bits(prg, (2, m), w // 2)
+    out["final_mask"] = _draw_bits(prg, (3, m), 1)
+    if party == 0:
+        out["mono"] = _draw_ring(prg, (MONOMIALS - 1, m))
+    if lay.relu:
+        out["big_r"] = _draw_ring(prg, (m,))
+        if party == 0:
+            out["r_mono"] = _draw_ring(prg, (MONOMIALS - 1, m))
+    return out
+
+
+def _xor_parts(lay: _Layout) -> list[tuple[str, int]]:
+    """The XOR-shared derived values party 1 receives, with their widths."""
+    parts = [("leaf_c", lay.leaf_width)]
+    parts += [(f"c{k}", w // 2) for k, w in enumerate(level_widths(lay.bits))]
+    return parts
+
+
+class AdderGate:
+    """`adder_gate`, params (numel, bits, relu): the masks and correlations of one
+    adder-path comparison (and, with relu = 1, of its product with a 64-bit value).
+
+    Per party, from its PRG: the leaf masks (3 values of P/2 bits per element), per
+    level the AND masks (a, b1, b2), the final mask bits (alpha, beta, gamma), R.
+    Party 0 also draws its shares of every derived value; party 1 receives:
+    one uint8 string of the XOR-shared products (leaf: cG, cP of P/2 bits each; level of
+    width w: a b1, a b2 of w/2 bits each), and one int64 array of its arithmetic shares
+    of the 7 monomials of (alpha, beta, gamma) (and of R times each, for relu).
+    OFFLINE BYTES per element (party 1 only): ceil-packed (P + sum_levels w) bits + 56
+    (+ 56 for relu); n = 64: 15.5 + 56 (+ 56).
+    """
+
+    name = "adder_gate"
+
+    def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
+        lay = _params(params)
+        if len(prgs) != 2:
+            raise NotImplementedError(f"adder_gate: 2 parties only, not {len(prgs)}")
+        d0, d1 = (_draw(prg, p, lay) for p, prg in enumerate(prgs))
+        a, b = d0["leaf_mask"], d1["leaf_mask"]  # rows: bit 0, bit 1, their product
+        c_g = (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2])
+        c_p = (a[1] & b[0]) ^ (a[0] & b[1])
+        xor_values = {"leaf_c": np.stack([c_g, c_p])}
+        for k, _ in enumerate(level_widths(lay.bits)):
+            mask = d0[f"mask{k}"] ^ d1[f"mask{k}"]
+            xor_values[f"c{k}"] = np.stack([mask[0] & mask[1], mask[0] & mask[2]])
+        packed = [pack_bits(xor_values[name] ^ d0[name], width) for name, width in _xor_parts(lay)]
+        mono = monomials(d0["final_mask"] ^ d1["final_mask"])[:, 1:].T
+        arith = [mono - d0["mono"]]
+        if lay.relu:
+            big_r = d0["big_r"] + d1["big_r"]
+            arith.append(mono * big_r - d0["r_mono"])
+        payload = [np.concatenate(packed) if packed else np.zeros(0, np.uint8),
+                   np.ascontiguousarray(np.concatenate(arith))]
+        return [[], payload]
+
+    def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
+               payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        lay = _params(params)
+        if n_parties != 2:
+            raise NotImplementedError("adder_gate: 2 parties only")
+        drawn = _draw(prg, party, lay)
+        if party == 0:
+            if payload:
+                raise ValueError("adder_gate: party 0 receives no payload")
+        else:
+            self._receive(lay, drawn, payload)
+        m = lay.numel
+        mono = np.zeros((m, MONOMIALS), dtype=np.int64)
+        mono[:, 0] = 1 if party == 0 else 0
+        mono[:, 1:] = drawn.pop("mono").T
+        drawn["mono"] = mono
+        if lay.relu:
+            r_mono = np.empty((m, MONOMIALS), dtype=np.int64)
+            r_mono[:, 0] = drawn["big_r"]
+            r_mono[:, 1:] = drawn.pop("r_mono").T
+            drawn["r_mono"] = r_mono
+        return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in drawn.items()}
+
+    @staticmethod
+    def _receive(lay: _Layout, drawn: dict[str, np.ndarray], payload: Sequence[np.ndarray]) -> None:
+        m = lay.numel
+        if len(payload) != 2:
+            raise ValueError(f"adder_gate: expected 2 payload arrays, got {len(payload)}")
+        packed, arith = payload
+        parts = _xor_parts(lay)
+        sizes = [packed_nbytes(2 * m, w) for _, w in parts]
+        if packed.dtype != np.uint8 or packed.shape != (sum(sizes),):
+            raise ValueError(f"adder_gate: packed payload is {packed.dtype}{list(packed.shape)}")
+        offset = 0
+        for (name, width), size in zip(parts, sizes, strict=True):
+            drawn[name] = unpack_bits(packed[offset:offset + size], width, 2 * m).reshape(2, m)
+            offset += size
+        rows = (MONOMIALS - 1) * (2 if lay.relu else 1)
+        if arith.dtype != np.int64 or arith.shape != (rows, m):
+            raise ValueError(f"adder_gate: arithmetic payload is {arith.dtype}{list(arith.shape)}")
+        drawn["mono"] = arith[:MONOMIALS - 1]
+        if lay.relu:
+            drawn["r_mono"] = arith[MONOMIALS - 1:]
+
+    def zeros(self, params: Params) -> dict[str, torch.Tensor]:
+        _params(params)
+        return {}  # tracing never evaluates (see adder_gate)
+
+
+# -- the online protocol ------------------------------------------------------------------
+def _exchange_bytes(sess: Session, mine: np.ndarray, label: str) -> np.ndarray:
+    """Send our uint8 string to the other party and receive theirs (same length): 1 round."""
+    other = 1 - sess.party_id
+    sess.send(other, mine, label)
+    return sess.recv(other, label, mine.shape, torch.uint8).numpy()
+
+
+def adder_gate(sess: Session, a: torch.Tensor, bits: int,
+               mult: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shares of d = DReLU(a mod 2^bits) = [a >= 0] (0/1, int64) and, if `mult` is given,
+    of d * mult (same shape as a). 2 parties.
+
+    Steps (P positions, L = P/2 leaf blocks; see the module docstring):
+    1. leaf round: each party masks its leaf values (bit 0, bit 1, bit 0 AND bit 1 of each
+       block, L bits each) with its dealer masks and sends them, with mult - R (8 B) for
+       ReLU; both compute XOR shares of each block's (G, P) from the cross correlation;
+    2. per tree level (width w -> w/2): open P_hi ^ a, G_lo ^ b1, P_lo ^ b2 (3 w/2 bits);
+       G = G_hi ^ P_hi G_lo, P = P_hi P_lo by Beaver ANDs sharing the mask a;
+    3. final round: open u = P_hi ^ alpha, v = G_lo ^ beta, w = T ^ gamma (3 bits) with
+       T = 1 ^ t_0 ^ t_1 ^ G_hi; d = sum_m TABLE[u, v, w][m] * [monomial_m], and
+       d * mult = (mult - R) d + sum_m TABLE[.][m] [R monomial_m].
+    ROUNDS log2(P) (6 for bits = 64). BYTES per party: see cost_model.adder_costs.
+    """
+    if sess.n != 2:
+        raise NotImplementedError("the adder path is implemented for 2 parties")
+    if not 1 <= bits <= RING_BITS:
+        raise ValueError(f"bits must be in [1, 64], got {bits}")
+    shape = a.shape
+    m = a.numel()
+    mat = sess.correlation("adder_gate", (m, bits, int(mult is not None)))
+    if sess.is_tracing:
+        zero = torch.zeros(shape, dtype=torch.int64)
+        return zero, (zero.clone() if mult is not None else None)
+    party = sess.party_id
+    mat_np = {k: v.numpy() for k, v in mat.items()}
+    x = a.reshape(-1).contiguous().numpy().view(U64)
+    k = bits - 1
+    p = positions(bits)
+    top = ((x >> np.uint64(k)) & np.uint64(1)).astype(np.uint8)
+    low = x & np.uint64(_low(k)) if k else np.zeros_like(x)
+    word = bit_reverse_positions(low << np.uint64(p - k), p)
+    width = p // 2
+    dt = word_dtype(width)
+    lo = (word & np.uint64(_low(width))).astype(dt)
+    hi = (word >> np.uint64(width)).astype(dt)
+    own = np.stack([lo, hi, lo & hi])
+
+    # 1. leaf round
+    masked = pack_bits(own ^ mat_np["leaf_mask"], width)
+    mult_masked = None
+    if mult is not None:
+        mult_masked = (mult.reshape(-1) - mat["big_r"]).contiguous().numpy()
+        masked = np.concatenate([mult_masked.view(np.uint8), masked])
+    got = _exchange_bytes(sess, masked, "adder_leaf")
+    if mult_masked is not None:
+        mult_open = torch.from_numpy(mult_masked + got[:8 * m].view(np.int64))
+        got = got[8 * m:]
+    theirs = unpack_bits(np.ascontiguousarray(got), width, 3 * m).reshape(3, m)
+    xs, ys = (own, theirs) if party == 0 else (theirs, mat_np["leaf_mask"])
+    c = mat_np["leaf_c"]
+    g = (xs[1] & ys[1]) ^ (xs[2] & ys[0]) ^ (xs[0] & ys[2]) ^ c[0]
+    prop = own[2] ^ (xs[1] & ys[0]) ^ (xs[0] & ys[1]) ^ c[1]
+
+    # 2. tree levels
+    for lvl, w in enumerate(level_widths(bits)):
+        half = w // 2
+        hdt = word_dtype(half)
+        sh, lowmask = dt.type(half), dt.type(_low(half))
+        g_hi, g_lo = (g >> sh).astype(hdt), (g & lowmask).astype(hdt)
+        p_hi, p_lo = (prop >> sh).astype(hdt), (prop & lowmask).astype(hdt)
+        mask = mat_np[f"mask{lvl}"]
+        mine = np.stack([p_hi, g_lo, p_lo]) ^ mask
+        got = _exchange_bytes(sess, pack_bits(mine, half), f"adder_level{lvl}")
+        opened = mine ^ unpack_bits(got, half, 3 * m).reshape(3, m)
+        cl = mat_np[f"c{lvl}"]
+        z1 = cl[0] ^ (opened[0] & mask[1]) ^ (opened[1] & mask[0])
+        z2 = cl[1] ^ (opened[0] & mask[2]) ^ (opened[2] & mask[0])
+        if party == 0:
+            z1 ^= opened[0] & opened[1]
+            z2 ^= opened[0] & opened[2]
+        g, prop, dt = g_hi ^ z1, z2, hdt
+
+    # 3. final round: last AND, XOR with the top bits, B2A (and the product) at once
+    one = dt.type(1)
+    g_hi, g_lo, p_hi = (g >> one) & one, g & one, (prop >> one) & one
+    t = g_hi.astype(np.uint8) ^ top ^ np.uint8(1 - party)
+    mine = np.stack([p_hi.astype(np.uint8), g_lo.astype(np.uint8), t]) ^ mat_np["final_mask"]
+    got = _exchange_bytes(sess, pack_bits(mine, 1), "adder_final")
+    opened = mine ^ unpack_bits(got, 1, 3 * m).reshape(3, m)
+    index = torch.from_numpy((opened[0] | (opened[1] << 1) | (opened[2] << 2)).astype(np.int64))
+    coefs = FINAL_TABLE[index]
+    d = (coefs * mat["mono"]).sum(dim=1)
+    product = None
+    if mult is not None:
+        product = (mult_open * d + (coefs * mat["r_mono"]).sum(dim=1)).reshape(shape)
+    return d.reshape(shape), product

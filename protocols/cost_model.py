@@ -1,0 +1,163 @@
+"""Costs of the two comparison paths, exact (rounds, bytes) and estimated (seconds).
+
+`fss_costs` and `adder_costs` give what a comparison sends, formula by formula from the
+protocols (compare.py, binary.py); tests check them against the wire. `CostModel`
+turns them into an estimated time for `method="auto"`:
+
+    T = compute(path, numel, bits) + bytes_per_party / bandwidth + rounds * RTT
+
+with the session's network (sess.cfg.network), or, when the run emulates none, the
+loopback constants below. Compute constants were measured on this 2-core machine with
+`privit bench` (docs/comparison.md); pass your own `CostModel` (through
+`compare.ComparisonConfig`) to re-tune them for another machine.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from privit.parties.config import NetworkConfig
+
+RING_BITS = 64
+
+
+def wire_itemsize(bits: int) -> int:
+    """Bytes per element of an opened bits-bit value: uint8/16/32 or 64-bit words."""
+    for size in (1, 2, 4):
+        if bits <= 8 * size:
+            return size
+    return 8
+
+
+def _positions(bits: int) -> int:
+    low = max(1, bits - 1)
+    return max(4, 1 << (low - 1).bit_length())
+
+
+def _packed(count: int, width: int) -> int:
+    if width >= 8:
+        return count * wire_itemsize(width)
+    return -(-count * width // 8)
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """rounds; online payload bytes sent by EACH party (headers excluded: one per message);
+    messages per party; offline payload bytes from the dealer, all parties together."""
+
+    rounds: int
+    online_bytes: int
+    messages: int
+    offline_bytes: int
+
+
+def fss_costs(numel: int, bits: int, product: bool, shared_mask: bool = True) -> OpCost:
+    """The FSS path (compare.py), per call on `numel` elements.
+
+    DReLU: 1 round, wire_itemsize(bits) B per element per party; offline 48 n - 24 B.
+    ReLU gate (product): 1 round; shared_mask (n = 64, the product of x with DReLU(x)):
+    8 B per element per party, else wire_itemsize(n) + 8; offline 64 n - 16 B.
+    """
+    if not product:
+        return OpCost(1, numel * wire_itemsize(bits), 1, numel * (48 * bits - 24))
+    online = 8 if shared_mask else wire_itemsize(bits) + 8
+    return OpCost(1, numel * online, 1, numel * (64 * bits - 16))
+
+
+def adder_level_widths(bits: int) -> list[int]:
+    widths, w = [], _positions(bits) // 2
+    while w > 2:
+        widths.append(w)
+        w //= 2
+    return widths
+
+
+def adder_costs(numel: int, bits: int, product: bool) -> OpCost:
+    """The adder path (binary.py): P = positions, rounds log2(P).
+
+    Per party online: leaf 3 values of P/2 bits (+ 8 B for the product), each level of
+    width w 3 values of w/2 bits, the final 3 bits; all bit-packed.
+    Offline (party 1): the packed products (2 values per leaf and per level) and 7 (14)
+    int64 monomial shares.
+    """
+    p = _positions(bits)
+    widths = adder_level_widths(bits)
+    online = _packed(3 * numel, p // 2) + (8 * numel if product else 0)
+    online += sum(_packed(3 * numel, w // 2) for w in widths) + _packed(3 * numel, 1)
+    offline = _packed(2 * numel, p // 2) + sum(_packed(2 * numel, w // 2) for w in widths)
+    offline += 8 * 7 * numel * (2 if product else 1)
+    rounds = int(math.log2(p))
+    return OpCost(rounds, online, rounds, offline)
+
+
+@dataclass(frozen=True)
+class PathConstants:
+    """Compute time of one call: per_call_s + per_round_s * rounds + numel * (per_elem_s
+    + per_elem_level_s * levels); levels = DCF levels (bits - 1) on the FSS path, tree
+    positions P on the adder path."""
+
+    per_call_s: float
+    per_round_s: float
+    per_elem_s: float
+    per_elem_level_s: float
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Constants for `method="auto"` (seconds, bytes per second).
+
+    Measured on this 2-core VM with both parties busy (docs/comparison.md, "cost model"):
+    fss_drelu / fss_relu: the DCF evaluation dominates (about 14 / 16 ns per element per
+    level, one party per core); adder: bit-sliced word operations. Loopback (no emulated
+    network): 130 us round trip, 1.5 GB/s (launch/bench_transport.py).
+    """
+
+    fss_drelu: PathConstants = PathConstants(5e-4, 0.0, 4e-8, 1.4e-8)
+    fss_relu: PathConstants = PathConstants(5e-4, 0.0, 6e-8, 1.6e-8)
+    adder: PathConstants = PathConstants(3e-4, 2e-4, 6e-8, 1.2e-9)
+    loopback_rtt_s: float = 130e-6
+    loopback_bandwidth_Bps: float = 1.5e9
+
+    def network_terms(self, network: NetworkConfig) -> tuple[float, float]:
+        """(RTT in s, bandwidth in bytes/s) of the run, or the loopback constants."""
+        if not network.emulated:
+            return self.loopback_rtt_s, self.loopback_bandwidth_Bps
+        rtt = network.rtt_s if network.latency_s > 0 else self.loopback_rtt_s
+        bandwidth = network.bandwidth_bps / 8 if network.bandwidth_bps > 0 else math.inf
+        return rtt, bandwidth
+
+    def compute_s(self, method: str, numel: int, bits: int, product: bool) -> float:
+        if method == "fss":
+            c = self.fss_relu if product else self.fss_drelu
+            return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
+                                                           * (bits - 1))
+        if method == "adder":
+            p = _positions(bits)
+            rounds = int(math.log2(p))
+            c = self.adder
+            return c.per_call_s + c.per_round_s * rounds + numel * (c.per_elem_s
+                                                                     + c.per_elem_level_s * p)
+        raise ValueError(f"unknown comparison method {method!r}")
+
+    def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
+                   network: NetworkConfig, shared_mask: bool = True) -> float:
+        """Estimated wall time of sequential calls on `numels` elements each."""
+        rtt, bandwidth = self.network_terms(network)
+        total = 0.0
+        for numel in numels:
+            cost = (fss_costs(numel, bits, product, shared_mask) if method == "fss"
+                    else adder_costs(numel, bits, product))
+            total += (self.compute_s(method, numel, bits, product)
+                      + cost.online_bytes / bandwidth + cost.rounds * rtt)
+        return total
+
+    def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,
+               shared_mask: bool = True) -> str:
+        """The method with the lower estimate ("fss" on ties)."""
+        fss = self.estimate_s("fss", numels, bits, product, network, shared_mask)
+        adder = self.estimate_s("adder", numels, bits, product, network)
+        return "fss" if fss <= adder else "adder"
+
+
+DEFAULT_COST_MODEL = CostModel()

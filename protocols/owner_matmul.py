@@ -1,0 +1,280 @@
+"""One-sided products x @ W where one party (the model owner) knows the weight W in plaintext.
+
+The generic fixed-weight product (beaver.fixed_matmul) treats W as a secret share and
+opens x - A to every party per query. When W belongs to one party, only the other party's
+share of x needs masking, and only towards the owner. Two parties, owner o, client c:
+
+Once per model (`prepare_owner_weights`, all weights of a model in ONE message):
+1. Dealer (`owner_mask`): a mask B (k, m) that the owner draws from its own dealer PRG
+   (no payload); the dealer remembers it under the request's plan index (mask id).
+2. The owner sends E = W - B to the client (one message for every weight together).
+   ROUNDS 0 (send-only for the owner; the client only waits) and BYTES
+   H + 8 * sum(k m) from the owner, none from the client. OFFLINE 0 payload bytes.
+
+Per query (`owner_matmul`, `owner_matmul_many` for several products in one message):
+1. Dealer (`owner_matmul_triple`): A (*batch, n, k) drawn by the client from its PRG,
+   C_o (*batch, n, m) drawn by the owner from its PRG, and the client receives
+   C_c = A @ B - C_o.
+2. The client sends D = x_c - A to the owner only.
+3. Owner: Z_o = (x_o + D) @ W + C_o.  Client: Z_c = A @ E + C_c.
+   Z_o + Z_c = (x - A) @ W + A @ (W - B) + A @ B = x @ W.
+4. Truncate (`truncation.truncate`: local, 0 rounds, with 2 parties by default).
+   ROUNDS: the client never waits (0); the owner waits for D, which counts as a round
+   only if it has sent since its last wait. BYTES H + 8 * batch n k from the client only
+   (half of fixed_matmul's two-way opening), + truncation. OFFLINE 8 * batch n m to the
+   client (as fixed_matmul_triple).
+
+Security (semi-honest, dealer not colluding): the client sees E = W - B with B uniform and
+unknown to it; the owner sees D = x_c - A with A uniform and unknown to it, fresh per
+query. Both are one-time pads over Z_2^64. With n != 2 parties use beaver.fixed_matmul.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from privit.parties.prg import Prg
+from privit.parties.session import Params, Session
+from privit.protocols import ring, truncation
+from privit.protocols.correlations import MaskBook
+
+OWNER_MASK = "owner_mask"
+OWNER_MATMUL_TRIPLE = "owner_matmul_triple"
+
+
+# -- correlations --------------------------------------------------------------------------
+def _nonneg_ints(params: Params, what: str) -> tuple[int, ...]:
+    out = []
+    for p in params:
+        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
+            raise ValueError(f"{what}: parameter {p!r} is not a non-negative int")
+        out.append(p)
+    return tuple(out)
+
+
+def _owner_params(params: Params, what: str, min_len: int) -> tuple[int, int, tuple[int, ...]]:
+    """(mask_id, owner, rest) with owner in {0, 1}."""
+    dims = _nonneg_ints(params, what)
+    if len(dims) < min_len:
+        raise ValueError(f"{what}: expected at least {min_len} parameters, got {params!r}")
+    if dims[1] not in (0, 1):
+        raise ValueError(f"{what}: owner must be party 0 or 1, got {dims[1]}")
+    return dims[0], dims[1], dims[2:]
+
+
+class OwnerMask:
+    """B (k, m), known to the owner only. params = (mask_id, owner, k, m). No payload."""
+
+    name = OWNER_MASK
+
+    def __init__(self, book: MaskBook) -> None:
+        self.book = book
+
+    def _shape(self, params: Params) -> tuple[int, int, tuple[int, int]]:
+        mask_id, owner, rest = _owner_params(params, self.name, 4)
+        if len(rest) != 2:
+            raise ValueError(f"{self.name}: params are (mask_id, owner, k, m), got {params!r}")
+        return mask_id, owner, (rest[0], rest[1])
+
+    def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
+        if len(prgs) != 2:
+            raise ValueError(f"{self.name} needs exactly 2 parties, got {len(prgs)}")
+        mask_id, owner, shape = self._shape(params)
+        self.book.put(mask_id, prgs[owner].ring(shape))
+        return [[], []]
+
+    def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
+               payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        _, owner, shape = self._shape(params)
+        if n_parties != 2 or payload:
+            raise ValueError(f"{self.name}: 2 parties and no payload expected")
+        return {"b": prg.ring(shape)} if party == owner else {}
+
+    def zeros(self, params: Params) -> dict[str, torch.Tensor]:
+        _, _, shape = self._shape(params)
+        return {"b": torch.zeros(shape, dtype=torch.int64)}
+
+
+class OwnerMatmulTriple:
+    """One query: A (*batch, n, k) for the client, C_o + C_c = A @ B for the mask `mask_id`.
+    params = (mask_id, owner, *batch, n, k, m). Payload: C_c (8 batch n m bytes) to the client."""
+
+    name = OWNER_MATMUL_TRIPLE
+
+    def __init__(self, book: MaskBook) -> None:
+        self.book = book
+
+    def _shapes(self, params: Params) -> tuple[int, int, tuple[int, ...], tuple[int, ...], int, int]:
+        mask_id, owner, rest = _owner_params(params, self.name, 5)
+        batch, n, k, m = rest[:-3], rest[-3], rest[-2], rest[-1]
+        return mask_id, owner, (*batch, n, k), (*batch, n, m), k, m
+
+    def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
+        if len(prgs) != 2:
+            raise ValueError(f"{self.name} needs exactly 2 parties, got {len(prgs)}")
+        mask_id, owner, a_shape, c_shape, k, m = self._shapes(params)
+        client = 1 - owner
+        b = self.book.get(mask_id, k, m)
+        a = prgs[client].ring(a_shape)
+        c_owner = prgs[owner].ring(c_shape)
+        c_client = ring.ring_matmul(a, b) - c_owner
+        out: list[list[np.ndarray]] = [[], []]
+        out[client] = [c_client.contiguous().numpy()]
+        return out
+
+    def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
+               payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        _, owner, a_shape, c_shape, _, _ = self._shapes(params)
+        if n_parties != 2:
+            raise ValueError(f"{self.name} needs exactly 2 parties")
+        if party == owner:
+            if payload:
+                raise ValueError(f"{self.name}: the owner expects no payload")
+            return {"c": prg.ring(c_shape)}
+        if len(payload) != 1:
+            raise ValueError(f"{self.name}: expected 1 payload array, got {len(payload)}")
+        arr = payload[0]
+        if arr.dtype != np.int64 or tuple(arr.shape) != c_shape:
+            raise ValueError(f"{self.name}: payload is {arr.dtype}{list(arr.shape)}, "
+                             f"expected int64{list(c_shape)}")
+        a = prg.ring(a_shape)
+        return {"a": a, "c": torch.from_numpy(np.array(arr, dtype=np.int64, copy=True))}
+
+    def zeros(self, params: Params) -> dict[str, torch.Tensor]:
+        _, _, a_shape, c_shape, _, _ = self._shapes(params)
+        return {"a": torch.zeros(a_shape, dtype=torch.int64),
+                "c": torch.zeros(c_shape, dtype=torch.int64)}
+
+
+def owner_kinds() -> dict[str, OwnerMask | OwnerMatmulTriple]:
+    """Fresh instances of the two kinds, sharing one dealer `MaskBook`."""
+    book = MaskBook()
+    return {OWNER_MASK: OwnerMask(book), OWNER_MATMUL_TRIPLE: OwnerMatmulTriple(book)}
+
+
+# -- protocol --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OwnerWeight:
+    """A weight W (k, m) of `owner`, prepared for one-sided products x @ W.
+
+    On the owner `plain` is W (ring); on the client `masked` is E = W - B. The other
+    field is None.
+    """
+
+    owner: int
+    mask_id: int
+    k: int
+    m: int
+    plain: torch.Tensor | None
+    masked: torch.Tensor | None
+
+
+def _next_request_index(sess: Session) -> int:
+    """The plan index of the next correlation request (the same on every role)."""
+    if sess.trace is not None:
+        return len(sess.trace)
+    if sess.prepared is None:
+        raise RuntimeError("no prepared correlations: the offline phase did not run")
+    return len(sess.prepared) - sess.prepared.remaining
+
+
+def _check_two(sess: Session, owner: int) -> None:
+    if sess.n != 2:
+        raise ValueError(f"one-sided products need exactly 2 parties, got {sess.n}; "
+                         "use beaver.fixed_matmul")
+    if owner not in (0, 1):
+        raise ValueError(f"owner must be party 0 or 1, got {owner}")
+
+
+def prepare_owner_weights(
+    sess: Session, owner: int, weights: Sequence[torch.Tensor | None],
+    shapes: Sequence[tuple[int, int]], label: str = "owner_weights",
+) -> list[OwnerWeight]:
+    """Prepare several weights of `owner` at once (steps 1-2 of the per-model part).
+
+    `weights` holds ring tensors (k, m) on the owner (zeros are used while tracing) and is
+    ignored elsewhere. ROUNDS 0. BYTES one message of H + 8 * sum(k m) from the owner to
+    the client; OFFLINE 0.
+    """
+    _check_two(sess, owner)
+    if sess.party_id == owner and len(weights) != len(shapes):
+        raise ValueError(f"{len(weights)} weights for {len(shapes)} shapes")
+    client = 1 - owner
+    prepared: list[tuple[int, int, int, torch.Tensor | None]] = []
+    masked_parts: list[torch.Tensor] = []
+    for i, (k, m) in enumerate(shapes):
+        mask_id = _next_request_index(sess)
+        mat = sess.correlation(OWNER_MASK, (mask_id, owner, int(k), int(m)))
+        w: torch.Tensor | None = None
+        if sess.party_id == owner:
+            w = weights[i]
+            if w is None:
+                if not sess.is_tracing:
+                    raise ValueError(f"party {owner} owns weight {i} but passed none")
+                w = torch.zeros((k, m), dtype=torch.int64)
+            w = ring.as_ring(w)
+            if tuple(w.shape) != (k, m):
+                raise ValueError(f"weight {i} has shape {tuple(w.shape)}, declared {(k, m)}")
+            masked_parts.append((w - mat["b"]).reshape(-1))
+        prepared.append((mask_id, int(k), int(m), w))
+    total = sum(k * m for _, k, m, _ in prepared)
+    if sess.party_id == owner:
+        if total:
+            sess.send(client, torch.cat(masked_parts), label)
+        return [OwnerWeight(owner, mid, k, m, w, None) for mid, k, m, w in prepared]
+    flat = sess.recv(owner, label, (total,)) if total else torch.zeros(0, dtype=torch.int64)
+    out, offset = [], 0
+    for mid, k, m, _ in prepared:
+        out.append(OwnerWeight(owner, mid, k, m, None, flat[offset:offset + k * m].reshape(k, m)))
+        offset += k * m
+    return out
+
+
+def owner_matmul_many(
+    sess: Session, xs: Sequence[torch.Tensor], weights: Sequence[OwnerWeight],
+    truncate: bool = True, label: str = "owner_matmul",
+) -> list[torch.Tensor]:
+    """Shares of x_i @ W_i for every pair, the client's masked inputs in ONE message.
+
+    x_i: shares (*batch, n, k_i). ROUNDS 0 for the client, <= 1 for the owner (see the
+    module docstring). BYTES H + 8 * sum(batch n k) from the client only, + truncation.
+    """
+    if len(xs) != len(weights) or not xs:
+        raise ValueError(f"owner_matmul_many needs as many inputs as weights, got "
+                         f"{len(xs)} and {len(weights)}")
+    owner = weights[0].owner
+    _check_two(sess, owner)
+    if any(w.owner != owner for w in weights):
+        raise ValueError("every weight of one owner_matmul_many call must have the same owner")
+    mats = []
+    for x, w in zip(xs, weights, strict=True):
+        x = ring.as_ring(x)
+        if x.dim() < 2 or x.shape[-1] != w.k:
+            raise ValueError(f"owner_matmul: {tuple(x.shape)} @ ({w.k}, {w.m})")
+        params = (w.mask_id, owner, *(int(d) for d in x.shape[:-1]), w.k, w.m)
+        mats.append(sess.correlation(OWNER_MATMUL_TRIPLE, params))
+    out: list[torch.Tensor] = []
+    if sess.party_id == owner:
+        sizes = [x.numel() for x in xs]
+        flat = sess.recv(1 - owner, label, (sum(sizes),))
+        offset = 0
+        for x, w, mat, size in zip(xs, weights, mats, sizes, strict=True):
+            d = flat[offset:offset + size].reshape(x.shape)
+            offset += size
+            assert w.plain is not None
+            out.append(ring.ring_matmul(d + x, w.plain) + mat["c"])
+    else:
+        sess.send(owner, torch.cat([(ring.as_ring(x) - mat["a"]).reshape(-1)
+                                    for x, mat in zip(xs, mats, strict=True)]), label)
+        for w, mat in zip(weights, mats, strict=True):
+            assert w.masked is not None
+            out.append(ring.ring_matmul(mat["a"], w.masked) + mat["c"])
+    return [truncation.truncate(sess, z) if truncate else z for z in out]
+
+
+def owner_matmul(sess: Session, x: torch.Tensor, weight: OwnerWeight,
+                 truncate: bool = True) -> torch.Tensor:
+    """Shares of x @ W for one prepared weight (see `owner_matmul_many` for the costs)."""
+    return owner_matmul_many(sess, [x], [weight], truncate)[0]
