@@ -1,33 +1,37 @@
 """Transport micro-benchmarks: two real processes talking over loopback `ZmqChannel`s.
 
-Measures (each row a dict; `python -m privit.launch.bench_transport` prints a table):
-Data moves through `Session.send` / `Session.recv`, i.e. exactly what protocols get
-(int64 tensors, writable).
-- throughput, one-way: party 0 sends `repeats` arrays of `nbytes` back to back; party 1
-  receives each and acks with 8 bytes. GB/s = repeats * nbytes / (time from the first send to the ack).
-- throughput, echo: party 0 sends an array, party 1 receives it and sends it back.
-  GB/s = 2 * nbytes / (time per round trip): bytes moved per second, both directions.
-- small-message round trip: party 0 sends an 8-byte array, party 1 returns it; median
-  and 90th percentile over `count` ping-pongs (after a warm-up).
-Targets (the issue): >= 1 GB/s for large arrays, <= 100 us median RTT.
-No network emulation is applied. Times are wall clock (`time.perf_counter`).
+`python -m privit.launch.bench_transport` prints a table; each row is a dict with op,
+bytes, repeats, wall_s and GB_per_s or rtt_us. Data moves through `Session.send` /
+`Session.recv`, i.e. exactly what protocols get (writable int64 tensors):
+- oneway: party 0 sends `repeats` arrays of `nbytes` back to back; party 1 receives each
+  and acks it with 8 bytes. GB/s = repeats * nbytes / (first send to last ack).
+- echo: party 0 sends an array, party 1 receives it and sends it back.
+  GB/s = 2 * nbytes / (median round trip): bytes moved per second, both directions.
+- rtt: party 0 sends an 8-byte array, party 1 returns it; median and 90th percentile
+  over `count` ping-pongs after a warm-up.
+- raw_rtt: the same ping-pong with plain pyzmq PUSH/PULL sockets (no framing,
+  validation, counters or tensors): the floor that ZeroMQ itself sets on this machine.
+Targets (the issue): >= 1 GB/s for large arrays, <= 100 us median RTT. No network
+emulation is applied. Times are wall clock (`time.perf_counter`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import statistics
 import time
 from typing import Any
 
 import torch
+import zmq
 
-from privit.parties.cluster import Cluster
+from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.session import Session
-from privit.parties.transport import ZmqChannel
+from privit.parties.transport import ZmqChannel, tcp_address
 
 MB = 1_000_000
 Plan = list[tuple[str, int, int]]  # (op, nbytes, repeats or count)
@@ -96,32 +100,80 @@ def _rtt(sess: Session, nbytes: int, count: int) -> dict[str, Any] | None:
             "rtt_p90_us": times[int(0.9 * len(times))] * 1e6}
 
 
+def _raw_rtt(role: int, pull_ep: Endpoint, push_ep: Endpoint, count: int) -> dict[str, Any] | None:
+    """The floor: plain pyzmq PUSH/PULL ping-pong of a 40-byte and an 8-byte frame, with
+    no framing, validation, counting or tensors."""
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        pull.bind(tcp_address(pull_ep.host, pull_ep.port))
+        push.connect(tcp_address(push_ep.host, push_ep.port))
+        frames = [bytes(40), bytes(8)]
+        warmup = max(10, count // 10)
+        times = []
+        for i in range(warmup + count):
+            t0 = time.perf_counter()
+            if role == 0:
+                push.send_multipart(frames)
+                pull.recv_multipart()
+            else:
+                push.send_multipart(pull.recv_multipart())
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    finally:
+        pull.close(linger=0)
+        push.close(linger=1000)
+        ctx.term()
+    if role == 1:
+        return None
+    times.sort()
+    return {"op": "raw_rtt", "bytes": 8, "repeats": count, "wall_s": sum(times),
+            "rtt_us": statistics.median(times) * 1e6,
+            "rtt_p90_us": times[int(0.9 * len(times))] * 1e6}
+
+
 _OPS = {"oneway": _oneway, "echo": _echo, "rtt": _rtt}
 
 
-def _role_main(role: int, cluster: Cluster, plan: Plan, out: Any) -> None:
-    """One process of the benchmark; party 0 puts its rows (or an error) on `out`."""
+def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, out: Any) -> None:
+    """One process of the benchmark; party 0 puts its rows (or an error) on `out`.
+
+    Roles 0 and 1 of `cluster` carry the channel; endpoints 2 and 3 the raw sockets.
+    """
     try:
+        if tune_malloc:
+            from privit.launch.roles import _keep_freed_memory
+
+            _keep_freed_memory()  # as every role process does
         rows = []
+        for op, _, count in plan:
+            if op == "raw_rtt":
+                ends = (cluster.endpoint(2), cluster.endpoint(3))
+                row = _raw_rtt(role, ends[role], ends[1 - role], count)
+                rows += [row] if row else []
         cfg = RunConfig(n_parties=2, timeout_s=60.0)
         counters = Counters()
         with ZmqChannel(role, cluster, [1 - role], counters, cfg.timeout_s, cfg.role_name) as ch:
             sess = Session(cfg, role, ch, counters, correlations={})
             for op, nbytes, repeats in plan:
-                row = _OPS[op](sess, nbytes, repeats)
-                if row is not None:
-                    rows.append(row)
+                if op in _OPS:
+                    row = _OPS[op](sess, nbytes, repeats)
+                    rows += [row] if row else []
         out.put((role, "ok", rows))
     except BaseException as exc:  # report, never hang the parent
         out.put((role, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def run_plan(plan: Plan, timeout_s: float = 300.0) -> list[dict[str, Any]]:
-    """Run `plan` between two fresh processes on loopback; returns party 0's rows."""
+def run_plan(plan: Plan, timeout_s: float = 300.0, tune_malloc: bool = True) -> list[dict[str, Any]]:
+    """Run `plan` between two fresh processes on loopback; returns party 0's rows.
+
+    tune_malloc: set up glibc's allocator as role processes do (launch/roles.py);
+    without it, every large received message costs fresh pages (page faults).
+    """
     ctx = mp.get_context("spawn")
-    cluster = Cluster.local(2)
+    cluster = Cluster.local(3)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, out), daemon=True)
+    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, tune_malloc, out), daemon=True)
              for r in (0, 1)]
     for p in procs:
         p.start()
@@ -131,7 +183,7 @@ def run_plan(plan: Plan, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         while len(results) < 2 and time.monotonic() < deadline:
             try:
                 role, status, value = out.get(timeout=0.5)
-            except Exception:  # queue.Empty: check that both are still alive
+            except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     break
                 continue
@@ -162,7 +214,7 @@ def small_rtt(count: int = 2000, nbytes: int = 8) -> dict[str, Any]:
 
 
 def default_plan(sizes_mb: tuple[int, ...] = (10, 100), rtt_count: int = 2000) -> Plan:
-    plan: Plan = [("rtt", 8, rtt_count)]
+    plan: Plan = [("raw_rtt", 8, rtt_count), ("rtt", 8, rtt_count)]
     for size in sizes_mb:
         repeats = max(3, 1000 // size)
         plan += [("oneway", size * MB, repeats), ("echo", size * MB, max(3, repeats // 2))]
@@ -172,7 +224,7 @@ def default_plan(sizes_mb: tuple[int, ...] = (10, 100), rtt_count: int = 2000) -
 def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'op':<8} {'bytes':>12} {'repeats':>8} {'result':>22}"]
     for r in rows:
-        if r["op"] == "rtt":
+        if r["op"] in ("rtt", "raw_rtt"):
             result = f"{r['rtt_us']:.1f} us (p90 {r['rtt_p90_us']:.1f})"
         else:
             result = f"{r['GB_per_s']:.2f} GB/s"
@@ -184,10 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m privit.launch.bench_transport")
     parser.add_argument("--sizes-mb", default="10,100", help="comma-separated array sizes (MB)")
     parser.add_argument("--rtt-count", type=int, default=2000)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as it is (role processes tune it)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes_mb.split(",") if s)
-    rows = run_plan(default_plan(sizes, args.rtt_count))
+    rows = run_plan(default_plan(sizes, args.rtt_count), tune_malloc=not args.default_malloc)
     print(format_rows(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -32,7 +32,7 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every role must agree on (they are hashed into the handshake)."""
     options = [
-        click.option("--job", default="mlp", show_default=True,
+        click.option("--job", default="vit", show_default=True,
                      help="job to run (see `privit jobs`)"),
         click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                      help="job parameter, repeatable (e.g. --param rows=65)"),
@@ -84,30 +84,101 @@ def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
 
 
+VIT_OPTIONS = ("checkpoint", "model", "batch", "images", "gelu", "relu", "circa_k", "compare",
+               "softmax", "mu")
+
+
 @main.command()
 @run_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here")
 @click.option("--keep-dir", type=click.Path(file_okay=False), default=None,
               help="keep the roles' configs, reports and stderr in this folder")
-def run(json_path: str | None, keep_dir: str | None, **options: Any) -> None:
-    """Run a job with the dealer and every party as separate local processes."""
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: MPCViT .pth.tar to run (default: the embedded digits model)")
+@click.option("--model", default=None,
+              help="vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); "
+                   "without --checkpoint a seeded random model")
+@click.option("--mu", default=None, type=click.FloatRange(0, 1),
+              help="vit, random student: share of ReLU-softmax heads")
+@click.option("--batch", default=None, type=click.IntRange(min=1), help="vit: images per inference")
+@click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: torch file with a float tensor (B, C, H, W) or {'images', 'labels'}")
+@click.option("--gelu", type=click.Choice(["poly", "quad", "erf"]), default=None,
+              help="vit: GeLU approximation [poly]")
+@click.option("--relu", type=click.Choice(["exact", "stochastic"]), default=None,
+              help="vit: ReLU of the ReLU-softmax heads; stochastic = Circa [exact]")
+@click.option("--circa-k", "circa_k", type=click.IntRange(0, 40), default=None,
+              help="vit: low bits Circa's stochastic ReLU drops [f - 6]")
+@click.option("--compare", type=click.Choice(["auto", "fss", "adder"]), default=None,
+              help="vit: comparison protocol [auto]")
+@click.option("--softmax", type=click.Choice(["exact", "2quad"]), default=None,
+              help="vit: the teacher's softmax [exact]")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="write a PNG of the cost per layer (online bytes, rounds, wall)")
+@click.option("--save-logits", "logits_path", type=click.Path(dir_okay=False), default=None,
+              help="vit: torch.save the private and plaintext logits (and labels) here")
+def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
+        logits_path: str | None, **options: Any) -> None:
+    """Run a job with the dealer and every party as separate local processes.
+
+    With no options: the `vit` job on the embedded digits model and real digits test images.
+    """
+    import dataclasses
+    import tempfile
     import uuid
 
     from privit.launch.coordinator import RunFailed, run_local
     from privit.launch.report import format_report
 
+    vit_values = {k: options.pop(k) for k in VIT_OPTIONS}
+    given = {k: v for k, v in vit_values.items() if v is not None}
+    if options["job"] != "vit" and (given or logits_path):
+        named = [*given, *(["save_logits"] if logits_path else [])]
+        flags = ", ".join("--" + k.replace("_", "-") for k in named)
+        raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
+    clash = sorted(set(given) & set(_parse_params(options["params"])))
+    if clash:
+        raise click.UsageError(f"{', '.join(clash)} given both as an option and as --param")
+    options["params"] = tuple(options["params"]) + tuple(f"{k}={v}" for k, v in given.items())
     cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
-    try:
-        report = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty()).report
-    except RunFailed as exc:
-        click.echo(f"privit run: failed: {exc}", err=True)
-        sys.exit(1)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="privit-inputs-") as tmp:
+        reference = None
+        try:
+            if cfg.job.name == "vit":
+                from privit.launch.vit_job import materialize_images
+
+                params = materialize_images(cfg, Path(tmp))
+                cfg = dataclasses.replace(cfg, job=JobSpec.make("vit", **params))
+            result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty())
+            if logits_path:
+                from privit.launch.jobs import make_job
+
+                reference = make_job(cfg).reference()
+        except RunFailed as exc:
+            click.echo(f"privit run: failed: {exc}", err=True)
+            sys.exit(1)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    report = result.report
     click.echo(format_report(report))
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1))
         click.echo(f"report written to {json_path}")
+    if plot_path:
+        from privit.launch.plots import plot_layer_costs
+
+        plot_layer_costs(report, plot_path)
+        click.echo(f"plot written to {plot_path}")
+    if logits_path:
+        import torch
+
+        saved = {"mpc_logits": result.outputs["logits"]}
+        if reference is not None:
+            saved["plain_logits"] = reference["logits"]
+            if "labels" in reference:
+                saved["labels"] = reference["labels"].round().to(torch.int64)
+        torch.save(saved, logits_path)
+        click.echo(f"logits written to {logits_path}")
 
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
@@ -219,6 +290,15 @@ def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops:
         Path(json_path).write_text(json.dumps(rows, indent=1))
         click.echo(f"rows written to {json_path}")
 
+
+def _register_training_commands() -> None:
+    from privit.launch.train_commands import TRAIN_COMMANDS
+
+    for command in TRAIN_COMMANDS:
+        main.add_command(command)
+
+
+_register_training_commands()
 
 if __name__ == "__main__":
     main()

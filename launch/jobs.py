@@ -142,6 +142,7 @@ JOBS: dict[str, type[Job]] = {MatmulChain.name: MatmulChain, SquareMlp.name: Squ
 def job_registry() -> dict[str, type[Job]]:
     """Every job by name; jobs defined in other modules register when those are imported."""
     import privit.launch.bench  # noqa: F401  (registers "bench")
+    import privit.launch.vit_job  # noqa: F401  (registers "vit")
 
     return JOBS
 

@@ -14,7 +14,10 @@ Fields (DESIGN.md "Measurement conventions"; later issues add to them):
                     bytes is the most any one party sent (links are full duplex) and
                     compute is the measured online wall less the emulated network's own
                     share of it (the same formula with the run's network)
-  accuracy          max abs error of the opened outputs against the plaintext reference
+  accuracy          max abs error of the opened outputs against the plaintext reference;
+                    for a `logits` output also images, argmax_agreement (private vs
+                    plaintext argmax), max_abs_logit_error and, when the job knows the
+                    labels, mpc_top1 and plain_top1 (fractions)
 """
 from __future__ import annotations
 
@@ -114,8 +117,30 @@ def accuracy(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor
     agree = all(
         torch.equal(o[name], outputs[name]) for o in all_outputs for name in outputs
     )
-    return {"max_abs_error": max(errors.values(), default=0.0), "per_output": errors,
-            "parties_agree": agree}
+    result: dict[str, Any] = {"max_abs_error": max(errors.values(), default=0.0),
+                              "per_output": errors, "parties_agree": agree}
+    if "logits" in reference:
+        result.update(logit_accuracy(outputs["logits"], reference["logits"],
+                                     reference.get("labels", outputs.get("labels"))))
+    return result
+
+
+def logit_accuracy(mpc: torch.Tensor, plain: torch.Tensor,
+                   labels: torch.Tensor | None) -> dict[str, Any]:
+    """Classifier fields for a `logits` output (B, classes): the share of images whose
+    private argmax equals the plaintext argmax, the largest logit error, and with labels
+    the top-1 accuracy of both (fractions in [0, 1])."""
+    out: dict[str, Any] = {
+        "images": int(mpc.shape[0]) if mpc.dim() else 0,
+        "max_abs_logit_error": float((mpc - plain).abs().max()) if mpc.numel() else 0.0,
+        "argmax_agreement": float((mpc.argmax(-1) == plain.argmax(-1)).double().mean())
+        if mpc.numel() else 1.0,
+    }
+    if labels is not None and mpc.numel():
+        target = labels.round().to(torch.int64)
+        out["mpc_top1"] = float((mpc.argmax(-1) == target).double().mean())
+        out["plain_top1"] = float((plain.argmax(-1) == target).double().mean())
+    return out
 
 
 def _fmt_bytes(n: float) -> str:
@@ -149,4 +174,11 @@ def format_report(report: dict[str, Any]) -> str:
         acc = report["accuracy"]
         lines.append(f"max abs error vs plaintext: {acc['max_abs_error']:.3g}; "
                      f"parties agree: {acc['parties_agree']}")
+        if "argmax_agreement" in acc:
+            line = (f"{acc['images']} images: argmax agreement {acc['argmax_agreement']:.1%}, "
+                    f"max abs logit error {acc['max_abs_logit_error']:.3g}")
+            if "mpc_top1" in acc:
+                line += (f"; top-1 private {acc['mpc_top1']:.1%}, "
+                         f"plaintext {acc['plain_top1']:.1%}")
+            lines.append(line)
     return "\n".join(lines)

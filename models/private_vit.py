@@ -32,17 +32,28 @@ Online cost per layer (2 parties, local truncation), B images, N tokens, n_q que
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
 from privit.models.attention import RELU_SOFTMAX_EPS, AttnMode
 from privit.models.config import ViTConfig
-from privit.models.private_weights import PlainWeights, PrivateArch, weight_layout
+from privit.models.private_weights import (
+    EncodedWeights,
+    PlainWeights,
+    PrivateArch,
+    encode_weights,
+    score_scale,
+    weight_layout,
+)
 from privit.parties.session import Session
-from privit.protocols import beaver, ring, sharing, truncation
+from privit.protocols import beaver, ring, sharing
 from privit.protocols.owner_matmul import OwnerWeight, owner_matmul, prepare_owner_weights
+from privit.protocols.products import truncate_many
+from privit.protocols.softmax import scale_attention
 
 GELU_KINDS = ("poly", "quad", "erf")
 RELU_KINDS = ("exact", "stochastic")
@@ -58,7 +69,8 @@ class PrivateOptions:
 
     gelu: kind for protocols.gelu.gelu ("poly" close to erf, "quad" the MPCFormer quad).
     relu: the ReLU inside ReLU-softmax heads: "exact" or Circa's "stochastic" ReLU with
-      `circa_k` low bits dropped and `circa_m` magnitude bits (None: the protocol default).
+      `circa_k` low bits dropped and `circa_m` magnitude bits (None: circa.default_params,
+      k = f - 6 and m = f + 6).
     compare: comparison method for every ReLU/DReLU ("auto", "fss", "adder").
     softmax: the teacher's heads: "exact" softmax or MPCFormer's "2quad".
     scale_order: ScaleAttn product order, "qk" = (Q K^T) V, "kv" = Q (K^T V), "auto" =
@@ -68,7 +80,7 @@ class PrivateOptions:
 
     gelu: str = "poly"
     relu: str = "exact"
-    circa_k: int = 8
+    circa_k: int | None = None
     circa_m: int | None = None
     compare: str = "auto"
     softmax: str = "exact"
@@ -82,8 +94,8 @@ class PrivateOptions:
                                      ("scale_order", self.scale_order, SCALE_ORDERS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if not 1 <= self.circa_k <= 40:
-            raise ValueError(f"circa_k must be in [1, 40], got {self.circa_k}")
+        if self.circa_k is not None and not 0 <= self.circa_k <= 40:
+            raise ValueError(f"circa_k must be in [0, 40], got {self.circa_k}")
 
 
 class NonLinearOps(Protocol):
@@ -109,14 +121,17 @@ class ProtocolOps:
 
     def layer_norm(self, sess: Session, x: torch.Tensor, gamma: torch.Tensor | None,
                    beta: torch.Tensor | None) -> torch.Tensor:
+        from privit.protocols.approx_config import LayerNormConfig
         from privit.protocols.layernorm import layer_norm
 
-        return layer_norm(sess, x, gamma, beta, eps=LN_EPS)
+        cfg = LayerNormConfig(method=self.options.compare)
+        return layer_norm(sess, x, gamma, beta, eps=LN_EPS, cfg=cfg)
 
     def gelu(self, sess: Session, x: torch.Tensor) -> torch.Tensor:
+        from privit.protocols.approx_config import GeluConfig
         from privit.protocols.gelu import gelu
 
-        return gelu(sess, x, kind=self.options.gelu)
+        return gelu(sess, x, kind=self.options.gelu, cfg=GeluConfig(method=self.options.compare))
 
     def relu(self, sess: Session, x: torch.Tensor) -> torch.Tensor:
         from privit.protocols.compare import relu
@@ -125,26 +140,50 @@ class ProtocolOps:
 
     def softmax(self, sess: Session, s: torch.Tensor) -> torch.Tensor:
         from privit.protocols import softmax as sm
+        from privit.protocols.approx_config import SoftmaxConfig, TwoQuadConfig
 
         if self.options.softmax == "2quad":
-            return sm.two_quad(sess, s)
-        return sm.softmax(sess, s, dim=-1)
+            return sm.two_quad(sess, s, cfg=TwoQuadConfig(method=self.options.compare))
+        return sm.softmax(sess, s, dim=-1, cfg=SoftmaxConfig(method=self.options.compare))
 
     def relu_softmax(self, sess: Session, s: torch.Tensor) -> torch.Tensor:
-        from privit.protocols import softmax as sm
+        """ReLU(S) / (sum ReLU(S) + eps): softmax.relu_softmax, or with Circa's stochastic
+        ReLU in place of the exact one (the same division, softmax.py's configuration)."""
+        from dataclasses import replace
 
-        return sm.relu_softmax(sess, s, eps=RELU_SOFTMAX_EPS)
+        from privit.protocols import softmax as sm
+        from privit.protocols.approx_config import ReluSoftmaxConfig
+
+        cfg = ReluSoftmaxConfig(method=self.options.compare)
+        if self.options.relu == "exact":
+            return sm.relu_softmax(sess, s, eps=RELU_SOFTMAX_EPS, cfg=cfg)
+        from privit.protocols import circa
+        from privit.protocols.reciprocal import divide
+
+        k, m = circa.default_params(sess.frac_bits)
+        k = self.options.circa_k if self.options.circa_k is not None else k
+        m = self.options.circa_m if self.options.circa_m is not None else m
+        with sess.scope("relu"):
+            r = circa.stochastic_relu(sess, s, k=k, m=m, method=self.options.compare)
+        sum_bits = cfg.compare_bits + math.ceil(math.log2(max(s.shape[-1], 2))) + 1
+        rcfg = replace(cfg.reciprocal, method=cfg.method, compare_bits=min(64, sum_bits))
+        with sess.scope("divide"):
+            return divide(sess, r, r.sum(-1, keepdim=True), rcfg, eps=RELU_SOFTMAX_EPS,
+                          label="relu_softmax_div")
 
 
 # -- batched Beaver products -----------------------------------------------------------------
 def beaver_matmul_many(sess: Session, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                       label: str = "matmul_many") -> list[torch.Tensor]:
-    """Shares of x_i @ y_i (both secret, each with its own batch dims), ONE opening for all.
+                       label: str = "matmul_many", extra_bits: Sequence[int] | None = None
+                       ) -> list[torch.Tensor]:
+    """Shares of x_i @ y_i / 2^extra_bits_i (both secret, each pair with its own batch dims),
+    ONE opening for all, results truncated by f + extra_bits_i (default 0).
 
     As beaver.beaver_matmul per pair, with every D_i = x_i - A_i and E_i = y_i - B_i in
-    one message. ROUNDS 1 (+ truncation). BYTES (n-1)(H + 8 sum(batch (nk + km))).
-    OFFLINE 8 sum(batch n m) to party n-1.
+    one message. ROUNDS 1 (+ 1 for dealer truncation, all products in one message).
+    BYTES (n-1)(H + 8 sum(batch (nk + km))). OFFLINE 8 sum(batch n m) to party n-1.
     """
+    extra = list(extra_bits) if extra_bits is not None else [0] * len(pairs)
     mats, masked = [], []
     for x, y in pairs:
         if x.dim() < 2 or x.shape[:-2] != y.shape[:-2] or x.shape[-1] != y.shape[-2]:
@@ -158,9 +197,8 @@ def beaver_matmul_many(sess: Session, pairs: Sequence[tuple[torch.Tensor, torch.
     for i, mat in enumerate(mats):
         d, e = opened[2 * i], opened[2 * i + 1]
         b = mat["b"] + e if sess.party_id == 0 else mat["b"]
-        z = mat["c"] + ring.ring_matmul(d, b) + ring.ring_matmul(mat["a"], e)
-        out.append(truncation.truncate(sess, z))
-    return out
+        out.append(mat["c"] + ring.ring_matmul(d, b) + ring.ring_matmul(mat["a"], e))
+    return truncate_many(sess, out, [sess.frac_bits + x for x in extra])
 
 
 # -- weights on shares -----------------------------------------------------------------------
@@ -191,40 +229,39 @@ def _bias_of(matrix: str) -> str:
     return {"patch": "", "head": "head_b"}.get(matrix, matrix + "_b")
 
 
-def share_weights(sess: Session, config: ViTConfig, weights: PlainWeights | None, owner: int,
-                  use_owner_matmul: bool) -> SharedModel:
+def share_weights(sess: Session, config: ViTConfig, weights: PlainWeights | EncodedWeights | None,
+                  owner: int, use_owner_matmul: bool) -> SharedModel:
     """Input the owner's weights. 2 parties with `use_owner_matmul`: one message of every
     E = W - B (owner -> client), ROUNDS 0. Otherwise: share W (0 bytes) and open every
     fixed mask in ONE opening, ROUNDS 1, BYTES (n-1)(H + 8 sum(k m)) per party.
     Vectors: one zero-communication `share_input` of their concatenation.
     """
-    f = sess.frac_bits
     mine = sess.party_id == owner and not sess.is_tracing
+    encoded: EncodedWeights | None = None
     if mine:
         if weights is None:
             raise ValueError(f"party {owner} owns the weights but has none")
-        weights.check(config)
+        encoded = (weights if isinstance(weights, EncodedWeights)
+                   else encode_weights(weights, config, sess.frac_bits))
+        if encoded.frac_bits != sess.frac_bits:
+            raise ValueError(f"weights encoded with f = {encoded.frac_bits}, the run uses "
+                             f"f = {sess.frac_bits}")
     mats, vecs = weight_layout(config)
     total = sum(int(torch.Size(s).numel()) for _, s in vecs)
-    flat = None
-    if mine:
-        assert weights is not None
-        flat = ring.encode(torch.cat([weights.vectors[n].reshape(-1) for n, _ in vecs]), f)
-    flat_share = sharing.share_input(sess, owner, flat, (total,))
+    flat_share = sharing.share_input(sess, owner, encoded.vectors if encoded else None, (total,))
     vectors: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in vecs:
         size = int(torch.Size(shape).numel())
         vectors[name] = flat_share[offset:offset + size].reshape(shape)
         offset += size
-    encoded = ([ring.encode(weights.matrices[n], f) for n, _ in mats] if mine and weights
-               else [None] * len(mats))
+    plain: list[torch.Tensor | None] = list(encoded.matrices) if encoded else [None] * len(mats)
     shapes = [(int(s[0]), int(s[1])) for _, s in mats]
     prepared: list[OwnerWeight | beaver.FixedOperand]
     if use_owner_matmul and sess.n == 2:
-        prepared = list(prepare_owner_weights(sess, owner, encoded, shapes, label="weights"))
+        prepared = list(prepare_owner_weights(sess, owner, plain, shapes, label="weights"))
     else:
-        prepared = list(_fixed_operands(sess, owner, encoded, shapes))
+        prepared = list(_fixed_operands(sess, owner, plain, shapes))
     model = SharedModel(vectors=vectors)
     for (name, _), w in zip(mats, prepared, strict=True):
         bias = _bias_of(name)
@@ -281,9 +318,11 @@ class PrivateViT:
         self.data_owner = data_owner
 
     # -- entry point ---------------------------------------------------------------------
-    def infer(self, sess: Session, weights: PlainWeights | None, images: torch.Tensor | None,
-              batch: int) -> torch.Tensor:
-        """Opened logits (batch, classes) as float64 on every party."""
+    def infer(self, sess: Session, weights: PlainWeights | EncodedWeights | None,
+              images: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Opened logits (batch, classes) as float64 on every party. `weights` (owner
+        only) may be encoded beforehand (`encode_weights`) to keep that out of the online
+        phase."""
         c = self.config
         shape = (batch, c.in_chans, c.img_size, c.img_size)
         total = c.depth + 2
@@ -373,14 +412,18 @@ class PrivateViT:
         def pick(t: torch.Tensor, idx: list[int]) -> torch.Tensor:
             return t if len(idx) == heads else t[:, idx]
 
-        # step 1: every head's first product, one opening
+        # step 1: every head's first product, one opening. Scores carry the 2^-e of the
+        # attention scale (r is in the query weights); K^T V does not.
+        e_bits, _ = score_scale(dh)
         first = [(pick(q, groups[m]), pick(k, groups[m]).transpose(-2, -1)) for m in norm_modes]
+        shifts = [e_bits] * len(first)
         if scale_heads:
             qs, ks, vs = pick(q, scale_heads), pick(k, scale_heads), pick(v, scale_heads)
             first.append((qs, ks.transpose(-2, -1)) if order == "qk" else (ks.transpose(-2, -1), vs))
+            shifts.append(e_bits if order == "qk" else 0)
         with sess.scope("scores"):
             products = beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in first],
-                                          label="attn_first")
+                                          label="attn_first", extra_bits=shifts)
         # step 2: normalise (ReLU-softmax, softmax); ScaleAttn divides by N (local)
         weights: list[torch.Tensor] = []
         for m, s in zip(norm_modes, products, strict=False):
@@ -388,13 +431,15 @@ class PrivateViT:
                 weights.append(self.ops.relu_softmax(sess, s) if m == AttnMode.RELU_SOFTMAX
                                else self.ops.softmax(sess, s))
         second = [(a, pick(v, groups[m])) for a, m in zip(weights, norm_modes, strict=True)]
+        shifts = [0] * len(second)
         if scale_heads:
-            scaled = truncation.mul_public_float(sess, products[-1], 1.0 / n)
+            scaled = scale_attention(sess, products[-1], n)
             second.append((scaled, vs) if order == "qk" else (qs, scaled))
+            shifts.append(0 if order == "qk" else e_bits)
         # step 3: every head's second product, one opening
         with sess.scope("context"):
             outs = beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in second],
-                                      label="attn_second")
+                                      label="attn_second", extra_bits=shifts)
         ctx = torch.empty((b, heads, n_q, dh), dtype=torch.int64)
         for m, o in zip(norm_modes, outs, strict=False):
             ctx[:, groups[m]] = o

@@ -8,7 +8,9 @@ What only the model owner holds (`PlainWeights`): float64 matrices and vectors i
 order of `weight_layout`, with every affine map that can be merged into a neighbouring
 linear layer merged by the owner in plaintext (so it costs nothing online):
 - pre_norm's gamma and beta into the qkv weight (qkv = n g Wqkv^T + b Wqkv^T, which gives
-  qkv a bias) and the attention scale dh^-1/2 into the query columns;
+  qkv a bias); of the attention scale dh^-1/2 = r 2^-e (`score_scale`) only r in [1, 2)
+  goes into the query columns, 2^-e is a truncation of the scores (scaling q itself down
+  would cost its fixed-point precision: 8x larger score errors for dh = 64);
 - the final norm's gamma and beta into the classifier;
 - the cls token, the positional embedding and the patch conv's bias into one (N, d)
   addend of the embedding.
@@ -16,13 +18,16 @@ norm1's affine map stays: the residual stream itself is normalised (CCT block).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 from privit.models.attention import AttnMode
 from privit.models.config import ViTConfig
 from privit.models.vit import ViTLite
+from privit.protocols import ring
 
 Shape = tuple[int, ...]
 
@@ -155,6 +160,33 @@ class PlainWeights:
                     raise ValueError(f"weight {name}: expected shape {shape}, got {got}")
 
 
+@dataclass(frozen=True)
+class EncodedWeights:
+    """`PlainWeights` in fixed point (int64 ring values), ready to share: the matrices in
+    layout order and every vector concatenated in layout order."""
+
+    frac_bits: int
+    matrices: tuple[torch.Tensor, ...]
+    vectors: torch.Tensor
+
+
+def encode_weights(weights: PlainWeights, config: ViTConfig, frac_bits: int) -> EncodedWeights:
+    """Encode the owner's weights once (before the online phase)."""
+    weights.check(config)
+    mats, vecs = weight_layout(config)
+    flat = torch.cat([weights.vectors[n].reshape(-1) for n, _ in vecs])
+    return EncodedWeights(frac_bits, tuple(ring.encode(weights.matrices[n], frac_bits)
+                                           for n, _ in mats), ring.encode(flat, frac_bits))
+
+
+def score_scale(head_dim: int) -> tuple[int, float]:
+    """(e, r) with dh^-1/2 = r 2^-e, e = ceil(log2 sqrt(dh)), r in [1, 2): r is folded into
+    the query weights, the scores are truncated by e extra bits."""
+    root = math.sqrt(head_dim)
+    e = max(0, math.ceil(math.log2(root) - 1e-12))
+    return e, 2.0 ** e / root
+
+
 def export_weights(model: ViTLite) -> PlainWeights:
     """Fold and reshape a plaintext ViTLite's parameters for the private executor."""
     c = model.config
@@ -167,7 +199,7 @@ def export_weights(model: ViTLite) -> PlainWeights:
     embed[0] += sd["classifier.class_emb"][0, 0]
     embed[1:] += sd["tokenizer.conv_layers.0.0.bias"]
     vecs: dict[str, torch.Tensor] = {"embed": embed}
-    scale = dh ** -0.5
+    _, scale = score_scale(dh)
     for l in range(c.depth):
         p = f"classifier.blocks.{l}."
         g, b = sd[p + "pre_norm.weight"], sd[p + "pre_norm.bias"]

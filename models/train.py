@@ -310,7 +310,7 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
                 group["lr"] = base * factor
             loss, logits = loss_fn(model, images, labels)
             if not bool(torch.isfinite(loss.detach())):
-                raise FloatingPointError(f"{desc}: loss is {float(loss)} at epoch {epoch + 1}, "
+                raise FloatingPointError(f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, "
                                          f"step {i + 1}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -156,16 +156,20 @@ def _compare_config(theirs_json: str, their_hash: str, cfg: RunConfig, who: str)
         raise HandshakeError(f"bad hello from {who}: field 'config' is not a JSON object")
     ours = _flatten(json.loads(json.dumps(cfg.hash_fields(), sort_keys=True, default=str)))
     theirs_flat = _flatten(theirs)
+    missing = object()
+    differences = []
     for key in sorted(set(ours) | set(theirs_flat)):
-        if key not in theirs_flat:
-            raise HandshakeError(f"config mismatch with {who}: {key} is set here, absent there")
-        if key not in ours:
-            raise HandshakeError(f"config mismatch with {who}: {key} is absent here, set there")
-        if ours[key] != theirs_flat[key]:
-            here, there = ours[key], theirs_flat[key]
-            raise HandshakeError(
-                f"config mismatch with {who}: {key} is {here!r} here, {there!r} there"
-            )
+        here, there = ours.get(key, missing), theirs_flat.get(key, missing)
+        if here is missing:
+            differences.append(f"{key} is absent here, {there!r} there")
+        elif there is missing:
+            differences.append(f"{key} is {here!r} here, absent there")
+        elif here != there:
+            differences.append(f"{key} is {here!r} here, {there!r} there")
+    if differences:
+        more = f"; and {len(differences) - 4} more" if len(differences) > 5 else ""
+        shown = differences[:4] if more else differences
+        raise HandshakeError(f"config mismatch with {who}: {'; '.join(shown)}{more}")
     if their_hash != cfg.config_hash():
         raise HandshakeError(
             f"config hash mismatch with {who}: {cfg.config_hash()} here, {their_hash} there"

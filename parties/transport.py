@@ -47,8 +47,10 @@ from privit.parties.wire import message_nbytes
 COPY_THRESHOLD = 1 << 16
 GONE_GRACE_S = 0.5
 RECONNECT_IVL_MS = 20
-RECONNECT_IVL_MAX_MS = 1000
+RECONNECT_IVL_MAX_MS = 200
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+_SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class TransportError(RuntimeError):
@@ -135,7 +137,6 @@ class ZmqChannel(FramedChannel):
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
         sock.setsockopt(zmq.IPV6, int(":" in ep.host))
-        sock.copy_threshold = COPY_THRESHOLD
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         address = tcp_address(ep.host, ep.port)
         try:
@@ -149,8 +150,13 @@ class ZmqChannel(FramedChannel):
 
     # -- moving frames ----------------------------------------------------------------
     def _push_send(self, dst: int, frames: list[Any]) -> None:
-        # copy=False: frames >= copy_threshold go without copying, smaller ones are copied.
-        self._links[dst].push.send_multipart(frames, copy=False)
+        # Frame by frame rather than send_multipart, whose per-frame checks cost ~2 us.
+        # Large array frames (memoryviews of 64 KiB or more) go without copying.
+        sock = self._links[dst].push
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            copy = not isinstance(frame, memoryview) or frame.nbytes < COPY_THRESHOLD
+            sock.send(frame, _SNDMORE if i < last else 0, copy=copy)
 
     def _transmit(self, dst: int, frames: list[Any]) -> None:
         if self._closed:
@@ -170,9 +176,13 @@ class ZmqChannel(FramedChannel):
             self._pull.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo_ms = timeout_ms
         try:
-            frames = self._pull.recv_multipart(copy=False)
+            frames: list[Any] = [self._pull.recv()]  # the header: small, as bytes
         except zmq.Again:
             return None
+        # The other parts of a multipart message are already here. recv_multipart would
+        # cost ~3 us more per message (its RCVMORE checks go through enum conversions).
+        while self._pull.get(_RCVMORE):
+            frames.append(self._pull.recv(copy=False))
         self._last_arrival = time.monotonic()
         return frames
 

@@ -16,14 +16,15 @@ Kogge-Stone; CrypTen's A2B uses Kogge-Stone over every carry), with three change
    and lower halves of each element's word (a shift and a mask, no bit gathering), and
    every level's messages are dense bit strings (its width shrinks by half per level);
 3. the last level, the XOR with t_0 xor t_1 and the conversion to arithmetic shares
-   (B2A), and for ReLU the product with x, happen in ONE round: the three last opened
-   bits (u, v, w) make DReLU a polynomial in the dealer's three mask bits, whose
-   arithmetic shares (and those of R times them, R masking x) the dealer provides.
+   (B2A), and for ReLU the product with x, happen in ONE round: DReLU is a function of
+   three masked bits (u, v, w) that the parties open; the dealer shares its truth table
+   (8 entries, 7 sent: they sum to 4) and R times it (R masks x), and each party picks
+   the entry at the opened index: one-time truth tables (Ishai et al., TCC 2013).
 
 Positions: the n-1 low bits sit at the top of P = max(4, next power of two >= n-1)
 positions (zeros below: they neither generate nor matter). Leaves: P/2 blocks.
-ROUNDS log2(P): 6 for n = 64, 5 for 17..33, 4 for 10..17 (the leaf round, log2(P) - 2
-tree levels, the final round). Bytes: see `adder_costs`. Formulas and proofs in
+ROUNDS log2(P): 6 for n = 34..64, 5 for 18..33, 4 for 10..17, 3 for 6..9, 2 for n <= 5
+(the leaf round, log2(P) - 2 tree levels, the final round). Bytes: see `adder_costs`. Formulas and proofs in
 docs/comparison.md.
 """
 from __future__ import annotations
@@ -33,12 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from privit.parties.prg import Prg
 from privit.parties.session import Params, Session
 
 RING_BITS = 64
 U64 = np.dtype(np.uint64)
-MONOMIALS = 8  # 1, a, b, ab, c, ac, bc, abc over the final mask bits (a, b, c)
+TABLE = 8  # entries of the final round's truth table (3 opened bits)
+TABLE_SUM = 4  # ones in t ^ (p & g) over its 8 inputs
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -133,33 +136,17 @@ def unpack_bits(buf: np.ndarray, width: int, count: int) -> np.ndarray:
     return out.reshape(-1)[:count]
 
 
-# -- the final round's polynomial ---------------------------------------------------------
-def _final_table() -> np.ndarray:
-    """TABLE[u + 2v + 4w, m]: DReLU = ((u^a) & (v^b)) ^ (w^c) as an integer multilinear
-    polynomial sum_m TABLE[., m] * monomial_m(a, b, c), m a bitmask over (a, b, c)."""
-    table = np.zeros((8, MONOMIALS), dtype=np.int64)
-    for idx in range(8):
+# -- the final round's truth table ------------------------------------------------------
+def final_truth_table(masks: np.ndarray) -> np.ndarray:
+    """(M, 8) int64: entry [e, u + 2v + 4w] = DReLU when the opened bits are (u, v, w),
+    i.e. f(u ^ alpha, v ^ beta, w ^ gamma) with f(p, g, t) = t ^ (p & g), for the
+    dealer's mask bits masks = (alpha, beta, gamma) (3, M). Every row sums to 4 (f has
+    four ones among its 8 inputs), so the last entry follows from the other seven."""
+    alpha, beta, gamma = (masks[k].astype(np.int64) for k in range(3))
+    out = np.empty((masks.shape[1], TABLE), dtype=np.int64)
+    for idx in range(TABLE):
         u, v, w = idx & 1, (idx >> 1) & 1, (idx >> 2) & 1
-        truth = [((u ^ (s & 1)) & (v ^ ((s >> 1) & 1))) ^ (w ^ ((s >> 2) & 1)) for s in range(8)]
-        for s in range(MONOMIALS):  # Moebius inversion over subsets
-            table[idx, s] = sum((-1) ** bin(s ^ t).count("1") * truth[t]
-                                for t in range(8) if t & s == t)
-    return table
-
-
-FINAL_TABLE = torch.from_numpy(_final_table())
-
-
-def monomials(bits3: np.ndarray) -> np.ndarray:
-    """Integer values (M, 8) of the monomials of three bit arrays (3, M)."""
-    out = np.empty((bits3.shape[1], MONOMIALS), dtype=np.int64)
-    vals = bits3.astype(np.int64)
-    for s in range(MONOMIALS):
-        col = np.ones(bits3.shape[1], dtype=np.int64)
-        for k in range(3):
-            if (s >> k) & 1:
-                col *= vals[k]
-        out[:, s] = col
+        out[:, idx] = (gamma ^ w) ^ ((alpha ^ u) & (beta ^ v))
     return out
 
 
@@ -208,11 +195,11 @@ def _draw(prg: Prg, party: int, lay: _Layout) -> dict[str, np.ndarray]:
             out[f"c{k}"] = _draw_bits(prg, (2, m), w // 2)
     out["final_mask"] = _draw_bits(prg, (3, m), 1)
     if party == 0:
-        out["mono"] = _draw_ring(prg, (MONOMIALS - 1, m))
+        out["table"] = _draw_ring(prg, (TABLE - 1, m))
     if lay.relu:
         out["big_r"] = _draw_ring(prg, (m,))
         if party == 0:
-            out["r_mono"] = _draw_ring(prg, (MONOMIALS - 1, m))
+            out["r_table"] = _draw_ring(prg, (TABLE - 1, m))
     return out
 
 
@@ -221,6 +208,14 @@ def _xor_parts(lay: _Layout) -> list[tuple[str, int]]:
     parts = [("leaf_c", lay.leaf_width)]
     parts += [(f"c{k}", w // 2) for k, w in enumerate(level_widths(lay.bits))]
     return parts
+
+
+def _complete(first: np.ndarray, total: np.ndarray | int) -> np.ndarray:
+    """(M, 8) shares of a table from shares of its first 7 entries (7, M) and of its sum."""
+    out = np.empty((first.shape[1], TABLE), dtype=np.int64)
+    out[:, :TABLE - 1] = first.T
+    out[:, TABLE - 1] = total - first.sum(axis=0)
+    return out
 
 
 class AdderGate:
@@ -232,7 +227,8 @@ class AdderGate:
     Party 0 also draws its shares of every derived value; party 1 receives:
     one uint8 string of the XOR-shared products (leaf: cG, cP of P/2 bits each; level of
     width w: a b1, a b2 of w/2 bits each), and one int64 array of its arithmetic shares
-    of the 7 monomials of (alpha, beta, gamma) (and of R times each, for relu).
+    of 7 entries of the final truth table (and of R times them, for relu); the 8th entry
+    of each is 4 (4 R) minus the other seven, computed at expansion.
     OFFLINE BYTES per element (party 1 only): ceil-packed (P + sum_levels w) bits + 56
     (+ 56 for relu); n = 64: 15.5 + 56 (+ 56).
     """
@@ -252,11 +248,11 @@ class AdderGate:
             mask = d0[f"mask{k}"] ^ d1[f"mask{k}"]
             xor_values[f"c{k}"] = np.stack([mask[0] & mask[1], mask[0] & mask[2]])
         packed = [pack_bits(xor_values[name] ^ d0[name], width) for name, width in _xor_parts(lay)]
-        mono = monomials(d0["final_mask"] ^ d1["final_mask"])[:, 1:].T
-        arith = [mono - d0["mono"]]
+        table = final_truth_table(d0["final_mask"] ^ d1["final_mask"])[:, :TABLE - 1].T
+        arith = [table - d0["table"]]
         if lay.relu:
             big_r = d0["big_r"] + d1["big_r"]
-            arith.append(mono * big_r - d0["r_mono"])
+            arith.append(table * big_r - d0["r_table"])
         payload = [np.concatenate(packed) if packed else np.zeros(0, np.uint8),
                    np.ascontiguousarray(np.concatenate(arith))]
         return [[], payload]
@@ -272,16 +268,9 @@ class AdderGate:
                 raise ValueError("adder_gate: party 0 receives no payload")
         else:
             self._receive(lay, drawn, payload)
-        m = lay.numel
-        mono = np.zeros((m, MONOMIALS), dtype=np.int64)
-        mono[:, 0] = 1 if party == 0 else 0
-        mono[:, 1:] = drawn.pop("mono").T
-        drawn["mono"] = mono
+        drawn["table"] = _complete(drawn["table"], TABLE_SUM if party == 0 else 0)
         if lay.relu:
-            r_mono = np.empty((m, MONOMIALS), dtype=np.int64)
-            r_mono[:, 0] = drawn["big_r"]
-            r_mono[:, 1:] = drawn.pop("r_mono").T
-            drawn["r_mono"] = r_mono
+            drawn["r_table"] = _complete(drawn["r_table"], TABLE_SUM * drawn["big_r"])
         return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in drawn.items()}
 
     @staticmethod
@@ -298,12 +287,12 @@ class AdderGate:
         for (name, width), size in zip(parts, sizes, strict=True):
             drawn[name] = unpack_bits(packed[offset:offset + size], width, 2 * m).reshape(2, m)
             offset += size
-        rows = (MONOMIALS - 1) * (2 if lay.relu else 1)
+        rows = (TABLE - 1) * (2 if lay.relu else 1)
         if arith.dtype != np.int64 or arith.shape != (rows, m):
             raise ValueError(f"adder_gate: arithmetic payload is {arith.dtype}{list(arith.shape)}")
-        drawn["mono"] = arith[:MONOMIALS - 1]
+        drawn["table"] = arith[:TABLE - 1]
         if lay.relu:
-            drawn["r_mono"] = arith[MONOMIALS - 1:]
+            drawn["r_table"] = arith[TABLE - 1:]
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
         _params(params)
@@ -330,8 +319,8 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int,
     2. per tree level (width w -> w/2): open P_hi ^ a, G_lo ^ b1, P_lo ^ b2 (3 w/2 bits);
        G = G_hi ^ P_hi G_lo, P = P_hi P_lo by Beaver ANDs sharing the mask a;
     3. final round: open u = P_hi ^ alpha, v = G_lo ^ beta, w = T ^ gamma (3 bits) with
-       T = 1 ^ t_0 ^ t_1 ^ G_hi; d = sum_m TABLE[u, v, w][m] * [monomial_m], and
-       d * mult = (mult - R) d + sum_m TABLE[.][m] [R monomial_m].
+       T = 1 ^ t_0 ^ t_1 ^ G_hi; d = [table][u + 2v + 4w] (the dealer's truth table of
+       T ^ P_hi G_lo over the masked inputs), d * mult = (mult - R) d + [R table][same].
     ROUNDS log2(P) (6 for bits = 64). BYTES per party: see cost_model.adder_costs.
     """
     if sess.n != 2:
@@ -400,10 +389,11 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int,
     mine = np.stack([p_hi.astype(np.uint8), g_lo.astype(np.uint8), t]) ^ mat_np["final_mask"]
     got = _exchange_bytes(sess, pack_bits(mine, 1), "adder_final")
     opened = mine ^ unpack_bits(got, 1, 3 * m).reshape(3, m)
-    index = torch.from_numpy((opened[0] | (opened[1] << 1) | (opened[2] << 2)).astype(np.int64))
-    coefs = FINAL_TABLE[index]
-    d = (coefs * mat["mono"]).sum(dim=1)
+    flat = (opened[0] | (opened[1] << 1) | (opened[2] << 2)).astype(np.int64)
+    flat += np.arange(0, TABLE * m, TABLE, dtype=np.int64)
+    d = torch.from_numpy(np.take(mat_np["table"].reshape(-1), flat))
     product = None
     if mult is not None:
-        product = (mult_open * d + (coefs * mat["r_mono"]).sum(dim=1)).reshape(shape)
+        picked = torch.from_numpy(np.take(mat_np["r_table"].reshape(-1), flat))
+        product = (mult_open * d + picked).reshape(shape)
     return d.reshape(shape), product

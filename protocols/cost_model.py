@@ -4,10 +4,13 @@
 protocols (compare.py, binary.py); tests check them against the wire. `CostModel`
 turns them into an estimated time for `method="auto"`:
 
-    T = compute(path, numel, bits) + bytes_per_party / bandwidth + rounds * RTT
+    T = compute(path, numel, bits) + bytes_per_party / bandwidth + rounds * latency
 
 with the session's network (sess.cfg.network), or, when the run emulates none, the
-loopback constants below. Compute constants were measured on this 2-core machine with
+loopback constants below. Every round of both paths is a symmetric exchange (both
+parties send, then both receive), so it waits one ONE-WAY latency (RTT / 2), which is
+what the transport's emulation delivers (parties/netem.py; its `project_time` charges a
+full RTT per round as an upper bound). Compute constants were measured on this 2-core machine with
 `privit bench` (docs/comparison.md); pass your own `CostModel` (through
 `compare.ComparisonConfig`) to re-tune them for another machine.
 """
@@ -107,25 +110,28 @@ class PathConstants:
 class CostModel:
     """Constants for `method="auto"` (seconds, bytes per second).
 
-    Measured on this 2-core VM with both parties busy (docs/comparison.md, "cost model"):
-    fss_drelu / fss_relu: the DCF evaluation dominates (about 14 / 16 ns per element per
-    level, one party per core); adder: bit-sliced word operations. Loopback (no emulated
-    network): 130 us round trip, 1.5 GB/s (launch/bench_transport.py).
+    Measured on this 2-core VM by `python -m privit.launch.bench_ops_compare` (one party's
+    local work, best of 5, M = 151,296; docs/comparison.md, "Cost model"): fss_drelu /
+    fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; adder:
+    36 ns per element plus 0.4 ns per tree position. per_call_s and the adder's
+    per_round_s (message handling beyond the RTT) are fitted to `privit bench` walls.
+    Loopback (no emulated network): 130 us round trip, 1.5 GB/s (bench_transport.py).
     """
 
-    fss_drelu: PathConstants = PathConstants(5e-4, 0.0, 4e-8, 1.4e-8)
-    fss_relu: PathConstants = PathConstants(5e-4, 0.0, 6e-8, 1.6e-8)
-    adder: PathConstants = PathConstants(3e-4, 2e-4, 6e-8, 1.2e-9)
+    fss_drelu: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
+    fss_relu: PathConstants = PathConstants(1e-3, 0.0, 5.1e-8, 1.2e-8)
+    adder: PathConstants = PathConstants(1e-3, 5e-4, 3.6e-8, 3.8e-10)
     loopback_rtt_s: float = 130e-6
     loopback_bandwidth_Bps: float = 1.5e9
 
     def network_terms(self, network: NetworkConfig) -> tuple[float, float]:
-        """(RTT in s, bandwidth in bytes/s) of the run, or the loopback constants."""
+        """(seconds per exchange round = one-way latency, bandwidth in bytes/s) of the run,
+        or the loopback constants."""
         if not network.emulated:
-            return self.loopback_rtt_s, self.loopback_bandwidth_Bps
-        rtt = network.rtt_s if network.latency_s > 0 else self.loopback_rtt_s
+            return self.loopback_rtt_s / 2, self.loopback_bandwidth_Bps
+        latency = network.latency_s if network.latency_s > 0 else self.loopback_rtt_s / 2
         bandwidth = network.bandwidth_bps / 8 if network.bandwidth_bps > 0 else math.inf
-        return rtt, bandwidth
+        return latency, bandwidth
 
     def compute_s(self, method: str, numel: int, bits: int, product: bool) -> float:
         if method == "fss":
@@ -143,13 +149,13 @@ class CostModel:
     def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
                    network: NetworkConfig, shared_mask: bool = True) -> float:
         """Estimated wall time of sequential calls on `numels` elements each."""
-        rtt, bandwidth = self.network_terms(network)
+        latency, bandwidth = self.network_terms(network)
         total = 0.0
         for numel in numels:
             cost = (fss_costs(numel, bits, product, shared_mask) if method == "fss"
                     else adder_costs(numel, bits, product))
             total += (self.compute_s(method, numel, bits, product)
-                      + cost.online_bytes / bandwidth + cost.rounds * rtt)
+                      + cost.online_bytes / bandwidth + cost.rounds * latency)
         return total
 
     def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,

@@ -9,18 +9,18 @@ What travels, per element (n = bits; the DCF has n - 1 levels):
   so they travel to BOTH parties;
 - party 1 also receives its share of each derived value (value - party 0's share).
 
-| kind | party 0 receives | party 1 receives | total B/elem |
+| kind, params | party 0 receives | party 1 receives | total B/elem |
 |---|---|---|---|
-| drelu_fss (n) | CWs: 24(n-1) + 8 | CWs + MSB(r) share: 24(n-1) + 16 | 48 n - 24 |
-| relu_fss (n)  | CWs: 32(n-1) + 16 | CWs + MSB(r), R MSB(r): 32(n-1) + 32 | 64 n - 16 |
+| drelu_fss (M, n) | CWs: 24(n-1) + 8 | CWs + MSB(r) share: 24(n-1) + 16 | 48 n - 24 |
+| relu_fss (M, n, shared) | CWs: 32(n-1) + 16 | CWs + MSB(r), R MSB(r): 32(n-1) + 32 | 64 n - 16 |
 
 n = 64: drelu 3048 B, relu 4080 B. Draw order (dealer and party must agree), per party:
 - drelu_fss: party 0: r share (8 M B), MSB(r) share (8 M), root seed (16 M);
   party 1: r share, root seed. r = r_0 + r_1 mod 2^n.
-- relu_fss: party 0: R share (8 M), [r share (8 M) if n < 64], MSB(r) share (8 M),
+- relu_fss: party 0: R share (8 M), [r share (8 M) unless shared], MSB(r) share (8 M),
   R MSB(r) share (8 M), root seed (16 M); party 1: R share, [r share], root seed.
-  R = R_0 + R_1 mod 2^64 masks the multiplicand; r = R when n = 64 (one opening),
-  else r = r_0 + r_1 mod 2^n masks the comparison input.
+  R = R_0 + R_1 mod 2^64 masks the multiplicand; r = R when shared (n = 64 and the
+  multiplicand is the comparison input: one opening), else r = r_0 + r_1 mod 2^n.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from privit.parties.prg import Prg
 from privit.parties.session import Params
 from privit.protocols.dcf import DcfKeys, drelu_keygen
@@ -41,9 +42,19 @@ def _params(params: Params, name: str) -> tuple[int, int]:
     if len(params) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
         raise ValueError(f"{name}: params are (numel, bits), got {params!r}")
     numel, bits = int(params[0]), int(params[1])
-    if numel < 0 or not 2 <= bits <= RING_BITS:
-        raise ValueError(f"{name}: need numel >= 0 and 2 <= bits <= 64, got {params!r}")
+    if numel < 0 or not 1 <= bits <= RING_BITS:
+        raise ValueError(f"{name}: need numel >= 0 and 1 <= bits <= 64, got {params!r}")
     return numel, bits
+
+
+def _gate_params(params: Params, name: str) -> tuple[int, int, bool]:
+    if len(params) != 3:
+        raise ValueError(f"{name}: params are (numel, bits, shared), got {params!r}")
+    numel, bits = _params(params[:2], name)
+    shared = params[2]
+    if shared not in (0, 1) or isinstance(shared, bool) or (shared and bits != RING_BITS):
+        raise ValueError(f"{name}: shared must be 0 or 1 (1 only with 64 bits), got {params!r}")
+    return numel, bits, bool(shared)
 
 
 def _two_parties(prgs: Sequence[object], name: str) -> None:
@@ -151,11 +162,11 @@ class ReluFss:
     name = "relu_fss"
 
     def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
-        numel, bits = _params(params, self.name)
+        numel, bits, shared = _gate_params(params, self.name)
         _two_parties(prgs, self.name)
-        draws = [self._draw(prg, party, numel, bits) for party, prg in enumerate(prgs)]
+        draws = [self._draw(prg, party, numel, shared) for party, prg in enumerate(prgs)]
         big_r = draws[0]["big_r_share"] + draws[1]["big_r_share"]
-        r = big_r if bits == RING_BITS else (draws[0]["r_share"] + draws[1]["r_share"]) & _low(bits)
+        r = big_r if shared else (draws[0]["r_share"] + draws[1]["r_share"]) & _low(bits)
         roots = (draws[0]["root"].view(U64).reshape(numel, 2),
                  draws[1]["root"].view(U64).reshape(numel, 2))
         values = relu_gate_keygen(bits, r, big_r, roots)
@@ -164,9 +175,9 @@ class ReluFss:
         return [cws, [*cws, *corrections]]
 
     @staticmethod
-    def _draw(prg: Prg, party: int, numel: int, bits: int) -> dict[str, np.ndarray]:
+    def _draw(prg: Prg, party: int, numel: int, shared: bool) -> dict[str, np.ndarray]:
         out = {"big_r_share": _u64(prg, numel)}
-        if bits < RING_BITS:
+        if not shared:
             out["r_share"] = _u64(prg, numel)
         if party == 0:
             out["msb_share"] = _u64(prg, numel)
@@ -176,16 +187,16 @@ class ReluFss:
 
     def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
                payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        numel, bits = _params(params, self.name)
+        numel, bits, shared = _gate_params(params, self.name)
         if n_parties != 2:
             raise NotImplementedError(f"{self.name}: 2 parties only")
-        drawn = self._draw(prg, party, numel, bits)
+        drawn = self._draw(prg, party, numel, shared)
         if len(payload) != (3 if party == 0 else 5):
             raise ValueError(f"{self.name}: {len(payload)} payload arrays for party {party}")
         levels = bits - 1
         _check(payload[0], np.dtype(np.uint8), (levels, numel, 16), "seed_cw")
-        _check(payload[1], U64, (2, levels, numel), "value_cw")
-        _check(payload[2], U64, (2, numel), "final_cw")
+        _check(payload[1], U64, (levels, numel, 2), "value_cw")
+        _check(payload[2], U64, (numel, 2), "final_cw")
         if party == 1:
             _check(payload[3], U64, (numel,), "msb_share")
             _check(payload[4], U64, (numel,), "r_msb_share")
@@ -197,7 +208,7 @@ class ReluFss:
         return out
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
-        _params(params, self.name)
+        _gate_params(params, self.name)
         return {}
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from privit.parties.prg import Prg
 from privit.parties.session import Params, Session
 from privit.protocols import ring, truncation

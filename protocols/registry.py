@@ -11,6 +11,7 @@ from privit.protocols.binary import AdderGate
 from privit.protocols.correlations import arithmetic_kinds
 from privit.protocols.fss_correlations import fss_kinds
 from privit.protocols.owner_matmul import owner_kinds
+from privit.protocols.products import product_kinds
 
 CORRELATIONS: dict[str, CorrelationKind] = {
     **arithmetic_kinds(),  # triple, square, matmul_triple, trunc_pair, rand_bits,
@@ -18,4 +19,5 @@ CORRELATIONS: dict[str, CorrelationKind] = {
     **owner_kinds(),  # owner_mask, owner_matmul_triple (one-sided products)
     **fss_kinds(),  # drelu_fss, relu_fss (comparison keys, protocols/compare.py)
     AdderGate.name: AdderGate(),  # adder_gate (binary comparison, protocols/binary.py)
+    **product_kinds(),  # bcast_triple (broadcast Beaver products, protocols/products.py)
 }

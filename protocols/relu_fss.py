@@ -1,26 +1,30 @@
 """The one-round FSS ReLU: a DCF with a two-word payload, and the gate built on it.
 
-`dcf.py`'s DCF shares beta * [y < alpha] with one 64-bit payload word. Its PRG already
-yields a second word per level for free (the high word of the value block), so a DCF
-with a payload pair (beta_0, beta_1) costs 8 more key bytes per level and no more AES.
-With beta_0 = 1 - 2 MSB(r) and beta_1 = R * (1 - 2 MSB(r)) one evaluation gives shares
-of DReLU(x) and of R * DReLU(x); with X_hat = x + R public, x * DReLU(x) = X_hat * d - R * d.
-That is ReLU in ONE round (the masked opening) instead of two (DReLU, then a product),
-as recommended in docs/dcf.md ("Why the output is in Z_2^64"). Proofs in
-docs/comparison.md; the DCF itself is the tree DCF of Boyle et al. (Eurocrypt 2021).
+`dcf.py`'s DCF shares beta * [y < alpha] with one 64-bit payload word. A value block of
+the PRG has 128 bits, so a DCF with a payload pair (beta_0, beta_1) costs 8 more key
+bytes per level and no more AES. With beta_0 = 1 - 2 MSB(r) and beta_1 = R (1 - 2 MSB(r))
+one evaluation gives shares of d = DReLU(x) and of R d; with X_hat = x + R public,
+x d = X_hat d - R d. That is ReLU in ONE round (the masked opening) instead of two
+(DReLU, then a product), as recommended in docs/dcf.md ("Why the output is in Z_2^64").
+Proofs in docs/comparison.md; the DCF is the tree DCF of Boyle et al. (Eurocrypt 2021)
+exactly as in dcf.py (same correction-word algebra), with its own PRG:
+
+    y_d = s with bits 0, 1 replaced by d       (d = 0 left, 1 right; seeds: bits 2..127)
+    child_d = Hc(y_d), value_d = Hv(y_d),  H_K(y) = AES_K(y) xor y, two fixed public keys
+
+Child d's control bit is bit d of its word 0; value_d's two words are the two payload
+values. Versus dcf.py's one-key tweak scheme, both hashes read the same input block, so
+evaluation needs no strided rebuild of a second input block (17 % faster, measured).
+Leaf conversion: conv(s) = Hv(s with tweak 2), two uniform words (one per payload word).
 
 Key layout (one party, M elements, n levels):
 
     root_seed (M, 16)    uint8   the party's root seed (derived from its PRG, never sent)
     seed_cw   (n, M, 16) uint8   seed correction words, control-bit CWs in bits 0 and 1
-    value_cw  (2, n, M)  uint64  value correction words, one row per payload word
-    final_cw  (2, M)     uint64  leaf correction words
+    value_cw  (n, M, 2)  uint64  value correction words (word w for payload word w)
+    final_cw  (M, 2)     uint64  leaf correction words
 
     correction words per element: 32 n + 16 bytes, identical for both parties.
-
-Leaf conversion: the two parties' leaf seeds s are converted by one more hash,
-conv(s) = H(s with tweak 0) (two words), so that both payload words get an independent
-uniform leaf value (dcf.py uses the seed's high word, which serves one word only).
 """
 
 from __future__ import annotations
@@ -29,11 +33,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fss_prg import CLEAR_TWEAK, U64, FixedKeyHash, prg_expand, prg_expand_path
+from .fss_prg import CLEAR_TWEAK, U64, FixedKeyHash
 
 EVAL_CHUNK = 8192
 KEYGEN_CHUNK = 8192
 WORDS = 2
+# Public, fixed, distinct from fss_prg.FIXED_KEY; any 16 bytes will do.
+CHILD_KEY = b"privit/relu-ch/1"
+VALUE_KEY = b"privit/relu-vl/1"
+_LEAF_TWEAK = np.uint64(2)
 
 
 def pair_dcf_cw_bytes(n_bits: int) -> int:
@@ -53,7 +61,7 @@ class PairDcfCorrections:
         n = self.seed_cw.shape[0] if self.seed_cw.ndim == 3 else -1
         m = self.seed_cw.shape[1] if self.seed_cw.ndim == 3 else -1
         expected = {"seed_cw": (np.dtype(np.uint8), (n, m, 16)),
-                    "value_cw": (U64, (WORDS, n, m)), "final_cw": (U64, (WORDS, m))}
+                    "value_cw": (U64, (n, m, WORDS)), "final_cw": (U64, (m, WORDS))}
         for name, (dtype, shape) in expected.items():
             array = getattr(self, name)
             if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
@@ -75,16 +83,37 @@ class PairDcfCorrections:
         return (self.seed_cw, self.value_cw, self.final_cw)
 
 
+class _PairPrg:
+    """The two hashes of the pair DCF's PRG (one OpenSSL context each, per call)."""
+
+    def __init__(self) -> None:
+        self.child = FixedKeyHash(CHILD_KEY)
+        self.value = FixedKeyHash(VALUE_KEY)
+
+    def expand(self, seeds: np.ndarray) -> np.ndarray:
+        """Both children and both values of every seed: (M, 4, 2) = [child L, child R,
+        value L, value R] (keygen only)."""
+        inp = np.empty((seeds.shape[0], 2, 2), dtype=U64)
+        base = np.bitwise_and(seeds[:, 0], CLEAR_TWEAK)
+        for d in (0, 1):
+            np.bitwise_or(base, np.uint64(d), out=inp[:, d, 0])
+            inp[:, d, 1] = seeds[:, 1]
+        out = np.empty((seeds.shape[0], 4, 2), dtype=U64)
+        out[:, 0:2] = self.child(inp)
+        out[:, 2:4] = self.value(inp)
+        return out
+
+    def leaf(self, seeds: np.ndarray) -> np.ndarray:
+        """conv(s) = Hv(s with tweak 2): (M, 2) uint64."""
+        blocks = np.empty_like(seeds)
+        np.bitwise_and(seeds[:, 0], CLEAR_TWEAK, out=blocks[:, 0])
+        blocks[:, 0] |= _LEAF_TWEAK
+        blocks[:, 1] = seeds[:, 1]
+        return self.value(blocks, out=blocks)
+
+
 def _select(mask: np.ndarray, if_one: np.ndarray, if_zero: np.ndarray) -> np.ndarray:
     return if_zero ^ ((if_one ^ if_zero) & mask)
-
-
-def _leaf_convert(hash_: FixedKeyHash, seeds: np.ndarray) -> np.ndarray:
-    """conv(s) = H(s with tweak 0): (M, 2) uint64, one uniform word per payload word."""
-    blocks = np.empty_like(seeds)
-    np.bitwise_and(seeds[:, 0], CLEAR_TWEAK, out=blocks[:, 0])
-    blocks[:, 1] = seeds[:, 1]
-    return hash_(blocks, out=blocks)
 
 
 def pair_dcf_keygen(alpha: np.ndarray, n_bits: int, beta: np.ndarray,
@@ -102,35 +131,31 @@ def pair_dcf_keygen(alpha: np.ndarray, n_bits: int, beta: np.ndarray,
     m = alpha.shape[0]
     if alpha.dtype != U64 or beta.dtype != U64 or beta.shape != (WORDS, m):
         raise ValueError("alpha must be uint64 (M,), beta uint64 (2, M)")
-    if n_bits < 64 and m and int(alpha.max()) >> n_bits:
+    if m and int(alpha.max()) >> n_bits:
         raise ValueError(f"alpha has values outside [0, 2^{n_bits})")
-    hash_ = FixedKeyHash()
+    prg = _PairPrg()
     seed_cw = np.empty((n_bits, m, 2), dtype=U64)
-    value_cw = np.empty((WORDS, n_bits, m), dtype=U64)
-    final_cw = np.empty((WORDS, m), dtype=U64)
+    value_cw = np.empty((n_bits, m, WORDS), dtype=U64)
+    final_cw = np.empty((m, WORDS), dtype=U64)
     for lo in range(0, m, KEYGEN_CHUNK):
         hi = min(m, lo + KEYGEN_CHUNK)
-        final_cw[:, lo:hi] = _keygen_chunk(
-            hash_, alpha[lo:hi], beta[:, lo:hi], [r[lo:hi] & _TWEAK_MASK for r in roots],
-            n_bits, seed_cw[:, lo:hi], value_cw[:, :, lo:hi])
+        final_cw[lo:hi] = _keygen_chunk(
+            prg, alpha[lo:hi], beta[:, lo:hi], [np.ascontiguousarray(r[lo:hi]) for r in roots],
+            n_bits, seed_cw[:, lo:hi], value_cw[:, lo:hi])
     return PairDcfCorrections(seed_cw.view(np.uint8).reshape(n_bits, m, 16), value_cw, final_cw)
 
 
-_TWEAK_MASK = np.array([CLEAR_TWEAK, np.uint64(0xFFFF_FFFF_FFFF_FFFF)], dtype=U64)
-
-
-def _keygen_chunk(hash_: FixedKeyHash, alpha: np.ndarray, beta: np.ndarray,
-                  roots: list[np.ndarray], n_bits: int, seed_cw: np.ndarray,
-                  value_cw: np.ndarray) -> np.ndarray:
+def _keygen_chunk(prg: _PairPrg, alpha: np.ndarray, beta: np.ndarray, roots: list[np.ndarray],
+                  n_bits: int, seed_cw: np.ndarray, value_cw: np.ndarray) -> np.ndarray:
     one = np.uint64(1)
     size = alpha.shape[0]
-    seeds = [np.ascontiguousarray(root) for root in roots]
+    seeds = roots
     controls = [np.zeros(size, dtype=U64), np.ones(size, dtype=U64)]
     path_sum = np.zeros((WORDS, size), dtype=U64)
     for level in range(n_bits):
         bit = (alpha >> np.uint64(n_bits - 1 - level)) & one
-        lose_is_left = -bit
-        expanded = [prg_expand(hash_, seed) for seed in seeds]
+        lose_is_left = -bit  # all ones where alpha_i = 1: the left child leaves alpha's path
+        expanded = [prg.expand(seed) for seed in seeds]
         keep = [np.empty_like(seed) for seed in seeds]
         cw = seed_cw[level]
         for word in (0, 1):
@@ -149,28 +174,33 @@ def _keygen_chunk(hash_: FixedKeyHash, alpha: np.ndarray, beta: np.ndarray,
         for word in range(WORDS):
             v_lose = [_select(lose_is_left, g[:, 2, word], g[:, 3, word]) for g in expanded]
             v_keep = [_select(lose_is_left, g[:, 3, word], g[:, 2, word]) for g in expanded]
-            value_cw[word, level] = sign * (v_lose[1] - v_lose[0] - path_sum[word]
-                                            + bit * beta[word])
-            path_sum[word] += v_keep[0] - v_keep[1] + sign * value_cw[word, level]
+            value_cw[level, :, word] = sign * (v_lose[1] - v_lose[0] - path_sum[word]
+                                               + bit * beta[word])
+            path_sum[word] += v_keep[0] - v_keep[1] + sign * value_cw[level, :, word]
 
         for party in (0, 1):
             t_mask = -controls[party]
             for word in (0, 1):
                 keep[party][:, word] ^= cw[:, word] & t_mask
             controls[party] = (keep[party][:, 0] >> bit) & one
-            seeds[party] = keep[party]
-    conv = [_leaf_convert(hash_, seed) for seed in seeds]
+        seeds = keep
+    conv = [prg.leaf(seed) for seed in seeds]
     sign = 1 - 2 * controls[1]
-    return np.stack([sign * (conv[1][:, w] - conv[0][:, w] - path_sum[w]) for w in range(WORDS)])
+    return np.stack([sign * (conv[1][:, w] - conv[0][:, w] - path_sum[w]) for w in range(WORDS)],
+                    axis=1)
 
 
 def pair_dcf_eval(party: int, root_seed: np.ndarray, cws: PairDcfCorrections, y: np.ndarray,
                   chunk: int = EVAL_CHUNK) -> np.ndarray:
-    """This party's shares (uint64 (2, M)) of (beta_0, beta_1) * [y < alpha].
+    """This party's shares (uint64 (M, 2)) of (beta_0, beta_1) * [y < alpha].
 
-    Walks y's path exactly as dcf.dcf_eval, accumulating both value words (word 1 is
-    the high word of the value block: no extra AES), then adds the leaf conversion and
-    the leaf CW; party 1 negates. Cost: 2 AES blocks per element per level + 1 at the leaf.
+    Steps per chunk of elements (cache-sized), per level i (bit d = y_i, MSB first):
+    1. tweak the seed with d; child = Hc(seed), value = Hv(seed) (2 AES blocks);
+    2. if t = 1 (mask tm, all ones or zero, on both words): child ^= seed CW, and
+       acc += value + (value CW & tm) on both words at once;
+    3. t = bit d of the child's word 0; the child is the next seed.
+    Then acc += conv(seed) + (final CW & tm); party 1 negates. Every pass but two runs
+    on contiguous (chunk, 2) buffers. Cost: 2 AES blocks per element per level + 1.
     """
     if party not in (0, 1):
         raise ValueError("party must be 0 or 1")
@@ -182,50 +212,51 @@ def pair_dcf_eval(party: int, root_seed: np.ndarray, cws: PairDcfCorrections, y:
     root = root_seed.view(U64)
     seed_cw = cws.seed_cw.view(U64)
     value_cw, final_cw = cws.value_cw, cws.final_cw
-    hash_ = FixedKeyHash()
+    prg = _PairPrg()
     one = np.uint64(1)
-    shifts = [np.uint64(n_bits - 1 - level) for level in range(n_bits)]
+    shifts = np.arange(n_bits - 1, -1, -1, dtype=U64)[:, None]
 
-    out = np.empty((WORDS, m), dtype=U64)
+    out = np.empty((m, WORDS), dtype=U64)
     width = max(1, min(chunk, m))
-    work_all = np.empty((width, 2, 2), dtype=U64)
-    scratch = np.empty((6, width), dtype=U64)
+    buffers = np.empty((6, width, 2), dtype=U64)
+    t_all = np.empty(width, dtype=U64)
+    directions_all = np.empty((n_bits, width), dtype=U64)
     for lo in range(0, m, width):
         hi = min(m, lo + width)
         size = hi - lo
-        work = work_all[:size]
-        direction, t, t_mask, acc0, acc1, tmp = (row[:size] for row in scratch)
-        ys = y[lo:hi]
-        work[:, 0, 0] = root[lo:hi, 0]
-        work[:, 0, 1] = root[lo:hi, 1]
+        seed, child, value, t_mask, tmp, acc = (b[:size] for b in buffers)
+        t = t_all[:size]
+        directions = directions_all[:, :size]
+        np.right_shift(y[lo:hi][None, :], shifts, out=directions)
+        directions &= one
+        seed[:] = root[lo:hi]
         t.fill(party)
-        acc0.fill(0)
-        acc1.fill(0)
+        acc.fill(0)
         for level in range(n_bits):
-            np.right_shift(ys, shifts[level], out=direction)
-            direction &= one
-            blocks = prg_expand_path(hash_, work, direction)
-            np.negative(t, out=t_mask)
-            for word in (0, 1):  # 1-D passes: numpy is slow on inner axes of length 2
-                np.bitwise_and(seed_cw[level, lo:hi, word], t_mask, out=tmp)
-                blocks[:, 0, word] ^= tmp
-            acc0 += blocks[:, 1, 0]
-            acc1 += blocks[:, 1, 1]
-            np.bitwise_and(value_cw[0, level, lo:hi], t_mask, out=tmp)
-            acc0 += tmp
-            np.bitwise_and(value_cw[1, level, lo:hi], t_mask, out=tmp)
-            acc1 += tmp
-            np.right_shift(blocks[:, 0, 0], direction, out=t)
-            t &= one
-        conv = _leaf_convert(hash_, np.ascontiguousarray(work[:, 0]))
-        np.negative(t, out=t_mask)
-        for word, acc in enumerate((acc0, acc1)):
-            acc += conv[:, word]
-            np.bitwise_and(final_cw[word, lo:hi], t_mask, out=tmp)
+            d = directions[level]
+            word0 = seed[:, 0]
+            np.bitwise_and(word0, CLEAR_TWEAK, out=word0)
+            np.bitwise_or(word0, d, out=word0)
+            prg.child(seed, out=child)
+            prg.value(seed, out=value)
+            np.negative(t, out=t_mask[:, 0])
+            t_mask[:, 1] = t_mask[:, 0]
+            np.bitwise_and(seed_cw[level, lo:hi], t_mask, out=tmp)
+            child ^= tmp
+            acc += value
+            np.bitwise_and(value_cw[level, lo:hi], t_mask, out=tmp)
             acc += tmp
-            if party == 1:
-                np.negative(acc, out=acc)
-            out[word, lo:hi] = acc
+            np.right_shift(child[:, 0], d, out=t)
+            t &= one
+            seed, child = child, seed
+        acc += prg.leaf(seed)
+        np.negative(t, out=t_mask[:, 0])
+        t_mask[:, 1] = t_mask[:, 0]
+        np.bitwise_and(final_cw[lo:hi], t_mask, out=tmp)
+        acc += tmp
+        if party == 1:
+            np.negative(acc, out=acc)
+        out[lo:hi] = acc
     return out
 
 
@@ -256,8 +287,8 @@ def relu_gate_keygen(n_bits: int, r: np.ndarray, big_r: np.ndarray,
     (1 - 2 MSB(r), R (1 - 2 MSB(r))), plus the values MSB(r) and R MSB(r) to be shared.
     With n = 64 and R = r a single opening serves comparison and product.
     """
-    if not 2 <= n_bits <= 64:
-        raise ValueError("n_bits must be in [2, 64]")
+    if not 1 <= n_bits <= 64:
+        raise ValueError("n_bits must be in [1, 64]")
     msb = r >> np.uint64(n_bits - 1)
     beta0 = np.uint64(1) - np.uint64(2) * msb
     beta = np.stack([beta0, big_r * beta0])
@@ -278,10 +309,8 @@ def relu_gate_eval(party: int, n_bits: int, root_seed: np.ndarray, cws: PairDcfC
     """
     y = a_hat & _low_mask(n_bits - 1)
     words = pair_dcf_eval(party, root_seed, cws, y)
-    z = words[0]
-    z += msb_share
-    rz = words[1]
-    rz += r_msb_share
+    z = words[:, 0] + msb_share
+    rz = words[:, 1] + r_msb_share
     hat_msb = (a_hat >> np.uint64(n_bits - 1)).astype(bool)
     d = np.where(hat_msb, z, np.uint64(1 - party) - z)
     d_r = np.where(hat_msb, rz, big_r_share - rz)

@@ -42,9 +42,9 @@ def run_cli(args: list[str], timeout: float = 120, **kw) -> subprocess.Completed
     return subprocess.run(PRIVIT + args, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def test_run_default_job_writes_report(tmp_path: Path) -> None:
+def test_run_mlp_job_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = run_cli(["run", "--json", str(out)])
+    proc = run_cli(["run", "--job", "mlp", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "max abs error vs plaintext" in proc.stdout
     report = json.loads(out.read_text())

@@ -1,0 +1,199 @@
+"""Benchmark ops of the comparison layer (protocols/compare.py, circa.py).
+
+Rows: ReLU on 197x768 by each path and by `auto` (its row reports `auto_chose_fss`),
+DReLU, Circa's stochastic ReLU at the default (k, m) on both paths (its row reports
+the measured fault rate on N(0, 1) and the expected one), and max over the last dim
+of (3, 197, 197) (a softmax's row maximum).
+
+`python -m privit.launch.bench_ops_compare` measures the compute constants of
+protocols/cost_model.py on this machine (one party's local work) and prints them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from privit.launch.bench import BenchOp, Plain, Shares, default_check
+from privit.parties.config import MIN_FRAC_BITS
+from privit.parties.session import Session
+from privit.protocols import circa, compare
+from privit.protocols.cost_model import CostModel, PathConstants
+
+ELEMENTWISE = (197, 768)
+SCORES = (3, 197, 197)
+FRAC_BITS = 16  # the bench's run config (RunConfig default); Circa's metrics assume it
+
+
+def _normal(shape: tuple[int, ...]) -> Callable[[torch.Generator], dict[str, tuple[torch.Tensor, int]]]:
+    def inputs(gen: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
+        return {"x": (torch.randn(shape, generator=gen, dtype=torch.float64), 1)}
+    return inputs
+
+
+def _relu_ref(p: Plain) -> torch.Tensor:
+    return p["x"].clamp(min=0)
+
+
+def _drelu_ref(p: Plain) -> torch.Tensor:
+    # on the encoded input: a value just below 0 encodes to 0, whose DReLU is 1
+    return (torch.round(p["x"] * 2.0**FRAC_BITS) >= 0).to(torch.float64)
+
+
+@dataclass
+class _Choice:
+    """What `auto` picked in this process's run (read by the row's check)."""
+
+    method: str = ""
+
+
+def _auto_check(choice: _Choice) -> Callable[[torch.Tensor, torch.Tensor, Plain], dict[str, float]]:
+    def check(result: torch.Tensor, reference: torch.Tensor, plain: Plain) -> dict[str, float]:
+        return {**default_check(result, reference, plain),
+                "auto_chose_fss": float(choice.method == "fss")}
+    return check
+
+
+def _relu_auto(choice: _Choice) -> Callable[[Session, Shares, Any], torch.Tensor]:
+    def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
+        choice.method = compare.choose_method(sess, "auto", [s["x"].numel()], 64, product=True)
+        return compare.relu(sess, s["x"], method="auto")
+    return run
+
+
+def _max_auto(choice: _Choice) -> Callable[[Session, Shares, Any], torch.Tensor]:
+    def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
+        result = compare.maximum(sess, s["x"], dim=-1, method="auto")
+        per_level, length = [], SCORES[-1]
+        while length > 1:
+            per_level.append(SCORES[0] * SCORES[1] * (length // 2))
+            length = (length + 1) // 2
+        choice.method = compare.choose_method(sess, "auto", per_level, 64, product=True)
+        return result
+    return run
+
+
+def _circa_run(method: str) -> Callable[[Session, Shares, Any], torch.Tensor]:
+    def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
+        k, m = circa.default_params(sess.frac_bits)
+        return circa.stochastic_relu(sess, s["x"], k=k, m=m, method=method)
+    return run
+
+
+def _circa_check(result: torch.Tensor, reference: torch.Tensor, plain: Plain) -> dict[str, float]:
+    """Fault rate: outputs that differ from the exact ReLU by more than the encoding error."""
+    k, _ = circa.default_params(FRAC_BITS)
+    wrong = (result - reference).abs() > 2.0 ** -(FRAC_BITS + 1) + 1e-12
+    exact_part = torch.where(wrong, torch.zeros_like(result), result - reference)
+    return {"max_abs_error": float(exact_part.abs().max()),
+            "fault_rate": float(wrong.double().mean()),
+            "expected_fault_rate": circa.gaussian_fault_rate(1.0, FRAC_BITS, k),
+            "k": float(k), "bits_compared": float(circa.compared_bits(*circa.default_params(FRAC_BITS)))}
+
+
+def _method_run(fn: Callable[..., torch.Tensor], method: str, **kw: Any
+                ) -> Callable[[Session, Shares, Any], torch.Tensor]:
+    def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
+        return fn(sess, s["x"], method=method, **kw)
+    return run
+
+
+assert MIN_FRAC_BITS <= FRAC_BITS
+_relu_choice, _max_choice = _Choice(), _Choice()
+_max_ref: Callable[[Plain], torch.Tensor] = lambda p: p["x"].max(dim=-1).values  # noqa: E731
+_EW, _SC = "197x768", "3x197x197, max dim -1"
+
+OPS = [
+    BenchOp("relu_fss", _EW, _normal(ELEMENTWISE), _method_run(compare.relu, "fss"), _relu_ref),
+    BenchOp("relu_adder", _EW, _normal(ELEMENTWISE), _method_run(compare.relu, "adder"), _relu_ref),
+    BenchOp("relu_auto", _EW, _normal(ELEMENTWISE), _relu_auto(_relu_choice), _relu_ref,
+            check=_auto_check(_relu_choice)),
+    BenchOp("drelu_fss", _EW, _normal(ELEMENTWISE), _method_run(compare.drelu, "fss"), _drelu_ref,
+            raw_output=True),
+    BenchOp("drelu_adder", _EW, _normal(ELEMENTWISE), _method_run(compare.drelu, "adder"),
+            _drelu_ref, raw_output=True),
+    BenchOp("stochastic_relu_fss", _EW, _normal(ELEMENTWISE), _circa_run("fss"), _relu_ref,
+            check=_circa_check),
+    BenchOp("stochastic_relu_adder", _EW, _normal(ELEMENTWISE), _circa_run("adder"), _relu_ref,
+            check=_circa_check),
+    BenchOp("max_fss", _SC, _normal(SCORES), _method_run(compare.maximum, "fss"), _max_ref),
+    BenchOp("max_adder", _SC, _normal(SCORES), _method_run(compare.maximum, "adder"), _max_ref),
+    BenchOp("max_auto", _SC, _normal(SCORES), _max_auto(_max_choice), _max_ref,
+            check=_auto_check(_max_choice)),
+]
+
+
+# -- calibration of cost_model's compute constants ------------------------------------------------
+class _Mirror:
+    """A stand-in session for timing one party's local work: what it sends comes back as
+    the peer's message, and dealer material is dealt in-process (not timed)."""
+
+    party_id, n, is_tracing = 0, 2, False
+
+    def __init__(self, material: dict[str, torch.Tensor]) -> None:
+        self.material, self.last = material, None
+
+    def correlation(self, kind: str, params: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        return self.material
+
+    def send(self, dst: int, x: Any, label: str) -> None:
+        self.last = x
+
+    def recv(self, src: int, label: str, shape: Any, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.last))
+
+
+def _best_s(fn: Callable[[], Any], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
+    """Measure the per-element compute constants of both paths on this machine (one party's
+    local work, best of `reps`; the network terms are left to the run's config)."""
+    from privit.parties.prg import Prg, new_seed
+    from privit.protocols import binary, compare
+    from privit.protocols.fss_correlations import DreluFss, ReluFss
+
+    torch.set_num_threads(1)
+    x = torch.randint(-(1 << 40), 1 << 40, (numel,))
+
+    def fss_time(kind: Any, params: tuple[int, ...], fn: Callable[[Any], Any]) -> float:
+        seeds = [new_seed(), new_seed()]
+        dealt = kind.deal(params, [Prg(s, 0) for s in seeds])
+        sess = _Mirror(kind.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0]))
+        return _best_s(lambda: fn(sess), reps)
+
+    fits = {}
+    for name, kind, fn in (("drelu", DreluFss(), compare._drelu_fss),
+                           ("relu", ReluFss(), compare._gate_fss)):
+        t = {}
+        for bits in (64, 16):
+            params = (numel, bits) if name == "drelu" else (numel, bits, 0)
+            extra = () if name == "drelu" else (x,)
+            t[bits] = fss_time(kind, params, lambda s, b=bits, f=fn, e=extra: f(s, x, b, *e))
+        per_level = (t[64] - t[16]) / (numel * 48)
+        fits[name] = PathConstants(5e-4, 0.0, max(t[16] / numel - 15 * per_level, 0.0), per_level)
+    t = {}
+    for bits in (64, 14):
+        params = (numel, bits, 1)
+        seeds = [new_seed(), new_seed()]
+        gate = binary.AdderGate()
+        dealt = gate.deal(params, [Prg(s, 0) for s in seeds])
+        sess = _Mirror(gate.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0]))
+        t[bits] = _best_s(lambda s=sess, b=bits: binary.adder_gate(s, x, b, x), reps)
+    per_position = (t[64] - t[14]) / (numel * 48)  # P = 64 and 16
+    adder = PathConstants(3e-4, 2e-4, max(t[14] / numel - 16 * per_position, 0.0), per_position)
+    return CostModel(fss_drelu=fits["drelu"], fss_relu=fits["relu"], adder=adder)
+
+
+if __name__ == "__main__":
+    print(calibrate())

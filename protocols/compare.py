@@ -1,0 +1,269 @@
+"""Comparison, DReLU, ReLU, select and maximum on additive shares (2 parties + dealer).
+
+Two paths, picked per call by `method`:
+- "fss": dealer-assisted function secret sharing (as in SIGMA / Orca): the parties open
+  the input masked by the dealer's r (1 round) and evaluate DCF keys locally.
+  DReLU uses dcf.py's key (`drelu_fss`); ReLU uses the two-word DCF of relu_fss.py
+  (`relu_fss`) so that DReLU and DReLU * x come out of ONE opening: 1 round.
+- "adder": conversion to binary shares and a carry-out tree (binary.py, `adder_gate`):
+  log2(P) rounds (6 for 64 bits), about 24-32 B per element per party, cheap to compute.
+- "auto": the lower estimate of cost_model.CostModel for the session's network; the
+  choice shows in the report as a sub-scope named after the method ("fss"/"adder").
+
+Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
+(payload; each message adds a ~50-60 B header):
+
+| op | fss rounds | fss online | fss offline | adder rounds | adder online | adder offline |
+|---|---|---|---|---|---|---|
+| drelu | 1 | 16 | 3048 | 6 | 47.4 | 71.5 |
+| relu, relu_and_drelu | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
+| max of two (per pair) | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
+
+`select` is a Beaver product (1 round, 32 B both parties, 8 B offline). n > 2 parties:
+NotImplementedError (FSS keys and the binary leaf protocol are two-party).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from privit.parties.session import Session
+from privit.protocols import beaver
+from privit.protocols.binary import adder_gate
+from privit.protocols.cost_model import DEFAULT_COST_MODEL, CostModel, wire_itemsize
+from privit.protocols.dcf import DreluMaterial, drelu_eval
+from privit.protocols.fss_correlations import drelu_dcf_keys, relu_corrections
+from privit.protocols.relu_fss import relu_gate_eval
+
+RING_BITS = 64
+METHODS = ("auto", "fss", "adder")
+_WIRE = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32, 8: torch.int64}
+_NP_WIRE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.int64}
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """How comparisons run: method "auto" | "fss" | "adder", and the cost model for auto."""
+
+    method: str = "auto"
+    cost_model: CostModel = field(default=DEFAULT_COST_MODEL)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown comparison method {self.method!r}; choose from {METHODS}")
+
+
+Method = str | ComparisonConfig
+
+
+def _config(method: Method) -> ComparisonConfig:
+    return method if isinstance(method, ComparisonConfig) else ComparisonConfig(method)
+
+
+def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,
+                  product: bool, shared_mask: bool = True) -> str:
+    """"fss" or "adder" for sequential comparisons on `numels` elements (auto: cost model)."""
+    cfg = _config(method)
+    if sess.n != 2:
+        raise NotImplementedError(
+            f"comparisons are implemented for 2 parties (+ dealer), not {sess.n}")
+    if cfg.method != "auto":
+        return cfg.method
+    return cfg.cost_model.choose(numels, bits, product, sess.cfg.network, shared_mask)
+
+
+def _check_bits(bits: int) -> None:
+    if not 1 <= bits <= RING_BITS:
+        raise ValueError(f"bits must be in [1, 64], got {bits}")
+
+
+def _u64(x: torch.Tensor) -> np.ndarray:
+    return x.reshape(-1).contiguous().numpy().view(np.uint64)
+
+
+def _low(bits: int) -> np.uint64:
+    return np.uint64((1 << bits) - 1) if bits < RING_BITS else np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _open_masked(sess: Session, parts: Sequence[tuple[np.ndarray, int]], label: str
+                 ) -> list[np.ndarray]:
+    """Open values masked by the dealer, each sent in its smallest wire dtype, all in one
+    message: parts = (this party's uint64 masked share, bits). Returns each sum mod 2^bits
+    (uint64). ROUNDS 1, BYTES sum(numel * wire_itemsize(bits)) + one header."""
+    other = 1 - sess.party_id
+    if len(parts) == 1:
+        values, bits = parts[0]
+        size = wire_itemsize(bits)
+        mine = (values & _low(bits)).astype(_NP_WIRE[size])
+        sess.send(other, mine, label)
+        theirs = sess.recv(other, label, mine.shape, _WIRE[size]).numpy()
+        return [(mine.astype(np.uint64) + theirs.astype(np.uint64)) & _low(bits)]
+    pieces = [(values & _low(bits)).astype(_NP_WIRE[wire_itemsize(bits)]) for values, bits in parts]
+    mine = np.concatenate([p.view(np.uint8) for p in pieces])
+    sess.send(other, mine, label)
+    theirs = sess.recv(other, label, mine.shape, torch.uint8).numpy()
+    out, offset = [], 0
+    for piece, (_, bits) in zip(pieces, parts, strict=True):
+        got = theirs[offset:offset + piece.nbytes].view(piece.dtype)
+        offset += piece.nbytes
+        out.append((piece.astype(np.uint64) + got.astype(np.uint64)) & _low(bits))
+    return out
+
+
+def _as_ring(values: np.ndarray, shape: torch.Size) -> torch.Tensor:
+    return torch.from_numpy(values.view(np.int64)).reshape(shape)
+
+
+# -- the FSS path --------------------------------------------------------------------------
+def _drelu_fss(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
+    """DReLU by dcf.py's key: 1. open x + r mod 2^n (n bits each, 1 round);
+    2. drelu_eval locally. ROUNDS 1, BYTES numel * wire_itemsize(n) per party,
+    OFFLINE (48 n - 24) numel."""
+    m = x.numel()
+    mat = sess.correlation("drelu_fss", (m, bits))
+    if sess.is_tracing:
+        return torch.zeros(x.shape, dtype=torch.int64)
+    r = mat["r_share"].numpy()
+    (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_fss")
+    material = DreluMaterial(r, mat["msb_share"].numpy(), drelu_dcf_keys(mat))
+    return _as_ring(drelu_eval(sess.party_id, material, x_hat), x.shape)
+
+
+def _gate_fss(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DReLU(a) and DReLU(a) * x (x = a when None) from one opening (relu_fss.py).
+
+    1. open a + r mod 2^n and x + R mod 2^64 (one value when x is a and n = 64: r = R);
+    2. evaluate the two-word DCF locally. ROUNDS 1, BYTES numel * 8 per party when
+    shared, numel * (wire_itemsize(n) + 8) otherwise; OFFLINE (64 n - 16) numel.
+    """
+    shared = x is None and bits == RING_BITS
+    m = a.numel()
+    mat = sess.correlation("relu_fss", (m, bits, int(shared)))
+    if sess.is_tracing:
+        zero = torch.zeros(a.shape, dtype=torch.int64)
+        return zero, zero.clone()
+    mult = a if x is None else x
+    big_r = mat["big_r_share"].numpy()
+    if shared:
+        (x_hat,) = _open_masked(sess, [(_u64(a) + big_r, RING_BITS)], "relu_fss")
+        a_hat = x_hat
+    else:
+        a_hat, x_hat = _open_masked(sess, [(_u64(a) + mat["r_share"].numpy(), bits),
+                                           (_u64(mult) + big_r, RING_BITS)], "relu_fss")
+    d, product = relu_gate_eval(sess.party_id, bits, mat["root_seed"].numpy(),
+                                relu_corrections(mat), mat["msb_share"].numpy(),
+                                mat["r_msb_share"].numpy(), big_r, a_hat, x_hat)
+    return _as_ring(d, a.shape), _as_ring(product, a.shape)
+
+
+# -- public API ------------------------------------------------------------------------------
+def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int = 64
+          ) -> torch.Tensor:
+    """Arithmetic int64 shares of DReLU(x) = 1{x >= 0} (0/1, not fixed-point scaled).
+
+    Only the low `bits` bits of x count: x must satisfy |x| < 2^(bits-1) (as a signed
+    ring value). Steps: fss: open x + r mod 2^bits (1 round), evaluate the DReLU DCF
+    key; adder: binary.adder_gate without product.
+    ROUNDS fss 1, adder log2(P) (6 at 64 bits). BYTES per element per party: fss
+    wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.7 at 64 bits).
+    OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits.
+    """
+    _check_bits(bits)
+    chosen = choose_method(sess, method, [x.numel()], bits, product=False)
+    with sess.scope(chosen):
+        if chosen == "fss":
+            return _drelu_fss(sess, x, bits)
+        return adder_gate(sess, x, bits)[0]
+
+
+def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, bits: int = 64,
+              method: Method = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(DReLU(a), DReLU(a) * x) with x = a when None; a compared on its low `bits` bits.
+
+    The core of relu / maximum and of Circa's stochastic ReLU (a = truncated x). x is any
+    ring value (no truncation: DReLU is 0/1). ROUNDS fss 1, adder log2(P).
+    BYTES per element per party: fss 8 (x = a, bits = 64) or wire_itemsize(bits) + 8;
+    adder cost_model.adder_costs(product=True) (31.7 at 64 bits).
+    OFFLINE per element: fss 64 bits - 16 (4080 at 64), adder 127.5 at 64 bits.
+    """
+    _check_bits(bits)
+    if x is not None and x.shape != a.shape:
+        raise ValueError(f"relu_gate: shapes differ, {tuple(a.shape)} and {tuple(x.shape)}")
+    shared = x is None and bits == RING_BITS
+    chosen = choose_method(sess, method, [a.numel()], bits, product=True, shared_mask=shared)
+    with sess.scope(chosen):
+        return _gate(sess, a, bits, x, chosen)
+
+
+def _gate(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None, chosen: str
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    if chosen == "fss":
+        return _gate_fss(sess, a, bits, x)
+    d, product = adder_gate(sess, a, bits, a if x is None else x)
+    assert product is not None
+    return d, product
+
+
+def relu_and_drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int = 64
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shares of max(x, 0) in x's fixed point, shares of DReLU(x) as 0/1), together.
+
+    Steps: `relu_gate(x)`: fss: open x + r (64 bits, 1 round), two-word DCF gives d and
+    d * x = x_hat * d - r * d; adder: carry tree, the product with x folded into the last
+    round. Exact (no truncation, no error). ROUNDS fss 1, adder 6 (64 bits).
+    BYTES per element per party: fss 8, adder 31.7. OFFLINE: fss 4080, adder 127.5.
+    bits < 64 (|x| < 2^(bits-1)): fss opens bits + 64 bits, keys (64 bits - 16) B.
+    """
+    d, product = relu_gate(sess, x, None, bits=bits, method=method)
+    return product, d
+
+
+def relu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int = 64
+         ) -> torch.Tensor:
+    """Shares of max(x, 0) (fixed point in, fixed point out, exact). Costs as
+    `relu_and_drelu`: fss 1 round, 8 B per element per party online, 4080 B offline;
+    adder 6 rounds, 31.7 B online, 127.5 B offline (64 bits)."""
+    return relu_gate(sess, x, None, bits=bits, method=method)[1]
+
+
+def select(sess: Session, bit: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Shares of bit * a + (1 - bit) * b = b + bit * (a - b); bit: arithmetic 0/1 shares.
+
+    One Beaver product without truncation (bit is an integer). ROUNDS 1,
+    BYTES (n-1)(H + 16 numel) per party, OFFLINE 8 numel (beaver_mul).
+    """
+    a, b = torch.broadcast_tensors(a, b)
+    return b + beaver.beaver_mul(sess, bit, a - b, truncate=False)
+
+
+def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "auto",
+            bits: int = 64) -> torch.Tensor:
+    """Shares of x.max(dim) (keepdim=False), exact, by a tree of max(a, b) = b + ReLU(a - b).
+
+    Steps: per level, pair elements (0, 1), (2, 3), ... along `dim` (an odd length carries
+    its last element to the next level) and compute every pair of the level with ONE
+    batched relu on the differences. ceil(log2(L)) levels (L = 197: 8).
+    ROUNDS levels * (1 on fss, 6 on adder). BYTES per pair per party: as `relu` (fss 8,
+    adder 31.7). OFFLINE per pair: as `relu`. |a - b| must stay below 2^(bits-1).
+    """
+    _check_bits(bits)
+    x = x.movedim(dim, -1)
+    if x.shape[-1] == 0:
+        raise ValueError("maximum over an empty dimension")
+    numels, length = [], x.shape[-1]
+    while length > 1:
+        numels.append(x[..., 0].numel() * (length // 2))
+        length = (length + 1) // 2
+    chosen = choose_method(sess, method, numels, bits, product=True) if numels else "fss"
+    with sess.scope(chosen):
+        while x.shape[-1] > 1:
+            length = x.shape[-1]
+            pairs = length // 2
+            left, right = x[..., 0:2 * pairs:2], x[..., 1:2 * pairs:2]
+            best = right + _gate(sess, left - right, bits, None, chosen)[1]
+            x = torch.cat([best, x[..., -1:]], dim=-1) if length % 2 else best
+    return x.squeeze(-1)

@@ -1,0 +1,159 @@
+"""The adder path (protocols/binary.py): layout, packing, dealer material, and the gate end
+to end over the in-memory harness with exact rounds and wire bytes."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from privit.parties.config import RunConfig
+from privit.parties.inmemory_run import run_in_memory
+from privit.parties.prg import Prg, new_seed
+from privit.parties.session import Session
+from privit.parties.wire import Message, encode, message_nbytes
+from privit.protocols import binary, sharing
+from privit.protocols.cost_model import adder_costs
+from privit.protocols.registry import CORRELATIONS
+
+BITS = [1, 2, 5, 6, 9, 10, 17, 18, 33, 63, 64]
+
+
+def signed_inputs(bits: int, size: int, seed: int) -> torch.Tensor:
+    """Values with |x| < 2^(bits-1), with 0, -1 and both extremes first."""
+    gen = torch.Generator().manual_seed(seed)
+    half = 1 << (bits - 1)
+    if bits == 64:
+        x = torch.randint(-(1 << 62), 1 << 62, (size,), generator=gen) * 2
+        x[1::3] += 1
+    else:
+        x = torch.randint(-half, half, (size,), generator=gen)
+    x[:4] = torch.tensor([0, -1, half - 1 if bits < 64 else (1 << 63) - 1,
+                          -half if bits < 64 else -(1 << 63)])
+    return x
+
+
+def test_bit_reverse_positions_matches_index_reversal() -> None:
+    rng = np.random.default_rng(0)
+    for p in (4, 8, 16, 32, 64):
+        levels = p.bit_length() - 1
+        x = rng.integers(0, 2**63, 50, dtype=np.uint64)
+        if p < 64:
+            x &= np.uint64((1 << p) - 1)
+        got = binary.bit_reverse_positions(x, p)
+        for value, out in zip(x.tolist(), got.tolist(), strict=True):
+            want = 0
+            for q in range(p):
+                rev = int(format(q, f"0{levels}b")[::-1], 2)
+                want |= ((value >> q) & 1) << rev
+            assert out == want
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 16, 32])
+def test_pack_bits_round_trip_and_size(width: int) -> None:
+    rng = np.random.default_rng(width)
+    for count in (0, 1, 7, 1001):
+        values = rng.integers(0, 1 << width, count).astype(binary.word_dtype(width))
+        packed = binary.pack_bits(values, width)
+        assert packed.dtype == np.uint8 and packed.shape == (binary.packed_nbytes(count, width),)
+        assert packed.shape[0] == -(-count * width // 8)
+        assert np.array_equal(binary.unpack_bits(packed, width, count), values)
+
+
+def test_final_truth_table_is_drelu_of_the_masked_bits() -> None:
+    masks = np.array([[0, 1, 0, 1, 1], [0, 0, 1, 1, 1], [1, 0, 0, 1, 0]], dtype=np.uint8)
+    table = binary.final_truth_table(masks)
+    assert np.array_equal(table.sum(axis=1), np.full(5, binary.TABLE_SUM))
+    for e in range(5):
+        for idx in range(8):
+            p, g, t = (((idx >> k) & 1) ^ int(masks[k, e]) for k in range(3))
+            assert table[e, idx] == t ^ (p & g)
+
+
+@pytest.mark.parametrize("bits, relu", [(64, 1), (64, 0), (14, 1), (9, 0), (3, 1)])
+def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int) -> None:
+    m = 300
+    kind = binary.AdderGate()
+    seeds = [new_seed(), new_seed()]
+    params = (m, bits, relu)
+    dealt = kind.deal(params, [Prg(s, 5) for s in seeds])
+    mats = [{k: v.numpy() for k, v in kind.expand(params, i, 2, Prg(seeds[i], 5), dealt[i]).items()}
+            for i in range(2)]
+    assert dealt[0] == []  # party 0 derives everything from its PRG
+    assert sum(a.nbytes for a in dealt[1]) == adder_costs(m, bits, bool(relu)).offline_bytes
+    a, b = mats[0]["leaf_mask"], mats[1]["leaf_mask"]
+    c = mats[0]["leaf_c"] ^ mats[1]["leaf_c"]
+    assert np.array_equal(c[0], (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2]))
+    assert np.array_equal(c[1], (a[1] & b[0]) ^ (a[0] & b[1]))
+    for k, _ in enumerate(binary.level_widths(bits)):
+        mask = mats[0][f"mask{k}"] ^ mats[1][f"mask{k}"]
+        c = mats[0][f"c{k}"] ^ mats[1][f"c{k}"]
+        assert np.array_equal(c, np.stack([mask[0] & mask[1], mask[0] & mask[2]]))
+    table = mats[0]["table"] + mats[1]["table"]
+    assert np.array_equal(table, binary.final_truth_table(mats[0]["final_mask"] ^ mats[1]["final_mask"]))
+    if relu:
+        big_r = mats[0]["big_r"] + mats[1]["big_r"]
+        assert np.array_equal(mats[0]["r_table"] + mats[1]["r_table"], table * big_r[:, None])
+
+
+def adder_payloads(m: int, bits: int, product: bool) -> list[tuple[str, int]]:
+    """(label, payload bytes) of each message the adder gate sends, in order."""
+    p = binary.positions(bits)
+    sizes = [binary.packed_nbytes(3 * m, p // 2) + (8 * m if product else 0)]
+    labels = ["adder_leaf"]
+    for k, w in enumerate(binary.level_widths(bits)):
+        sizes.append(binary.packed_nbytes(3 * m, w // 2))
+        labels.append(f"adder_level{k}")
+    sizes.append(binary.packed_nbytes(3 * m, 1))
+    labels.append("adder_final")
+    return list(zip(labels, sizes, strict=True))
+
+
+def adder_message_bytes(src: int, m: int, bits: int, product: bool, seq0: int = 0) -> int:
+    """Exact wire bytes of the adder gate's messages from `src` (headers included)."""
+    return sum(message_nbytes(encode(Message("data", src, seq0 + i, lbl, [np.zeros(n, np.uint8)])))
+               for i, (lbl, n) in enumerate(adder_payloads(m, bits, product)))
+
+
+def run_gate(bits: int, x: torch.Tensor, y: torch.Tensor | None) -> list[tuple[Any, dict[str, Any]]]:
+    def job(sess: Session) -> tuple[torch.Tensor, torch.Tensor | None]:
+        xs = sharing.share_input(sess, 1, x if sess.party_id == 1 else None, x.shape)
+        ys = None if y is None else sharing.share_input(
+            sess, 0, y if sess.party_id == 0 else None, y.shape)
+        return binary.adder_gate(sess, xs, bits, ys)
+
+    return run_in_memory(RunConfig(timeout_s=30), job, CORRELATIONS)
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_adder_gate_exact_with_rounds_and_bytes(bits: int) -> None:
+    m = 400
+    x = signed_inputs(bits, m, bits).reshape(20, 20)
+    y = torch.randint(-(1 << 62), 1 << 62, (20, 20), generator=torch.Generator().manual_seed(1))
+    res = run_gate(bits, x, y)
+    d = res[0][0][0] + res[1][0][0]
+    product = res[0][0][1] + res[1][0][1]
+    assert torch.equal(d, (x >= 0).long())
+    assert torch.equal(product, y * (x >= 0).long())
+    cost = adder_costs(m, bits, product=True)
+    for party, (_, report) in enumerate(res):
+        online = report["phases"]["online"]
+        assert online["rounds"] == cost.rounds == int(np.log2(binary.positions(bits)))
+        assert online["messages"] == cost.messages
+        assert report["bytes_to"] == {str(1 - party): adder_message_bytes(party, m, bits, True)}
+    assert sum(n for _, n in adder_payloads(m, bits, True)) == cost.online_bytes
+
+
+def test_adder_gate_without_product_and_n3_refused() -> None:
+    x = signed_inputs(64, 100, 3)
+    res = run_gate(64, x, None)
+    assert res[0][0][1] is None
+    assert torch.equal(res[0][0][0] + res[1][0][0], (x >= 0).long())
+    assert res[0][1]["bytes_to"] == {"1": adder_message_bytes(0, 100, 64, False)}
+
+    def job(sess: Session) -> Any:
+        return binary.adder_gate(sess, torch.zeros(3, dtype=torch.int64), 64)
+
+    with pytest.raises(NotImplementedError):
+        job(Session.tracing(RunConfig(n_parties=3, truncation="dealer"), 0, CORRELATIONS))
