@@ -1,6 +1,6 @@
 """`privit bench`: microbenchmarks of every op on real processes (2 parties + dealer).
 
-All selected ops run in ONE multi-process run of the `bench` job, each repetition in its
+Each selected op runs in its own multi-process run of the `bench` job, each repetition in its
 own scope `op#rep` after an untimed warm-up `op#warmup`, so that rounds and bytes come
 from the same counters as any run.
 Per op, the job generates seeded inputs (benchmark data, known to every party so that
@@ -155,14 +155,12 @@ def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ValueError(f"unknown bench ops {unknown}; available: {sorted(registry)}")
-    groups: dict[tuple[tuple[str, Any], ...], list[str]] = {}
-    for n in names:
-        groups.setdefault(tuple(sorted(registry[n].config.items())), []).append(n)
+    # One run per op: the dealer prepares every repetition's material before the online
+    # phase, and FSS keys for a large softmax or GeLU are hundreds of MB per repetition.
     rows: list[dict[str, Any]] = []
-    for settings, group in groups.items():
-        extra = dict(settings)
-        cfg = RunConfig(job=JobSpec.make("bench", ops=",".join(group), reps=reps),
-                        network=network, session_id="bench", timeout_s=120.0, **extra)
+    for n in names:
+        cfg = RunConfig(job=JobSpec.make("bench", ops=n, reps=reps), network=network,
+                        session_id="bench", timeout_s=120.0, **registry[n].config)
         result = run_local(cfg, overall_timeout_s=1800)
         outputs = {k: float(v.flatten()[0]) for k, v in result.outputs.items()}
         rows.extend(rows_from_report(result.report, BenchJob(cfg), outputs))

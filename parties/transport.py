@@ -3,25 +3,28 @@
 Topology: every role binds ONE PULL socket on its cluster endpoint and connects one PUSH
 socket to each peer's endpoint. A message is one multipart ZeroMQ message (the frames of
 parties/wire.py); ZeroMQ keeps each link FIFO and the framing layer checks the sequence
-numbers anyway.
+numbers anyway. A PUSH socket may connect before its peer has bound: ZeroMQ queues and
+retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
 
 - Sends never block: SNDHWM = RCVHWM = 0 (unbounded queues), so two parties that both
-  send a large message before receiving cannot deadlock. Frames of 64 KiB or more are
-  handed to ZeroMQ without copying (`copy_threshold`), so an array passed to `send`
+  send a large message before receiving cannot deadlock. Array frames of 64 KiB or more
+  (`COPY_THRESHOLD`) are handed to ZeroMQ without copying, so an array passed to `send`
   must not be changed in place afterwards (protocols build new tensors; with network
   emulation the frames are copied anyway). Smaller frames are copied, which is faster.
-- Received frames are zero-copy `zmq.Frame`s; `Session.recv` makes the one copy that
-  gives protocols a writable tensor.
+- Receiving: the header frame comes as bytes, array frames as zero-copy `zmq.Frame`s
+  whose buffers are ours and writable; `Session.recv` hands large ones to torch as they
+  are and copies small ones.
 - Peer death: each PUSH socket has a socket monitor. EVENT_DISCONNECTED after the link
   was connected means the peer's socket closed. A peer that finished normally closes
   too, so `peer_gone` reports it only once nothing has arrived for `GONE_GRACE_S`
   (its last messages, sent before it closed, have had time to land).
-- close(): delivers what is queued, bounded by the timeout (LINGER), then releases the
-  sockets. The PUSH sockets live in one private `zmq.Context` and the PULL socket in
-  another, so the PUSH context can be terminated (which waits for the queued frames to
-  reach the kernel) while the PULL socket is still open: peers never see us close
-  before our last messages left. No global context is used (pyzmq's own zero-copy
-  helper thread aside).
+- close(): delivers what is queued (the emulation's delay queue, then ZeroMQ's), bounded
+  by the timeout (LINGER), then releases the sockets; links to peers known to be gone
+  are dropped at once. The PUSH sockets live in one private `zmq.Context` and the PULL
+  socket in another, so the PUSH context can be terminated (which waits for the queued
+  frames to reach the kernel) while the PULL socket is still open: peers never see us
+  close before our last messages left. No global context is used (pyzmq's own helper
+  thread for zero-copy sends aside).
 - Bind host: by default the endpoint's own host; pass bind_host="0.0.0.0" to listen on
   every interface when the cluster file names an address that is not local (NAT,
   containers), i.e. across machines.

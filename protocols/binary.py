@@ -8,10 +8,12 @@ a balanced tree of (generate, propagate) pairs, (G, P)_hi o (G, P)_lo =
 (G_hi xor P_hi G_lo, P_hi P_lo), as in the parallel-prefix adders (Sklansky,
 Kogge-Stone; CrypTen's A2B uses Kogge-Stone over every carry), with three changes:
 
-1. leaves of two bits in ONE round: for a bit pair (x1 x0 from party 0, y1 y0 from
-   party 1), G = x1 y1 xor (x1 x0) y0 xor x0 (y1 y0) and P = x1 x0 xor y1 y0 xor x1 y0 xor
-   x0 y1 are sums of products of a party-0 value and a party-1 value, each of which
-   costs one masked bit per value with a dealer "cross" correlation (no g = x y round);
+1. leaves of w = 2 or 4 bits in ONE round: a block's (G, P) is a XOR of products of a
+   party-0 monomial and a party-1 monomial of the block's bits (w = 2:
+   G = x1 y1 xor (x1 x0) y0 xor x0 (y1 y0), P = x1 x0 xor y1 y0 xor x1 y0 xor x0 y1),
+   each of which costs one masked bit per monomial with a dealer "cross" correlation
+   (no g = x y round first): 2^w - 1 bits per block per party. w = 4 saves one round
+   for 2.5x the leaf bytes; the cost model picks w (compare.py);
 2. bit-sliced words in a bit-reversed layout, so that every tree level pairs the upper
    and lower halves of each element's word (a shift and a mask, no bit gathering), and
    every level's messages are dense bit strings (its width shrinks by half per level);
@@ -22,9 +24,10 @@ Kogge-Stone; CrypTen's A2B uses Kogge-Stone over every carry), with three change
    the entry at the opened index: one-time truth tables (Ishai et al., TCC 2013).
 
 Positions: the n-1 low bits sit at the top of P = max(4, next power of two >= n-1)
-positions (zeros below: they neither generate nor matter). Leaves: P/2 blocks.
-ROUNDS log2(P): 6 for n = 34..64, 5 for 18..33, 4 for 10..17, 3 for 6..9, 2 for n <= 5
-(the leaf round, log2(P) - 2 tree levels, the final round). Bytes: see `adder_costs`. Formulas and proofs in
+positions (zeros below: they neither generate nor matter). Leaves: P/w blocks.
+ROUNDS log2(P) - log2(w) + 1 (the leaf round, log2(P/w) - 1 tree levels, the final
+round); w = 2: 6 for n = 34..64, 5 for 18..33, 4 for 10..17, 3 for 6..9, 2 for n <= 5;
+w = 4 (P >= 8): one fewer. Bytes: see `adder_costs`. Formulas and proofs in
 docs/comparison.md.
 """
 from __future__ import annotations
@@ -51,13 +54,67 @@ def positions(bits: int) -> int:
     return max(4, 1 << (low - 1).bit_length())
 
 
-def level_widths(bits: int) -> list[int]:
+LEAF_WIDTHS = (2, 4)
+
+
+def leaf_widths(bits: int) -> tuple[int, ...]:
+    """The leaf block widths usable for `bits`: 4 needs P >= 8 (two blocks or more)."""
+    return LEAF_WIDTHS if positions(bits) >= 8 else (2,)
+
+
+def level_widths(bits: int, leaf: int = 2) -> list[int]:
     """Widths (bits per element) of the (G, P) words entering each tree level."""
-    widths, w = [], positions(bits) // 2
+    widths, w = [], positions(bits) // leaf
     while w > 2:
         widths.append(w)
         w //= 2
     return widths
+
+
+def _subsets(items: Sequence[int]) -> list[int]:
+    out = [0]
+    for i in items:
+        out += [s | (1 << i) for s in out]
+    return out
+
+
+def leaf_terms(leaf: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (party-0 monomial, party-1 monomial) products whose XOR is a block's G and P
+    (monomials as bit masks over the block's bits; P's two local terms excluded).
+
+    G = XOR_i x_i y_i prod_{k > i} (x_k ^ y_k), P = prod_k (x_k ^ y_k): expanding each
+    (x_k ^ y_k) gives, for every split of the k's, a party-0 and a party-1 monomial."""
+    full = (1 << leaf) - 1
+    g_terms = []
+    for i in range(leaf):
+        above = list(range(i + 1, leaf))
+        above_mask = sum(1 << k for k in above)
+        for u in _subsets(above):
+            g_terms.append(((1 << i) | u, (1 << i) | (above_mask ^ u)))
+    p_terms = [(u, full ^ u) for u in range(1, full)]
+    return g_terms, p_terms
+
+
+_QUARTER_OF_BIT = (0, 2, 1, 3)  # bit i of a 4-bit block sits in quarter rev2(i)
+
+
+def leaf_bits(word: np.ndarray, p: int, leaf: int) -> list[np.ndarray]:
+    """Bit i of every block (bit-reversed layout), as P/leaf-bit lanes of each element."""
+    width = p // leaf
+    dtype, mask = word_dtype(width), np.uint64(_low(width))
+    parts = [((word >> np.uint64(q * width)) & mask).astype(dtype) for q in range(leaf)]
+    return parts if leaf == 2 else [parts[_QUARTER_OF_BIT[i]] for i in range(leaf)]
+
+
+def leaf_monomials(bits_: list[np.ndarray]) -> np.ndarray:
+    """(2^w - 1, M) AND of every nonempty subset of the block's bits (row S - 1 for mask S)."""
+    count = (1 << len(bits_)) - 1
+    out = np.empty((count, bits_[0].shape[0]), dtype=bits_[0].dtype)
+    for s in range(1, count + 1):
+        low = s & -s
+        i = low.bit_length() - 1
+        out[s - 1] = bits_[i] if s == low else out[(s ^ low) - 1] & bits_[i]
+    return out
 
 
 def word_dtype(width: int) -> np.dtype:
@@ -100,20 +157,27 @@ def bit_reverse_positions(x: np.ndarray, p: int) -> np.ndarray:
 
 
 # -- dense bit packing (for the wire and the dealer's payload) ---------------------------
+_CONTAINER = {2: np.uint32, 4: np.uint16}  # 8 / width bytes viewed as one word
+
+
 def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Values of `width` bits (any shape, uint dtype) as a dense uint8 string."""
+    """Values of `width` bits (any shape, uint dtype) as a dense uint8 string (value i at
+    bits width * i onwards, little-endian)."""
     flat = values.reshape(-1)
     if width >= 8:
         return np.ascontiguousarray(flat.astype(word_dtype(width), copy=False)).view(np.uint8)
+    if width == 1:
+        return np.packbits(flat.astype(np.uint8, copy=False), bitorder="little")
     per = 8 // width
     count = flat.shape[0]
     padded = np.zeros(-(-count // per) * per, dtype=np.uint8)
     padded[:count] = flat
-    rows = padded.reshape(-1, per)
-    out = rows[:, 0].copy()
-    for k in range(1, per):
-        out |= rows[:, k] << np.uint8(k * width)
-    return out
+    words = padded.view(_CONTAINER[width])  # byte k of a word holds value k
+    dtype = words.dtype.type
+    out = words & dtype(_low(width))
+    for k in range(1, per):  # move byte k's low bits to bit k * width
+        out |= (words >> dtype(k * (8 - width))) & dtype(_low(width) << (k * width))
+    return out.astype(np.uint8)
 
 
 def packed_nbytes(count: int, width: int) -> int:
@@ -128,12 +192,15 @@ def unpack_bits(buf: np.ndarray, width: int, count: int) -> np.ndarray:
         raise ValueError(f"packed buffer of {buf.shape} {buf.dtype} for {count} x {width} bits")
     if width >= 8:
         return buf.view(word_dtype(width)).copy()
+    if width == 1:
+        return np.unpackbits(buf, count=count, bitorder="little")
     per = 8 // width
-    mask = np.uint8(_low(width))
-    out = np.empty((buf.shape[0], per), dtype=np.uint8)
-    for k in range(per):
-        np.bitwise_and(buf >> np.uint8(k * width), mask, out=out[:, k])
-    return out.reshape(-1)[:count]
+    dtype = _CONTAINER[width]
+    wide = buf.astype(dtype)
+    out = wide & dtype(_low(width))
+    for k in range(1, per):  # bits k * width onwards go to byte k
+        out |= (wide & dtype(_low(width) << (k * width))) << dtype(k * (8 - width))
+    return out.view(np.uint8)[:count]
 
 
 # -- the final round's truth table ------------------------------------------------------
@@ -156,19 +223,26 @@ class _Layout:
     numel: int
     bits: int
     relu: bool
+    leaf: int
 
     @property
-    def leaf_width(self) -> int:
-        return positions(self.bits) // 2
+    def lanes(self) -> int:
+        """Blocks per element after the leaf round (bits per lane word)."""
+        return positions(self.bits) // self.leaf
+
+    @property
+    def levels(self) -> list[int]:
+        return level_widths(self.bits, self.leaf)
 
 
 def _params(params: Params) -> _Layout:
-    if len(params) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
-        raise ValueError(f"adder_gate: params are (numel, bits, relu), got {params!r}")
-    numel, bits, relu = (int(p) for p in params)
-    if numel < 0 or not 1 <= bits <= RING_BITS or relu not in (0, 1):
+    if len(params) != 4 or not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+        raise ValueError(f"adder_gate: params are (numel, bits, relu, leaf), got {params!r}")
+    numel, bits, relu, leaf = (int(p) for p in params)
+    if (numel < 0 or not 1 <= bits <= RING_BITS or relu not in (0, 1)
+            or leaf not in leaf_widths(bits)):
         raise ValueError(f"adder_gate: bad params {params!r}")
-    return _Layout(numel, bits, bool(relu))
+    return _Layout(numel, bits, bool(relu), leaf)
 
 
 def _draw_bits(prg: Prg, shape: tuple[int, ...], width: int) -> np.ndarray:
@@ -186,10 +260,10 @@ def _draw_ring(prg: Prg, shape: tuple[int, ...]) -> np.ndarray:
 def _draw(prg: Prg, party: int, lay: _Layout) -> dict[str, np.ndarray]:
     """Everything a party derives from its PRG, in the fixed draw order."""
     m = lay.numel
-    out = {"leaf_mask": _draw_bits(prg, (3, m), lay.leaf_width)}
+    out = {"leaf_mask": _draw_bits(prg, ((1 << lay.leaf) - 1, m), lay.lanes)}
     if party == 0:
-        out["leaf_c"] = _draw_bits(prg, (2, m), lay.leaf_width)
-    for k, w in enumerate(level_widths(lay.bits)):
+        out["leaf_c"] = _draw_bits(prg, (2, m), lay.lanes)
+    for k, w in enumerate(lay.levels):
         out[f"mask{k}"] = _draw_bits(prg, (3, m), w // 2)
         if party == 0:
             out[f"c{k}"] = _draw_bits(prg, (2, m), w // 2)
@@ -205,9 +279,17 @@ def _draw(prg: Prg, party: int, lay: _Layout) -> dict[str, np.ndarray]:
 
 def _xor_parts(lay: _Layout) -> list[tuple[str, int]]:
     """The XOR-shared derived values party 1 receives, with their widths."""
-    parts = [("leaf_c", lay.leaf_width)]
-    parts += [(f"c{k}", w // 2) for k, w in enumerate(level_widths(lay.bits))]
+    parts = [("leaf_c", lay.lanes)]
+    parts += [(f"c{k}", w // 2) for k, w in enumerate(lay.levels)]
     return parts
+
+
+def _cross(xs: np.ndarray, ys: np.ndarray, terms: list[tuple[int, int]]) -> np.ndarray:
+    """XOR over terms (S, T) of xs[S - 1] & ys[T - 1]."""
+    out = np.zeros_like(xs[0])
+    for s_mask, t_mask in terms:
+        out ^= xs[s_mask - 1] & ys[t_mask - 1]
+    return out
 
 
 def _complete(first: np.ndarray, total: np.ndarray | int) -> np.ndarray:
@@ -219,18 +301,18 @@ def _complete(first: np.ndarray, total: np.ndarray | int) -> np.ndarray:
 
 
 class AdderGate:
-    """`adder_gate`, params (numel, bits, relu): the masks and correlations of one
+    """`adder_gate`, params (numel, bits, relu, leaf): the masks and correlations of one
     adder-path comparison (and, with relu = 1, of its product with a 64-bit value).
 
-    Per party, from its PRG: the leaf masks (3 values of P/2 bits per element), per
+    Per party, from its PRG: the leaf masks (2^w - 1 values of P/w bits per element), per
     level the AND masks (a, b1, b2), the final mask bits (alpha, beta, gamma), R.
     Party 0 also draws its shares of every derived value; party 1 receives:
-    one uint8 string of the XOR-shared products (leaf: cG, cP of P/2 bits each; level of
+    one uint8 string of the XOR-shared products (leaf: cG, cP of P/w bits each; level of
     width w: a b1, a b2 of w/2 bits each), and one int64 array of its arithmetic shares
     of 7 entries of the final truth table (and of R times them, for relu); the 8th entry
     of each is 4 (4 R) minus the other seven, computed at expansion.
-    OFFLINE BYTES per element (party 1 only): ceil-packed (P + sum_levels w) bits + 56
-    (+ 56 for relu); n = 64: 15.5 + 56 (+ 56).
+    OFFLINE BYTES per element (party 1 only): packed 2 (P/w + sum_levels w/2) bits + 56
+    (+ 56 for relu); n = 64, w = 2: 15.5 + 56 (+ 56).
     """
 
     name = "adder_gate"
@@ -240,11 +322,10 @@ class AdderGate:
         if len(prgs) != 2:
             raise NotImplementedError(f"adder_gate: 2 parties only, not {len(prgs)}")
         d0, d1 = (_draw(prg, p, lay) for p, prg in enumerate(prgs))
-        a, b = d0["leaf_mask"], d1["leaf_mask"]  # rows: bit 0, bit 1, their product
-        c_g = (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2])
-        c_p = (a[1] & b[0]) ^ (a[0] & b[1])
-        xor_values = {"leaf_c": np.stack([c_g, c_p])}
-        for k, _ in enumerate(level_widths(lay.bits)):
+        a, b = d0["leaf_mask"], d1["leaf_mask"]  # row S - 1: mask of monomial S
+        xor_values = {"leaf_c": np.stack([_cross(a, b, terms)
+                                          for terms in leaf_terms(lay.leaf)])}
+        for k, _ in enumerate(lay.levels):
             mask = d0[f"mask{k}"] ^ d1[f"mask{k}"]
             xor_values[f"c{k}"] = np.stack([mask[0] & mask[1], mask[0] & mask[2]])
         packed = [pack_bits(xor_values[name] ^ d0[name], width) for name, width in _xor_parts(lay)]
@@ -307,21 +388,22 @@ def _exchange_bytes(sess: Session, mine: np.ndarray, label: str) -> np.ndarray:
     return sess.recv(other, label, mine.shape, torch.uint8).numpy()
 
 
-def adder_gate(sess: Session, a: torch.Tensor, bits: int,
-               mult: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def adder_gate(sess: Session, a: torch.Tensor, bits: int, mult: torch.Tensor | None = None,
+               leaf: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Shares of d = DReLU(a mod 2^bits) = [a >= 0] (0/1, int64) and, if `mult` is given,
-    of d * mult (same shape as a). 2 parties.
+    of d * mult (same shape as a). 2 parties. leaf: block width of the leaf round (2, 4).
 
-    Steps (P positions, L = P/2 leaf blocks; see the module docstring):
-    1. leaf round: each party masks its leaf values (bit 0, bit 1, bit 0 AND bit 1 of each
-       block, L bits each) with its dealer masks and sends them, with mult - R (8 B) for
-       ReLU; both compute XOR shares of each block's (G, P) from the cross correlation;
-    2. per tree level (width w -> w/2): open P_hi ^ a, G_lo ^ b1, P_lo ^ b2 (3 w/2 bits);
+    Steps (P positions, L = P/w leaf blocks; see the module docstring):
+    1. leaf round: each party masks its 2^w - 1 monomials of every block (L bits each)
+       with its dealer masks and sends them, with mult - R (8 B) for ReLU; both compute
+       XOR shares of each block's (G, P) from the cross correlation;
+    2. per tree level (width v -> v/2): open P_hi ^ a, G_lo ^ b1, P_lo ^ b2 (3 v/2 bits);
        G = G_hi ^ P_hi G_lo, P = P_hi P_lo by Beaver ANDs sharing the mask a;
     3. final round: open u = P_hi ^ alpha, v = G_lo ^ beta, w = T ^ gamma (3 bits) with
        T = 1 ^ t_0 ^ t_1 ^ G_hi; d = [table][u + 2v + 4w] (the dealer's truth table of
        T ^ P_hi G_lo over the masked inputs), d * mult = (mult - R) d + [R table][same].
-    ROUNDS log2(P) (6 for bits = 64). BYTES per party: see cost_model.adder_costs.
+    ROUNDS log2(P) - log2(w) + 1 (6 for bits = 64, w = 2). BYTES per party: see
+    cost_model.adder_costs.
     """
     if sess.n != 2:
         raise NotImplementedError("the adder path is implemented for 2 parties")
@@ -329,7 +411,7 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int,
         raise ValueError(f"bits must be in [1, 64], got {bits}")
     shape = a.shape
     m = a.numel()
-    mat = sess.correlation("adder_gate", (m, bits, int(mult is not None)))
+    mat = sess.correlation("adder_gate", (m, bits, int(mult is not None), leaf))
     if sess.is_tracing:
         zero = torch.zeros(shape, dtype=torch.int64)
         return zero, (zero.clone() if mult is not None else None)
@@ -341,11 +423,9 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int,
     top = ((x >> np.uint64(k)) & np.uint64(1)).astype(np.uint8)
     low = x & np.uint64(_low(k)) if k else np.zeros_like(x)
     word = bit_reverse_positions(low << np.uint64(p - k), p)
-    width = p // 2
+    width = p // leaf
     dt = word_dtype(width)
-    lo = (word & np.uint64(_low(width))).astype(dt)
-    hi = (word >> np.uint64(width)).astype(dt)
-    own = np.stack([lo, hi, lo & hi])
+    own = leaf_monomials(leaf_bits(word, p, leaf))
 
     # 1. leaf round
     masked = pack_bits(own ^ mat_np["leaf_mask"], width)
@@ -357,14 +437,15 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int,
     if mult_masked is not None:
         mult_open = torch.from_numpy(mult_masked + got[:8 * m].view(np.int64))
         got = got[8 * m:]
-    theirs = unpack_bits(np.ascontiguousarray(got), width, 3 * m).reshape(3, m)
+    theirs = unpack_bits(np.ascontiguousarray(got), width, own.shape[0] * m).reshape(own.shape)
     xs, ys = (own, theirs) if party == 0 else (theirs, mat_np["leaf_mask"])
+    g_terms, p_terms = leaf_terms(leaf)
     c = mat_np["leaf_c"]
-    g = (xs[1] & ys[1]) ^ (xs[2] & ys[0]) ^ (xs[0] & ys[2]) ^ c[0]
-    prop = own[2] ^ (xs[1] & ys[0]) ^ (xs[0] & ys[1]) ^ c[1]
+    g = _cross(xs, ys, g_terms) ^ c[0]
+    prop = _cross(xs, ys, p_terms) ^ own[-1] ^ c[1]  # own[-1]: this party's local term
 
     # 2. tree levels
-    for lvl, w in enumerate(level_widths(bits)):
+    for lvl, w in enumerate(level_widths(bits, leaf)):
         half = w // 2
         hdt = word_dtype(half)
         sh, lowmask = dt.type(half), dt.type(_low(half))

@@ -94,12 +94,13 @@ def stochastic_relu(sess: Session, x: torch.Tensor, *, k: int, m: int, mode: str
     return compare.relu_gate(sess, a, x, bits=j, method=method)[1]
 
 
-def circa_costs(method: str, numel: int, k: int, m: int) -> OpCost:
-    """Rounds and bytes of stochastic_relu on `numel` elements (cost_model formulas)."""
+def circa_costs(method: str, numel: int, k: int, m: int, leaf: int = 2) -> OpCost:
+    """Rounds and bytes of stochastic_relu on `numel` elements (cost_model formulas;
+    leaf: the adder's leaf width)."""
     j = compared_bits(k, m)
     if method == "fss":
         return fss_costs(numel, j, product=True, shared_mask=False)
-    return adder_costs(numel, j, product=True)
+    return adder_costs(numel, j, product=True, leaf=leaf)
 
 
 def fault_probability(x: torch.Tensor, k: int, mode: str) -> torch.Tensor:

@@ -63,16 +63,36 @@ def _config(method: Method) -> ComparisonConfig:
     return method if isinstance(method, ComparisonConfig) else ComparisonConfig(method)
 
 
-def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,
-                  product: bool, shared_mask: bool = True) -> str:
-    """"fss" or "adder" for sequential comparisons on `numels` elements (auto: cost model)."""
+@dataclass(frozen=True)
+class Plan:
+    """What a comparison runs: method "fss" | "adder" and the adder's leaf width."""
+
+    method: str
+    leaf: int = 2
+
+
+def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: int,
+                    product: bool, shared_mask: bool = True) -> Plan:
+    """The method (auto: the cost model's lower estimate for the session's network) and,
+    for the adder, its leaf width (always the cost model's choice), for sequential
+    comparisons on `numels` elements."""
     cfg = _config(method)
     if sess.n != 2:
         raise NotImplementedError(
             f"comparisons are implemented for 2 parties (+ dealer), not {sess.n}")
-    if cfg.method != "auto":
-        return cfg.method
-    return cfg.cost_model.choose(numels, bits, product, sess.cfg.network, shared_mask)
+    network = sess.cfg.network
+    chosen = cfg.method
+    if chosen == "auto":
+        chosen = cfg.cost_model.choose(numels, bits, product, network, shared_mask)
+    if chosen == "fss":
+        return Plan("fss")
+    return Plan("adder", cfg.cost_model.adder_leaf(numels, bits, product, network))
+
+
+def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,
+                  product: bool, shared_mask: bool = True) -> str:
+    """"fss" or "adder" for sequential comparisons on `numels` elements (auto: cost model)."""
+    return plan_comparison(sess, method, numels, bits, product, shared_mask).method
 
 
 def _check_bits(bits: int) -> None:
@@ -173,11 +193,11 @@ def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int 
     OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits.
     """
     _check_bits(bits)
-    chosen = choose_method(sess, method, [x.numel()], bits, product=False)
-    with sess.scope(chosen):
-        if chosen == "fss":
+    plan = plan_comparison(sess, method, [x.numel()], bits, product=False)
+    with sess.scope(plan.method):
+        if plan.method == "fss":
             return _drelu_fss(sess, x, bits)
-        return adder_gate(sess, x, bits)[0]
+        return adder_gate(sess, x, bits, leaf=plan.leaf)[0]
 
 
 def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, bits: int = 64,
@@ -194,16 +214,16 @@ def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, 
     if x is not None and x.shape != a.shape:
         raise ValueError(f"relu_gate: shapes differ, {tuple(a.shape)} and {tuple(x.shape)}")
     shared = x is None and bits == RING_BITS
-    chosen = choose_method(sess, method, [a.numel()], bits, product=True, shared_mask=shared)
-    with sess.scope(chosen):
-        return _gate(sess, a, bits, x, chosen)
+    plan = plan_comparison(sess, method, [a.numel()], bits, product=True, shared_mask=shared)
+    with sess.scope(plan.method):
+        return _gate(sess, a, bits, x, plan)
 
 
-def _gate(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None, chosen: str
+def _gate(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None, plan: Plan
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    if chosen == "fss":
+    if plan.method == "fss":
         return _gate_fss(sess, a, bits, x)
-    d, product = adder_gate(sess, a, bits, a if x is None else x)
+    d, product = adder_gate(sess, a, bits, a if x is None else x, leaf=plan.leaf)
     assert product is not None
     return d, product
 
@@ -258,12 +278,13 @@ def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "
     while length > 1:
         numels.append(x[..., 0].numel() * (length // 2))
         length = (length + 1) // 2
-    chosen = choose_method(sess, method, numels, bits, product=True) if numels else "fss"
-    with sess.scope(chosen):
+    plan = (plan_comparison(sess, method, numels, bits, product=True) if numels
+            else Plan("fss"))
+    with sess.scope(plan.method):
         while x.shape[-1] > 1:
             length = x.shape[-1]
             pairs = length // 2
             left, right = x[..., 0:2 * pairs:2], x[..., 1:2 * pairs:2]
-            best = right + _gate(sess, left - right, bits, None, chosen)[1]
+            best = right + _gate(sess, left - right, bits, None, plan)[1]
             x = torch.cat([best, x[..., -1:]], dim=-1) if length % 2 else best
     return x.squeeze(-1)

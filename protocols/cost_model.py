@@ -68,29 +68,35 @@ def fss_costs(numel: int, bits: int, product: bool, shared_mask: bool = True) ->
     return OpCost(1, numel * online, 1, numel * (64 * bits - 16))
 
 
-def adder_level_widths(bits: int) -> list[int]:
-    widths, w = [], _positions(bits) // 2
+def adder_level_widths(bits: int, leaf: int = 2) -> list[int]:
+    widths, w = [], _positions(bits) // leaf
     while w > 2:
         widths.append(w)
         w //= 2
     return widths
 
 
-def adder_costs(numel: int, bits: int, product: bool) -> OpCost:
-    """The adder path (binary.py): P = positions, rounds log2(P).
+def adder_leaves(bits: int) -> tuple[int, ...]:
+    """Leaf block widths the adder supports for `bits` (4 needs P >= 8)."""
+    return (2, 4) if _positions(bits) >= 8 else (2,)
 
-    Per party online: leaf 3 values of P/2 bits (+ 8 B for the product), each level of
-    width w 3 values of w/2 bits, the final 3 bits; all bit-packed.
+
+def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2) -> OpCost:
+    """The adder path (binary.py): P = positions, leaf blocks of `leaf` bits,
+    rounds log2(P) - log2(leaf) + 1.
+
+    Per party online: leaf 2^leaf - 1 values of P/leaf bits (+ 8 B for the product), each
+    level of width w 3 values of w/2 bits, the final 3 bits; all bit-packed.
     Offline (party 1): the packed products (2 values per leaf and per level) and 7 (14)
-    int64 monomial shares.
+    int64 truth-table shares.
     """
-    p = _positions(bits)
-    widths = adder_level_widths(bits)
-    online = _packed(3 * numel, p // 2) + (8 * numel if product else 0)
+    lanes = _positions(bits) // leaf
+    widths = adder_level_widths(bits, leaf)
+    online = _packed(((1 << leaf) - 1) * numel, lanes) + (8 * numel if product else 0)
     online += sum(_packed(3 * numel, w // 2) for w in widths) + _packed(3 * numel, 1)
-    offline = _packed(2 * numel, p // 2) + sum(_packed(2 * numel, w // 2) for w in widths)
+    offline = _packed(2 * numel, lanes) + sum(_packed(2 * numel, w // 2) for w in widths)
     offline += 8 * 7 * numel * (2 if product else 1)
-    rounds = int(math.log2(p))
+    rounds = len(widths) + 2
     return OpCost(rounds, online, rounds, offline)
 
 
@@ -121,6 +127,7 @@ class CostModel:
     fss_drelu: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
     fss_relu: PathConstants = PathConstants(1e-3, 0.0, 5.1e-8, 1.2e-8)
     adder: PathConstants = PathConstants(1e-3, 5e-4, 3.6e-8, 3.8e-10)
+    adder_leaf4_per_elem_s: float = 2e-8  # 4-bit leaves: 15 monomials per block to mask
     loopback_rtt_s: float = 130e-6
     loopback_bandwidth_Bps: float = 1.5e9
 
@@ -133,30 +140,43 @@ class CostModel:
         bandwidth = network.bandwidth_bps / 8 if network.bandwidth_bps > 0 else math.inf
         return latency, bandwidth
 
-    def compute_s(self, method: str, numel: int, bits: int, product: bool) -> float:
+    def compute_s(self, method: str, numel: int, bits: int, product: bool, leaf: int = 2
+                  ) -> float:
         if method == "fss":
             c = self.fss_relu if product else self.fss_drelu
             return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
                                                            * (bits - 1))
         if method == "adder":
             p = _positions(bits)
-            rounds = int(math.log2(p))
+            rounds = adder_costs(0, bits, product, leaf).rounds
             c = self.adder
-            return c.per_call_s + c.per_round_s * rounds + numel * (c.per_elem_s
-                                                                     + c.per_elem_level_s * p)
+            extra = self.adder_leaf4_per_elem_s if leaf == 4 else 0.0
+            return c.per_call_s + c.per_round_s * rounds + numel * (
+                c.per_elem_s + c.per_elem_level_s * p + extra)
         raise ValueError(f"unknown comparison method {method!r}")
 
     def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
-                   network: NetworkConfig, shared_mask: bool = True) -> float:
-        """Estimated wall time of sequential calls on `numels` elements each."""
+                   network: NetworkConfig, shared_mask: bool = True, leaf: int | None = None
+                   ) -> float:
+        """Estimated wall time of sequential calls on `numels` elements each (adder: with
+        the given leaf width, or the best one)."""
+        if method == "adder" and leaf is None:
+            leaf = self.adder_leaf(numels, bits, product, network)
         latency, bandwidth = self.network_terms(network)
         total = 0.0
         for numel in numels:
             cost = (fss_costs(numel, bits, product, shared_mask) if method == "fss"
-                    else adder_costs(numel, bits, product))
-            total += (self.compute_s(method, numel, bits, product)
+                    else adder_costs(numel, bits, product, leaf or 2))
+            total += (self.compute_s(method, numel, bits, product, leaf or 2)
                       + cost.online_bytes / bandwidth + cost.rounds * latency)
         return total
+
+    def adder_leaf(self, numels: Sequence[int], bits: int, product: bool,
+                   network: NetworkConfig) -> int:
+        """The adder's leaf width with the lower estimate: 4 saves a round for more bytes
+        (2 on ties)."""
+        return min(adder_leaves(bits), key=lambda w: (
+            self.estimate_s("adder", numels, bits, product, network, leaf=w), w))
 
     def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,
                shared_mask: bool = True) -> str:

@@ -41,9 +41,9 @@ def poly_eval(sess: Session, v: torch.Tensor, coefs: tuple[float, ...], coeff_bi
     2. q = sum_{k >= m} c_k v^(k-m) and low = sum_{k < m} c_k v^k with coefficients of
        f + coeff_bits fractional bits, q truncated.
     3. ONE round: v^m q; result low + v^m q.
-    ROUNDS r (+ dealer truncations). BYTES per party (numel N): round j opens
-    2^(j-1) N for squares... exactly: per power i a square (N) if i = 2^j else a product
-    (2N); the last round a product (2N); each round one header.
+    ROUNDS r (+ dealer truncations). BYTES per party (numel N), one header per round:
+    round j opens N for its square v^(2^j) and 2N for each other power it makes; the
+    last round 2N (D = 8: 8 N, 24 N, 16 N).
     """
     f, kb = sess.frac_bits, coeff_bits
     degree = len(coefs) - 1

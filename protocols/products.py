@@ -50,7 +50,7 @@ class BroadcastTriple(ComponentKind):
         if len(params) != 1 + 2 * ndim:
             raise ValueError(f"{BCAST_TRIPLE}: expected {1 + 2 * ndim} params, got {params!r}")
         out, small = _dims(params[1:1 + ndim], BCAST_TRIPLE), _dims(params[1 + ndim:], BCAST_TRIPLE)
-        if torch.broadcast_shapes(out, small) != torch.Size(out):
+        if ring.broadcast_shape(out, small) != torch.Size(out):
             raise ValueError(f"{BCAST_TRIPLE}: {small} does not broadcast to {out}")
         return out, small
 
@@ -73,7 +73,7 @@ def _plan(x: torch.Tensor, y: torch.Tensor | None) -> tuple[str, torch.Tensor, t
     if y is None:
         return "square", x, None
     y = ring.as_ring(y)
-    out = torch.broadcast_shapes(x.shape, y.shape)
+    out = ring.broadcast_shape(x.shape, y.shape)
     if x.shape == out and y.shape == out:
         return "triple", x, y
     if y.shape == out:

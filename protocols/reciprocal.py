@@ -49,10 +49,6 @@ def grid_select(sess: Session, ge: torch.Tensor, values: tuple[float, ...], scal
     return sharing.add_public(sess, out, ints[0])
 
 
-def default_compare_bits(cfg: ReciprocalConfig, frac_bits: int) -> int:
-    return 64 if cfg.compare_bits is None else cfg.compare_bits
-
-
 def divide(sess: Session, num: torch.Tensor | None, den: torch.Tensor, cfg: ReciprocalConfig,
            *, eps: float = 0.0, label: str = "divide") -> torch.Tensor:
     """Shares of num / (den + eps) (num None: 1 / (den + eps)), den broadcast against num
@@ -78,7 +74,7 @@ def divide(sess: Session, num: torch.Tensor | None, den: torch.Tensor, cfg: Reci
     """
     f, lb = sess.frac_bits, cfg.scale_bits
     grid = cfg.grid()
-    bits = default_compare_bits(cfg, f)
+    bits = 64 if cfg.compare_bits is None else cfg.compare_bits
     with sess.scope("guess"):
         ge = grid_bits(sess, den, grid, f, method=cfg.method, bits=bits)
     y0 = grid_select(sess, ge, grid.guesses, f + lb)

@@ -71,22 +71,47 @@ def test_final_truth_table_is_drelu_of_the_masked_bits() -> None:
             assert table[e, idx] == t ^ (p & g)
 
 
-@pytest.mark.parametrize("bits, relu", [(64, 1), (64, 0), (14, 1), (9, 0), (3, 1)])
-def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int) -> None:
+def test_leaf_terms_expand_the_block_generate_and_propagate() -> None:
+    for leaf in binary.LEAF_WIDTHS:
+        g_terms, p_terms = binary.leaf_terms(leaf)
+        full = (1 << leaf) - 1
+        for x in range(1 << leaf):
+            for y in range(1 << leaf):
+                carry_in_out = (x + y) >> leaf  # carry out of the block with carry in 0
+                propagate = int((x ^ y) == full)
+                mono = lambda v, s: int(v & s == s)  # noqa: E731
+                g = 0
+                for s_mask, t_mask in g_terms:
+                    g ^= mono(x, s_mask) & mono(y, t_mask)
+                p = mono(x, full) ^ mono(y, full)
+                for s_mask, t_mask in p_terms:
+                    p ^= mono(x, s_mask) & mono(y, t_mask)
+                assert (g, p) == (carry_in_out, propagate)
+
+
+@pytest.mark.parametrize("bits, relu, leaf", [(64, 1, 2), (64, 0, 4), (14, 1, 4), (9, 0, 2),
+                                              (3, 1, 2)])
+def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int, leaf: int) -> None:
     m = 300
     kind = binary.AdderGate()
     seeds = [new_seed(), new_seed()]
-    params = (m, bits, relu)
+    params = (m, bits, relu, leaf)
     dealt = kind.deal(params, [Prg(s, 5) for s in seeds])
     mats = [{k: v.numpy() for k, v in kind.expand(params, i, 2, Prg(seeds[i], 5), dealt[i]).items()}
             for i in range(2)]
     assert dealt[0] == []  # party 0 derives everything from its PRG
-    assert sum(a.nbytes for a in dealt[1]) == adder_costs(m, bits, bool(relu)).offline_bytes
+    assert sum(a.nbytes for a in dealt[1]) == adder_costs(m, bits, bool(relu), leaf).offline_bytes
     a, b = mats[0]["leaf_mask"], mats[1]["leaf_mask"]
     c = mats[0]["leaf_c"] ^ mats[1]["leaf_c"]
-    assert np.array_equal(c[0], (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2]))
-    assert np.array_equal(c[1], (a[1] & b[0]) ^ (a[0] & b[1]))
-    for k, _ in enumerate(binary.level_widths(bits)):
+    if leaf == 2:  # rows: bit 0, bit 1, their product
+        assert np.array_equal(c[0], (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2]))
+        assert np.array_equal(c[1], (a[1] & b[0]) ^ (a[0] & b[1]))
+    for row, terms in zip(c, binary.leaf_terms(leaf), strict=True):
+        want = np.zeros_like(row)
+        for s_mask, t_mask in terms:
+            want ^= a[s_mask - 1] & b[t_mask - 1]
+        assert np.array_equal(row, want)
+    for k, _ in enumerate(binary.level_widths(bits, leaf)):
         mask = mats[0][f"mask{k}"] ^ mats[1][f"mask{k}"]
         c = mats[0][f"c{k}"] ^ mats[1][f"c{k}"]
         assert np.array_equal(c, np.stack([mask[0] & mask[1], mask[0] & mask[2]]))
@@ -97,12 +122,13 @@ def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int) -
         assert np.array_equal(mats[0]["r_table"] + mats[1]["r_table"], table * big_r[:, None])
 
 
-def adder_payloads(m: int, bits: int, product: bool) -> list[tuple[str, int]]:
+def adder_payloads(m: int, bits: int, product: bool, leaf: int = 2) -> list[tuple[str, int]]:
     """(label, payload bytes) of each message the adder gate sends, in order."""
     p = binary.positions(bits)
-    sizes = [binary.packed_nbytes(3 * m, p // 2) + (8 * m if product else 0)]
+    monomials = (1 << leaf) - 1
+    sizes = [binary.packed_nbytes(monomials * m, p // leaf) + (8 * m if product else 0)]
     labels = ["adder_leaf"]
-    for k, w in enumerate(binary.level_widths(bits)):
+    for k, w in enumerate(binary.level_widths(bits, leaf)):
         sizes.append(binary.packed_nbytes(3 * m, w // 2))
         labels.append(f"adder_level{k}")
     sizes.append(binary.packed_nbytes(3 * m, 1))
@@ -110,39 +136,45 @@ def adder_payloads(m: int, bits: int, product: bool) -> list[tuple[str, int]]:
     return list(zip(labels, sizes, strict=True))
 
 
-def adder_message_bytes(src: int, m: int, bits: int, product: bool, seq0: int = 0) -> int:
+def adder_message_bytes(src: int, m: int, bits: int, product: bool, leaf: int = 2) -> int:
     """Exact wire bytes of the adder gate's messages from `src` (headers included)."""
-    return sum(message_nbytes(encode(Message("data", src, seq0 + i, lbl, [np.zeros(n, np.uint8)])))
-               for i, (lbl, n) in enumerate(adder_payloads(m, bits, product)))
+    return sum(message_nbytes(encode(Message("data", src, i, lbl, [np.zeros(n, np.uint8)])))
+               for i, (lbl, n) in enumerate(adder_payloads(m, bits, product, leaf)))
 
 
-def run_gate(bits: int, x: torch.Tensor, y: torch.Tensor | None) -> list[tuple[Any, dict[str, Any]]]:
+def run_gate(bits: int, x: torch.Tensor, y: torch.Tensor | None, leaf: int = 2
+             ) -> list[tuple[Any, dict[str, Any]]]:
     def job(sess: Session) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs = sharing.share_input(sess, 1, x if sess.party_id == 1 else None, x.shape)
         ys = None if y is None else sharing.share_input(
             sess, 0, y if sess.party_id == 0 else None, y.shape)
-        return binary.adder_gate(sess, xs, bits, ys)
+        return binary.adder_gate(sess, xs, bits, ys, leaf=leaf)
 
     return run_in_memory(RunConfig(timeout_s=30), job, CORRELATIONS)
 
 
+@pytest.mark.parametrize("leaf", binary.LEAF_WIDTHS)
 @pytest.mark.parametrize("bits", BITS)
-def test_adder_gate_exact_with_rounds_and_bytes(bits: int) -> None:
+def test_adder_gate_exact_with_rounds_and_bytes(bits: int, leaf: int) -> None:
+    if leaf not in binary.leaf_widths(bits):
+        pytest.skip("4-bit leaves need P >= 8")
     m = 400
     x = signed_inputs(bits, m, bits).reshape(20, 20)
     y = torch.randint(-(1 << 62), 1 << 62, (20, 20), generator=torch.Generator().manual_seed(1))
-    res = run_gate(bits, x, y)
+    res = run_gate(bits, x, y, leaf)
     d = res[0][0][0] + res[1][0][0]
     product = res[0][0][1] + res[1][0][1]
     assert torch.equal(d, (x >= 0).long())
     assert torch.equal(product, y * (x >= 0).long())
-    cost = adder_costs(m, bits, product=True)
+    cost = adder_costs(m, bits, product=True, leaf=leaf)
+    rounds = int(np.log2(binary.positions(bits))) - (1 if leaf == 4 else 0)
     for party, (_, report) in enumerate(res):
         online = report["phases"]["online"]
-        assert online["rounds"] == cost.rounds == int(np.log2(binary.positions(bits)))
+        assert online["rounds"] == cost.rounds == rounds
         assert online["messages"] == cost.messages
-        assert report["bytes_to"] == {str(1 - party): adder_message_bytes(party, m, bits, True)}
-    assert sum(n for _, n in adder_payloads(m, bits, True)) == cost.online_bytes
+        assert report["bytes_to"] == {
+            str(1 - party): adder_message_bytes(party, m, bits, True, leaf)}
+    assert sum(n for _, n in adder_payloads(m, bits, True, leaf)) == cost.online_bytes
 
 
 def test_adder_gate_without_product_and_n3_refused() -> None:

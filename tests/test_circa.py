@@ -14,7 +14,7 @@ import torch
 from privit.parties.config import RunConfig
 from privit.parties.inmemory_run import run_in_memory
 from privit.parties.session import Session
-from privit.protocols import circa, ring, sharing
+from privit.protocols import circa, compare, ring, sharing
 from privit.protocols.cost_model import adder_costs, fss_costs
 from privit.protocols.registry import CORRELATIONS
 
@@ -110,8 +110,10 @@ def test_costs_and_savings_against_exact_relu(method: str) -> None:
     res = run(lambda s: circa.stochastic_relu(s, shared(s, x), k=k, m=m, method=method))
     relu = sharing.reconstruct([r[0] for r in res])
     assert torch.equal(relu, torch.where(relu == 0, torch.zeros_like(x), x))
-    cost = circa.circa_costs(method, size, k, m)
-    exact = fss_costs(size, 64, True) if method == "fss" else adder_costs(size, 64, True)
+    plan = compare.plan_comparison(Session.tracing(RunConfig(frac_bits=F), 0, CORRELATIONS),
+                                   method, [size], circa.compared_bits(k, m), True, False)
+    cost = circa.circa_costs(method, size, k, m, plan.leaf)
+    exact = fss_costs(size, 64, True) if method == "fss" else adder_costs(size, 64, True, 2)
     for _, report in res:
         assert report["phases"]["online"]["rounds"] == cost.rounds
         assert report["phases"]["online"]["messages"] == cost.messages
@@ -120,5 +122,5 @@ def test_costs_and_savings_against_exact_relu(method: str) -> None:
         assert cost.offline_bytes == size * (64 * j - 16)
         assert exact.offline_bytes / cost.offline_bytes >= 2  # 4080 / 880 = 4.6x
     else:
-        assert (cost.rounds, exact.rounds) == (4, 6)
+        assert (cost.rounds, exact.rounds) == (5 - plan.leaf // 2, 6)
         assert cost.online_bytes < exact.online_bytes and cost.offline_bytes < exact.offline_bytes

@@ -111,12 +111,14 @@ def test_drelu_exact_with_rounds_and_bytes(method: str, bits: int) -> None:
                                   lambda s: compare.drelu(s, shared(s, x), method=method, bits=bits),
                                   CORRELATIONS)
     assert torch.equal(sharing.reconstruct(run_.results), (x >= 0).long())
-    cost = (fss_costs(m, bits, False) if method == "fss" else adder_costs(m, bits, False))
+    leaf = compare.plan_comparison(Session.tracing(RunConfig(), 0, CORRELATIONS), method, [m],
+                                   bits, False).leaf
+    cost = (fss_costs(m, bits, False) if method == "fss" else adder_costs(m, bits, False, leaf))
     for party, report in enumerate(run_.reports):
         online = report["phases"]["online"]
         assert online["rounds"] == cost.rounds and online["messages"] == cost.messages
         want = (fss_message_bytes(party, m, bits, False, True) if method == "fss"
-                else adder_message_bytes(party, m, bits, False))
+                else adder_message_bytes(party, m, bits, False, leaf))
         assert report["bytes_to"] == {str(1 - party): want}
         assert report["phases"]["offline"]["bytes"] == 0
     assert [k for k, _ in run_.plan] == ["drelu_fss" if method == "fss" else "adder_gate"]
@@ -138,12 +140,14 @@ def test_relu_and_drelu_exact_with_rounds_and_bytes(method: str) -> None:
     error = ring.decode(relu, F)[1:] - real[1:].clamp(min=0)  # row 0 holds the extremes
     assert error.abs().max() <= 2.0 ** -(F + 1)
     m = x.numel()
-    cost = fss_costs(m, 64, True) if method == "fss" else adder_costs(m, 64, True)
-    assert cost.rounds == (1 if method == "fss" else 6)
+    leaf = compare.plan_comparison(Session.tracing(RunConfig(), 0, CORRELATIONS), method, [m],
+                                   64, True).leaf
+    cost = fss_costs(m, 64, True) if method == "fss" else adder_costs(m, 64, True, leaf)
+    assert cost.rounds == (1 if method == "fss" else 7 - leaf // 2)
     for party, (_, report) in enumerate(res):
         assert report["phases"]["online"]["rounds"] == cost.rounds
         want = (fss_message_bytes(party, m, 64, True, True) if method == "fss"
-                else adder_message_bytes(party, m, 64, True))
+                else adder_message_bytes(party, m, 64, True, leaf))
         assert report["bytes_to"] == {str(1 - party): want}
 
 
@@ -189,7 +193,9 @@ def test_maximum_exact_with_rounds(method: str, shape: tuple[int, ...], dim: int
     res = run(lambda s: compare.maximum(s, shared(s, x), dim=dim, method=method))
     assert torch.equal(opened(res), x.max(dim=dim).values)
     levels = int(np.ceil(np.log2(shape[dim]))) if shape[dim] > 1 else 0
-    per_level = 1 if method == "fss" else 6
+    plan = compare.plan_comparison(Session.tracing(RunConfig(), 0, CORRELATIONS), method,
+                                   [x.numel()], 64, True)
+    per_level = 1 if method == "fss" else 7 - plan.leaf // 2
     assert res[0][1]["phases"]["online"]["rounds"] == levels * per_level
 
 

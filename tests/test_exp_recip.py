@@ -80,11 +80,11 @@ def test_exp_accuracy_range_and_costs() -> None:
     res = run(lambda s: exp.exp(s, shared(s, 1, x), ExpConfig(method=FSS)))
     got, inside = res.value, x[:1601]
     err = (got[:1601] - torch.exp(inside)).abs()
-    assert err.max() <= 2.5e-4  # documented worst case: 2^s (D + 3) 2^-f = 6.7e-4
+    assert err.max() <= 4e-4  # measured about 2e-4; worst case 2^s (D + 3) 2^-f = 6.7e-4
     assert err[inside <= -4].max() <= 4 * LSB  # tiny values: rounding only
     # below -16: clamped to e^-16; above 0: clamped to 1
     assert torch.all((got[1601:1604] - math.exp(-16)).abs() <= 2 * LSB)
-    assert torch.all((got[1604:] - 1).abs() <= 2.5e-4)
+    assert torch.all((got[1604:] - 1).abs() <= 4e-4)
     shape = (x.numel(),)
     exp_costs = exp_expected(shape, clamp_high=True)
     check_costs(res, exp_costs)
@@ -95,7 +95,7 @@ def test_exp_without_high_clamp_costs() -> None:
     x = -torch.rand(2, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 10
     cfg = ExpConfig(method=FSS, clamp_high=False)
     res = run(lambda s: exp.exp(s, shared(s, 1, x), cfg))
-    assert (res.value - torch.exp(x)).abs().max() <= 2.5e-4
+    assert (res.value - torch.exp(x)).abs().max() <= 4e-4
     check_costs(res, exp_expected((2, 7), clamp_high=False))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from privit.models.attention import relu_softmax as plain_relu_softmax
 from privit.models.config import ViTConfig, get_config
 from privit.models.private_vit import PrivateOptions, PrivateViT, scale_order
@@ -28,7 +29,6 @@ from privit.protocols import ring, sharing
 from privit.protocols.owner_matmul import owner_matmul_many, prepare_owner_weights
 from privit.protocols.registry import CORRELATIONS
 
-F_BITS = 16
 TINY = ViTConfig(name="vit_digits", img_size=8, in_chans=1, patch_size=2, dim=16, depth=2,
                  heads=4, mlp_hidden=32, num_classes=10)
 
