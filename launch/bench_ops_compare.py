@@ -172,27 +172,39 @@ def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
         sess = _Mirror(kind.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0]))
         return _best_s(lambda: fn(sess), reps)
 
-    fits = {}
+    fits: dict[str, PathConstants] = {}
     for name, kind, fn in (("drelu", DreluFss(), compare._drelu_fss),
                            ("relu", ReluFss(), compare._gate_fss)):
-        t = {}
+        t: dict[int, float] = {}
         for bits in (64, 16):
             params = (numel, bits) if name == "drelu" else (numel, bits, 0)
             extra = () if name == "drelu" else (x,)
-            t[bits] = fss_time(kind, params, lambda s, b=bits, f=fn, e=extra: f(s, x, b, *e))
+
+            def call(s: Any, b: int = bits, f: Callable[..., Any] = fn,
+                     e: tuple[Any, ...] = extra) -> Any:
+                return f(s, x, b, *e)
+
+            t[bits] = fss_time(kind, params, call)
         per_level = (t[64] - t[16]) / (numel * 48)
-        fits[name] = PathConstants(5e-4, 0.0, max(t[16] / numel - 15 * per_level, 0.0), per_level)
-    t = {}
-    for bits in (64, 14):
-        params = (numel, bits, 1)
+        fits[name] = PathConstants(1e-3, 0.0, max(t[16] / numel - 15 * per_level, 0.0), per_level)
+    times: dict[tuple[int, int], float] = {}
+    for bits, leaf in ((64, 2), (14, 2), (14, 4)):
+        gate_params = (numel, bits, 1, leaf)
         seeds = [new_seed(), new_seed()]
         gate = binary.AdderGate()
-        dealt = gate.deal(params, [Prg(s, 0) for s in seeds])
-        sess = _Mirror(gate.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0]))
-        t[bits] = _best_s(lambda s=sess, b=bits: binary.adder_gate(s, x, b, x), reps)
-    per_position = (t[64] - t[14]) / (numel * 48)  # P = 64 and 16
-    adder = PathConstants(3e-4, 2e-4, max(t[14] / numel - 16 * per_position, 0.0), per_position)
-    return CostModel(fss_drelu=fits["drelu"], fss_relu=fits["relu"], adder=adder)
+        dealt = gate.deal(gate_params, [Prg(s, 0) for s in seeds])
+        sess = _Mirror(gate.expand(gate_params, 0, 2, Prg(seeds[0], 0), dealt[0]))
+
+        def run_gate(s: Any = sess, b: int = bits, w: int = leaf) -> Any:
+            return binary.adder_gate(s, x, b, x, leaf=w)
+
+        times[bits, leaf] = _best_s(run_gate, reps)
+    per_position = (times[64, 2] - times[14, 2]) / (numel * 48)  # P = 64 and 16
+    adder = PathConstants(1e-3, 5e-4, max(times[14, 2] / numel - 16 * per_position, 0.0),
+                          per_position)
+    leaf4 = max((times[14, 4] - times[14, 2]) / numel, 0.0)
+    return CostModel(fss_drelu=fits["drelu"], fss_relu=fits["relu"], adder=adder,
+                     adder_leaf4_per_elem_s=leaf4)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
 import statistics
 import time
@@ -135,16 +136,23 @@ def _raw_rtt(role: int, pull_ep: Endpoint, push_ep: Endpoint, count: int) -> dic
 _OPS = {"oneway": _oneway, "echo": _echo, "rtt": _rtt}
 
 
-def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, out: Any) -> None:
+PINNING = {"none": None, "same": (0, 0), "split": (0, 1)}  # CPU of party 0, party 1
+
+
+def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, pin: str,
+               out: Any) -> None:
     """One process of the benchmark; party 0 puts its rows (or an error) on `out`.
 
     Roles 0 and 1 of `cluster` carry the channel; endpoints 2 and 3 the raw sockets.
     """
     try:
+        cpus = PINNING[pin]
+        if cpus is not None:
+            os.sched_setaffinity(0, {cpus[role]})
         if tune_malloc:
-            from privit.launch.roles import _keep_freed_memory
+            from privit.launch.roles import keep_freed_memory
 
-            _keep_freed_memory()  # as every role process does
+            keep_freed_memory()  # as every role process does
         rows = []
         for op, _, count in plan:
             if op == "raw_rtt":
@@ -164,16 +172,22 @@ def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, out: 
         out.put((role, "error", f"{type(exc).__name__}: {exc}"))
 
 
-def run_plan(plan: Plan, timeout_s: float = 300.0, tune_malloc: bool = True) -> list[dict[str, Any]]:
+def run_plan(plan: Plan, timeout_s: float = 300.0, tune_malloc: bool = True,
+             pin: str = "none") -> list[dict[str, Any]]:
     """Run `plan` between two fresh processes on loopback; returns party 0's rows.
 
     tune_malloc: set up glibc's allocator as role processes do (launch/roles.py);
     without it, every large received message costs fresh pages (page faults).
+    pin: "none" lets the OS place the processes; "same" puts both on CPU 0, "split"
+    party 0 on CPU 0 and party 1 on CPU 1 (Linux). Small-message round trips depend
+    on it: waking a thread on another CPU is what costs most in a VM.
     """
+    if pin not in PINNING:
+        raise ValueError(f"pin must be one of {sorted(PINNING)}, got {pin!r}")
     ctx = mp.get_context("spawn")
     cluster = Cluster.local(3)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, tune_malloc, out), daemon=True)
+    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, tune_malloc, pin, out), daemon=True)
              for r in (0, 1)]
     for p in procs:
         p.start()
@@ -238,10 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtt-count", type=int, default=2000)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator as it is (role processes tune it)")
+    parser.add_argument("--pin", choices=sorted(PINNING), default="none",
+                        help="CPU placement of the two processes (see run_plan)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes_mb.split(",") if s)
-    rows = run_plan(default_plan(sizes, args.rtt_count), tune_malloc=not args.default_malloc)
+    rows = run_plan(default_plan(sizes, args.rtt_count), tune_malloc=not args.default_malloc,
+                    pin=args.pin)
     print(format_rows(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -49,7 +49,7 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Ask glibc to serve large tensors from the heap and keep freed memory.
 
     By default every allocation over 128 KiB is a fresh mmap that is returned on free, so
@@ -65,8 +65,11 @@ def _keep_freed_memory() -> None:
         return
     try:
         libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
         libc.mallopt(m_mmap_threshold, 1 << 30)
+        # One arena: ZeroMQ's I/O thread frees what the protocol thread allocates (and the
+        # reverse); with one arena those buffers are reused (100 MB echo: 1.2 -> 2.1+ GB/s).
+        libc.mallopt(m_arena_max, 1)
         libc.mallopt(m_trim_threshold, (1 << 31) - 1)  # a C int
     except (OSError, AttributeError):
         pass
@@ -184,7 +187,7 @@ def role_main(config_path: str, cluster_path: str, role: int, report_path: str |
     """Run one role; returns the process exit code. Errors are one line on stderr."""
     if parent_pid is not None:
         _watch_parent(parent_pid)
-    _keep_freed_memory()
+    keep_freed_memory()
     name = f"role {role}"
     try:
         cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text()))

@@ -41,6 +41,7 @@ class FramedChannel(ABC):
         self._send_seq = {p: 0 for p in self.peers}
         self._recv_seq = {p: 0 for p in self.peers}
         self._early: dict[int, dict[int, Message]] = {p: {} for p in self.peers}
+        self.heard_from: set[int] = set()  # peers that sent us at least one valid message
 
     # -- what subclasses provide -------------------------------------------------
     @abstractmethod
@@ -126,6 +127,7 @@ class FramedChannel(ABC):
         msg = decode(frames, who="a peer")
         if msg.src not in self._early:
             raise WireError(f"message from unknown sender id {msg.src} (label {msg.label!r})")
+        self.heard_from.add(msg.src)
         who = self.role_name(msg.src)
         if msg.kind == "abort":
             reason = (msg.meta or {}).get("reason", "no reason given")

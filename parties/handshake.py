@@ -26,7 +26,11 @@ from privit.parties.channel import FramedChannel
 from privit.parties.config import PROTOCOL_VERSION, RunConfig
 from privit.parties.prg import SEED_BYTES
 
-HELLO_FIELDS = ("version", "session", "role", "n_parties", "config_hash", "config", "seed")
+# The hello's meta fields and their types.
+HELLO_FIELDS: dict[str, tuple[type, ...]] = {
+    "version": (int,), "session": (str,), "role": (int,), "n_parties": (int,),
+    "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)),
+}
 
 
 class HandshakeError(RuntimeError):
@@ -84,12 +88,6 @@ def handshake(
     return received
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "version": (int,), "session": (str,), "role": (int,), "n_parties": (int,),
-    "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)),
-}
-
-
 def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None:
     """Validate one peer's hello against ours; returns its seed (None if it sent none)."""
     who = cfg.role_name(peer)
@@ -109,7 +107,7 @@ def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None
         raise HandshakeError(
             f"bad hello from {who}: missing fields {missing}, unknown fields {extra}"
         )
-    for name, types in _TYPES.items():
+    for name, types in HELLO_FIELDS.items():
         value = meta[name]
         if not isinstance(value, types) or isinstance(value, bool):
             raise HandshakeError(

@@ -59,6 +59,7 @@ class DelaySender:
         self._transmit = transmit
         self._heap: list[tuple[float, int, int, Frames]] = []
         self._seq = 0
+        self._last_at = 0.0  # the latest delivery time queued so far
         self._cond = threading.Condition()
         self._closing = False
         self._error: BaseException | None = None
@@ -72,6 +73,7 @@ class DelaySender:
             if self._closing:
                 raise RuntimeError("network emulation is closed")
             at = self._clock.deliver_at(dst, nbytes, time.monotonic())
+            self._last_at = max(self._last_at, at)
             heapq.heappush(self._heap, (at, self._seq, dst, copied))
             self._seq += 1
             self._cond.notify()
@@ -82,18 +84,23 @@ class DelaySender:
             return len(self._heap)
 
     def close(self, timeout_s: float) -> bool:
-        """Deliver everything queued (at its time), then stop. False if `timeout_s`
-        passed first; what was still queued is then dropped."""
+        """Deliver everything queued (at its time), then stop.
+
+        Waits until the last queued delivery time plus `timeout_s` at most (the schedule
+        itself may be long: a large backlog behind a slow emulated link); returns False
+        if that passed first, and what was still queued is then dropped.
+        """
         with self._cond:
             self._closing = True
+            wait = max(0.0, self._last_at - time.monotonic()) + timeout_s
             self._cond.notify()
-        self._thread.join(timeout_s)
+        self._thread.join(wait)
         finished = not self._thread.is_alive()
         if not finished:
             with self._cond:
                 self._heap.clear()
                 self._cond.notify()
-            self._thread.join(1.0)
+            self._thread.join(0.5)
         self._raise_error()
         return finished
 

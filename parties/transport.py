@@ -49,6 +49,8 @@ from privit.parties.wire import message_nbytes
 
 COPY_THRESHOLD = 1 << 16
 GONE_GRACE_S = 0.5
+ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
+ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
 RECONNECT_IVL_MS = 20
 RECONNECT_IVL_MAX_MS = 200
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
@@ -94,6 +96,7 @@ class ZmqChannel(FramedChannel):
         self.cluster = cluster
         self.network = network
         self._closed = False
+        self._aborted = False
         self._last_arrival = time.monotonic()
         self._rcvtimeo_ms = -1
         self._linger_ms = max(0, int(timeout_s * 1000))
@@ -107,7 +110,7 @@ class ZmqChannel(FramedChannel):
             for peer in self.peers:
                 self._links[peer] = self._connect(cluster.endpoint(peer))
         except BaseException:
-            self._release(linger_ms=0)
+            self._release(drop_pending=True)
             raise
         if network.emulated:
             # From here on only the delay thread touches the PUSH sockets.
@@ -153,7 +156,7 @@ class ZmqChannel(FramedChannel):
 
     # -- moving frames ----------------------------------------------------------------
     def _push_send(self, dst: int, frames: list[Any]) -> None:
-        # Frame by frame rather than send_multipart, whose per-frame checks cost ~2 us.
+        # Frame by frame rather than send_multipart, whose per-frame checks cost ~3 us.
         # Large array frames (memoryviews of 64 KiB or more) go without copying.
         sock = self._links[dst].push
         last = len(frames) - 1
@@ -217,6 +220,18 @@ class ZmqChannel(FramedChannel):
         return f"its socket at {link.address[len('tcp://'):]} closed"
 
     # -- teardown ---------------------------------------------------------------------
+    def abort(self, reason: str) -> None:
+        """Tell every peer we are stopping.
+
+        The run is failing, so close() then waits less than the whole timeout for the
+        aborts to leave: ABORT_LINGER_S for a peer known to be up (its link connected, or
+        it sent us something; if it closed meanwhile, the abort could never leave) and
+        ABORT_STARTING_LINGER_S for one never seen, which may still be starting and needs
+        the abort to stop.
+        """
+        self._aborted = True
+        super().abort(reason)
+
     def close(self) -> None:
         """Deliver queued messages (bounded by the timeout), then release every socket.
 
@@ -228,27 +243,40 @@ class ZmqChannel(FramedChannel):
         error: BaseException | None = None
         if self._delay is not None:
             try:
-                self._delay.close(self.timeout_s)
+                if not self._delay.close(ABORT_LINGER_S if self._aborted else self.timeout_s):
+                    error = TransportError(
+                        f"{self.role_name(self.role)} could not hand every delayed message "
+                        f"to ZeroMQ within {self.timeout_s:g} s of its emulated delivery time"
+                    )
             except BaseException as exc:  # report after the sockets are released
                 error = exc
         try:
             self._poll_monitors()
         except zmq.ZMQError:
             pass
-        self._release(linger_ms=None)
+        self._release(drop_pending=False)
+        if isinstance(error, TransportError):
+            raise error
         if error is not None:
             raise TransportError(str(error)) from error
 
-    def _release(self, linger_ms: int | None) -> None:
-        """Close every socket; linger_ms None keeps each link's LINGER unless its peer is gone."""
-        for link in self._links.values():
-            gone = link.disconnected_at is not None
+    def _release(self, drop_pending: bool) -> None:
+        """Close every socket. Unless `drop_pending`, queued frames to peers that are not
+        known to be gone get up to LINGER to leave (see `abort` for a failing run)."""
+        for peer, link in self._links.items():
+            linger_ms: int | None = None  # the socket's LINGER: the timeout
+            if drop_pending or link.disconnected_at is not None:
+                linger_ms = 0
+            elif self._aborted:
+                seen = link.connected or peer in self.heard_from
+                wait_s = ABORT_LINGER_S if seen else ABORT_STARTING_LINGER_S
+                linger_ms = min(self._linger_ms, int(wait_s * 1000))
             try:
                 link.push.disable_monitor()
             except zmq.ZMQError:
                 pass
             link.monitor.close(linger=0)
-            link.push.close(linger=0 if (linger_ms == 0 or gone) else None)
+            link.push.close(linger=linger_ms)
         # Terminating the PUSH context waits (up to LINGER) for queued frames to leave.
         self._push_ctx.term()
         if self._pull is not None:

@@ -101,8 +101,9 @@ _QUARTER_OF_BIT = (0, 2, 1, 3)  # bit i of a 4-bit block sits in quarter rev2(i)
 def leaf_bits(word: np.ndarray, p: int, leaf: int) -> list[np.ndarray]:
     """Bit i of every block (bit-reversed layout), as P/leaf-bit lanes of each element."""
     width = p // leaf
-    dtype, mask = word_dtype(width), np.uint64(_low(width))
-    parts = [((word >> np.uint64(q * width)) & mask).astype(dtype) for q in range(leaf)]
+    kind = word.dtype.type
+    dtype, mask = word_dtype(width), kind(_low(width))
+    parts = [((word >> kind(q * width)) & mask).astype(dtype, copy=False) for q in range(leaf)]
     return parts if leaf == 2 else [parts[_QUARTER_OF_BIT[i]] for i in range(leaf)]
 
 
@@ -143,10 +144,12 @@ def _swap_masks(p: int) -> list[tuple[int, int]]:
 
 
 def bit_reverse_positions(x: np.ndarray, p: int) -> np.ndarray:
-    """Move bit q of each uint64 to position rev(q), rev reversing log2(p) index bits."""
+    """Move bit q of each word (uint, p bits wide or more) to position rev(q), rev
+    reversing log2(p) index bits."""
     x = x.copy()
+    kind = x.dtype.type
     for delta, mask in _swap_masks(p):
-        d, m = np.uint64(delta), np.uint64(mask)
+        d, m = kind(delta), kind(mask)
         t = np.right_shift(x, d)
         t ^= x
         t &= m
@@ -422,7 +425,7 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int, mult: torch.Tensor | N
     p = positions(bits)
     top = ((x >> np.uint64(k)) & np.uint64(1)).astype(np.uint8)
     low = x & np.uint64(_low(k)) if k else np.zeros_like(x)
-    word = bit_reverse_positions(low << np.uint64(p - k), p)
+    word = bit_reverse_positions((low << np.uint64(p - k)).astype(word_dtype(p)), p)
     width = p // leaf
     dt = word_dtype(width)
     own = leaf_monomials(leaf_bits(word, p, leaf))

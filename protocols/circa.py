@@ -84,7 +84,7 @@ def stochastic_relu(sess: Session, x: torch.Tensor, *, k: int, m: int, mode: str
 
     Steps: 1. a_i = truncated_share(x_i) (local); 2. compare.relu_gate(a, x, bits=j):
     fss opens a + r mod 2^j and x + R (one message), adder folds the product into its
-    last round. ROUNDS fss 1, adder log2(P_j) (j = 14: 4).
+    last round. ROUNDS fss 1, adder log2(P_j) (j = 14: 4; 3 with 4-bit leaves).
     BYTES per element per party: fss wire_itemsize(j) + 8 (j = 14: 10), adder
     adder_costs(j, product) (j = 14: 19.6). OFFLINE per element: fss 64 j - 16 (j = 14:
     880, against 4080 for exact ReLU), adder adder_costs (j = 14: 115.5 against 127.5).

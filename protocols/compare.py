@@ -6,7 +6,9 @@ Two paths, picked per call by `method`:
   DReLU uses dcf.py's key (`drelu_fss`); ReLU uses the two-word DCF of relu_fss.py
   (`relu_fss`) so that DReLU and DReLU * x come out of ONE opening: 1 round.
 - "adder": conversion to binary shares and a carry-out tree (binary.py, `adder_gate`):
-  log2(P) rounds (6 for 64 bits), about 24-32 B per element per party, cheap to compute.
+  log2(P) rounds (6 for 64 bits; one fewer with 4-bit leaves, which the cost model picks
+  where a round costs more than their extra bytes), about 24-32 B per element per party,
+  cheap to compute.
 - "auto": the lower estimate of cost_model.CostModel for the session's network; the
   choice shows in the report as a sub-scope named after the method ("fss"/"adder").
 
@@ -18,6 +20,8 @@ Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
 | drelu | 1 | 16 | 3048 | 6 | 47.4 | 71.5 |
 | relu, relu_and_drelu | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
 | max of two (per pair) | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
+
+(adder columns with 2-bit leaves; with 4-bit leaves relu is 5 rounds, 87.3 B, 119.5 B.)
 
 `select` is a Beaver product (1 round, 32 B both parties, 8 B offline). n > 2 parties:
 NotImplementedError (FSS keys and the binary leaf protocol are two-party).

@@ -119,15 +119,15 @@ class CostModel:
     Measured on this 2-core VM by `python -m privit.launch.bench_ops_compare` (one party's
     local work, best of 5, M = 151,296; docs/comparison.md, "Cost model"): fss_drelu /
     fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; adder:
-    36 ns per element plus 0.4 ns per tree position. per_call_s and the adder's
+    22-36 ns per element plus 0.4 ns per tree position, 15-20 ns more with 4-bit leaves. per_call_s and the adder's
     per_round_s (message handling beyond the RTT) are fitted to `privit bench` walls.
     Loopback (no emulated network): 130 us round trip, 1.5 GB/s (bench_transport.py).
     """
 
     fss_drelu: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
     fss_relu: PathConstants = PathConstants(1e-3, 0.0, 5.1e-8, 1.2e-8)
-    adder: PathConstants = PathConstants(1e-3, 5e-4, 3.6e-8, 3.8e-10)
-    adder_leaf4_per_elem_s: float = 2e-8  # 4-bit leaves: 15 monomials per block to mask
+    adder: PathConstants = PathConstants(1e-3, 5e-4, 2.5e-8, 4e-10)
+    adder_leaf4_per_elem_s: float = 1.5e-8  # 4-bit leaves: 15 monomials per block to mask
     loopback_rtt_s: float = 130e-6
     loopback_bandwidth_Bps: float = 1.5e9
 

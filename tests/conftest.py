@@ -1,14 +1,42 @@
 """Shared fixtures: after every test, no child process may still be running."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from mp_harness import kill_children, live_children
 
 # A child that has just been told to stop may need a moment to exit.
 EXIT_GRACE_S = 2.0
+
+# Every process this test session starts, at any depth, inherits this variable, so a
+# grandchild orphaned by a killed coordinator (reparented to init) is still found.
+MARKER = f"PRIVIT_TEST_SESSION={os.getpid()}".encode()
+os.environ["PRIVIT_TEST_SESSION"] = str(os.getpid())
+
+
+def marked_descendants() -> list[int]:
+    """Live processes (not zombies) other than this one whose environment has MARKER."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if MARKER not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmd = (entry / "cmdline").read_bytes()
+            if b"resource_tracker" in cmd or b"forkserver" in cmd:
+                continue  # multiprocessing's own helpers live as long as this session
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +48,16 @@ def no_child_survives() -> Iterator[None]:
     yield
     deadline = time.monotonic() + EXIT_GRACE_S
     alive = live_children()
-    while alive and time.monotonic() < deadline:
+    stray = marked_descendants()
+    while (alive or stray) and time.monotonic() < deadline:
         time.sleep(0.05)
         alive = live_children()
-    if alive:
+        stray = marked_descendants()
+    if alive or stray:
         kill_children()
-        pytest.fail(f"child processes outlived the test (now killed): {alive}")
+        for pid in stray:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"processes outlived the test (now killed): {alive or ''} {stray or ''}")

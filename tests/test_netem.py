@@ -61,12 +61,24 @@ def test_delay_sender_keeps_times_and_order() -> None:
         sender.send(1, [b"late"], 4)
 
 
-def test_delay_sender_close_is_bounded() -> None:
-    sender = DelaySender(NetworkConfig("custom", 5.0, 0.0), lambda dst, frames: None)
+def test_delay_sender_close_waits_for_the_schedule() -> None:
+    sent: list[float] = []
+    sender = DelaySender(NetworkConfig("custom", 0.5, 0.0), lambda dst, frames: sent.append(1.0))
     sender.send(1, [b"x"], 1)
     start = time.monotonic()
-    assert not sender.close(timeout_s=0.2)  # gave up: the message was due in 5 s
+    assert sender.close(timeout_s=0.1)  # the timeout is slack beyond the 0.5 s schedule
+    assert sent and time.monotonic() - start >= 0.45
+
+
+def test_delay_sender_close_is_bounded() -> None:
+    release = threading.Event()
+    sender = DelaySender(NetworkConfig("custom", 0.001, 0.0), lambda dst, frames: release.wait(5))
+    sender.send(1, [b"x"], 1)  # its transmit hangs, like a socket that cannot send
+    sender.send(1, [b"y"], 1)
+    start = time.monotonic()
+    assert not sender.close(timeout_s=0.2)
     assert time.monotonic() - start < 1.5
+    release.set()
 
 
 def test_delay_sender_reports_transmit_errors() -> None:

@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from mp_harness import expect_ok, run_processes
+from mp_harness import SPAWN, expect_ok, run_processes
 
 from privit.parties.channel import PeerError
 from privit.parties.cluster import Cluster, ClusterError, Endpoint
@@ -293,45 +293,65 @@ def test_handshake_passes_seeds_by_the_convention() -> None:
 
 
 MISMATCHES = {
-    # case: (what party 1 changes, party 0's error, party 1's error)
-    "config field": ({"frac_bits": 12},
+    # case: (what party 1 changes, party 0's error, party 1's error); the case name
+    # is in every error message
+    "config mismatch": ({"frac_bits": 12},
                      "config mismatch with party 1: frac_bits is 16 here, 12 there",
                      "config mismatch with party 0: frac_bits is 12 here, 16 there"),
-    "session id": ({"session_id": "s2"},
+    "session id mismatch": ({"session_id": "s2"},
                    "session id mismatch with party 1: 's1' here, 's2' there",
                    "session id mismatch with party 0: 's2' here, 's1' there"),
-    "protocol version": ({"version": 2},
+    "protocol version mismatch": ({"version": 2},
                          "protocol version mismatch with party 1: 1 here, 2 there",
                          "protocol version mismatch with party 0: 2 here, 1 there"),
 }
 
 
-def mismatch_target(role: int, clusters: list[Cluster]) -> list[str]:
-    """Party `role` of each MISMATCHES case in turn (one process for all: imports are slow);
-    returns the error of each handshake ("" if it passed)."""
+def mismatch_target(role: int, clusters: list[Cluster], barrier: Any) -> list[tuple[str, float]]:
+    """Role `role` of each MISMATCHES case in turn (one process for all: imports are slow;
+    the barrier starts every case together, as fresh processes would start).
+
+    Returns, per case, the handshake's error ("" if it passed) and how long close() took
+    after the abort: a failing role must not wait out the timeout for peers that are up.
+    """
     from privit.parties import handshake as hs
 
-    errors = []
+    results = []
+    own_version = hs.PROTOCOL_VERSION
     for (change, _, _), cluster in zip(MISMATCHES.values(), clusters, strict=True):
         cfg = RunConfig(n_parties=2, session_id="s1")
-        version = hs.PROTOCOL_VERSION
+        hs.PROTOCOL_VERSION = own_version
         if role == 1:
-            version = change.get("version", version)
+            hs.PROTOCOL_VERSION = change.get("version", own_version)
             cfg = dataclasses.replace(cfg, **{k: v for k, v in change.items() if k != "version"})
+        barrier.wait(30.0)
+        ch = _open(role, cluster, timeout_s=20.0)
+        error = ""
         try:
-            handshake_target(role, cluster, cfg, version)
-            errors.append("")
-        except hs.HandshakeError as exc:
-            errors.append(str(exc))
-    return errors
+            hs.handshake(ch, cfg, role, ch.peers, _seeds_out(role, cfg.n_parties))
+        except (hs.HandshakeError, PeerError) as exc:
+            error = str(exc)
+            ch.abort(f"{_name(role)} failed: {exc}")
+        finally:
+            start = time.monotonic()
+            ch.close()
+        results.append((error, time.monotonic() - start))
+    return results
 
 
-def test_handshake_mismatch_fails_on_both_sides() -> None:
-    # Two parties and no dealer are enough to disagree.
-    clusters = [Cluster.local(1) for _ in MISMATCHES]
-    errors0, errors1 = expect_ok(run_processes([(mismatch_target, (r, clusters)) for r in (0, 1)]))
-    for case, e0, e1 in zip(MISMATCHES, errors0, errors1, strict=True):
-        assert (e0, e1) == MISMATCHES[case][1:], case
+def test_handshake_mismatch_fails_on_every_side() -> None:
+    """Party 1 differs from party 0 and the dealer: all three stop, naming the field."""
+    clusters = [Cluster.local(2) for _ in MISMATCHES]
+    barrier = SPAWN.Barrier(3)
+    results = expect_ok(run_processes([(mismatch_target, (r, clusters, barrier)) for r in range(3)]))
+    for i, (case, (_, seen_by_0, seen_by_1)) in enumerate(MISMATCHES.items()):
+        errors = [r[i][0] for r in results]
+        # Each role finds the difference itself (the dealer, like party 0, with party 1),
+        # unless another role's abort, which quotes its finding, reaches it first.
+        for error, own in zip(errors, (seen_by_0, seen_by_1, seen_by_0), strict=True):
+            assert error == own or (" aborted: " in error and case in error), (case, errors)
+        # Fast, or waiting for a peer that was still starting; never the 20 s LINGER.
+        assert max(r[i][1] for r in results) < 8.0, (case, results)
 
 
 def test_cluster_json_is_plain() -> None:
