@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,18 +49,27 @@ class _Choice:
     """What `auto` picked in this process's run (read by the row's check)."""
 
     method: str = ""
+    estimates_s: dict[str, float] = field(default_factory=dict)
+
+    def decide(self, sess: Session, numels: list[int]) -> None:
+        """Record auto's choice and the cost model's estimate for both paths."""
+        self.method = compare.choose_method(sess, "auto", numels, 64, product=True)
+        model = compare.ComparisonConfig().cost_model
+        self.estimates_s = {m: model.estimate_s(m, numels, 64, True, sess.cfg.network)
+                            for m in ("fss", "adder")}
 
 
 def _auto_check(choice: _Choice) -> Callable[[torch.Tensor, torch.Tensor, Plain], dict[str, float]]:
     def check(result: torch.Tensor, reference: torch.Tensor, plain: Plain) -> dict[str, float]:
         return {**default_check(result, reference, plain),
-                "auto_chose_fss": float(choice.method == "fss")}
+                "auto_chose_fss": float(choice.method == "fss"),
+                **{f"est_{m}_ms": 1e3 * t for m, t in choice.estimates_s.items()}}
     return check
 
 
 def _relu_auto(choice: _Choice) -> Callable[[Session, Shares, Any], torch.Tensor]:
     def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
-        choice.method = compare.choose_method(sess, "auto", [s["x"].numel()], 64, product=True)
+        choice.decide(sess, [s["x"].numel()])
         return compare.relu(sess, s["x"], method="auto")
     return run
 
@@ -72,7 +81,7 @@ def _max_auto(choice: _Choice) -> Callable[[Session, Shares, Any], torch.Tensor]
         while length > 1:
             per_level.append(SCORES[0] * SCORES[1] * (length // 2))
             length = (length + 1) // 2
-        choice.method = compare.choose_method(sess, "auto", per_level, 64, product=True)
+        choice.decide(sess, per_level)
         return result
     return run
 

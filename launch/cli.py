@@ -291,6 +291,20 @@ def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops:
         click.echo(f"rows written to {json_path}")
 
 
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="docs/accuracy.md", show_default=True,
+              help="where to write the markdown table")
+@click.option("--seed", default=0, show_default=True, type=int)
+def accuracy(out: str, seed: int) -> None:
+    """Accuracy table of the non-linear ops against torch float64 (in-memory harness)."""
+    from privit.launch.accuracy_table import write_accuracy_table
+
+    rows = write_accuracy_table(Path(out), seed)
+    for r in rows:
+        click.echo(f"{r['op']:<34}{r['max_abs_error']:>11.2e}{r['max_rel_error']:>11.2e}{r['rounds']:>5}")
+    click.echo(f"written to {out}")
+
+
 def _register_training_commands() -> None:
     from privit.launch.train_commands import TRAIN_COMMANDS
 

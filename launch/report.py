@@ -10,10 +10,13 @@ Fields (DESIGN.md "Measurement conventions"; later issues add to them):
   scopes            per named scope (layer, op): online bytes (all parties), rounds
                     (max), wall (slowest party), offline payload bytes (dealer)
   network           the emulated network of the run
-  projected         T = compute + bytes/bandwidth + rounds x RTT for LAN and WAN, where
-                    bytes is the most any one party sent (links are full duplex) and
-                    compute is the measured online wall less the emulated network's own
-                    share of it (the same formula with the run's network)
+  projected         lan_s, wan_s: T = compute + bytes/bandwidth + rounds x RTT (DESIGN.md's
+                    formula; a round charged a full RTT, an upper bound), where bytes is the
+                    most any one party sent (links are full duplex);
+                    lan_exchange_s, wan_exchange_s: the same with rounds x RTT/2, which is
+                    what a symmetric exchange round costs under the transport's emulation
+                    (and Cheetah's tc netem); compute_s is the measured online wall less
+                    the emulated network's own share of it (bytes/bandwidth + rounds x RTT/2)
   accuracy          max abs error of the opened outputs against the plaintext reference;
                     for a `logits` output also images, argmax_agreement (private vs
                     plaintext argmax), max_abs_logit_error and, when the job knows the
@@ -66,12 +69,17 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
                 scopes[prefix]["offline_bytes"] += nbytes
 
     net = cfg.network
-    emulated_share = project_time(0.0, max_party_bytes, online_rounds, net) if net.emulated else 0.0
+    emulated_share = 0.0
+    if net.emulated:
+        transfer = max_party_bytes * 8 / net.bandwidth_bps if net.bandwidth_bps > 0 else 0.0
+        emulated_share = transfer + online_rounds * net.latency_s
     compute_s = max(online_wall - emulated_share, 0.0)
-    projected = {
-        f"{name}_s": project_time(compute_s, max_party_bytes, online_rounds, NETWORK_PRESETS[name])
-        for name in ("lan", "wan")
-    }
+    projected: dict[str, float] = {}
+    for name in ("lan", "wan"):
+        preset = NETWORK_PRESETS[name]
+        projected[f"{name}_s"] = project_time(compute_s, max_party_bytes, online_rounds, preset)
+        projected[f"{name}_exchange_s"] = (projected[f"{name}_s"]
+                                           - online_rounds * (preset.rtt_s - preset.latency_s))
     report: dict[str, Any] = {
         "job": {"name": cfg.job.name, "params": dict(cfg.job.params)},
         "config": cfg.to_dict(),
@@ -169,7 +177,8 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{on['rounds']:>8}{on['wall_s'] * 1e3:>10.1f}")
     proj = report["projected"]
     lines.append(f"online wall {on['wall_s']:.3f} s (slowest party); projected LAN "
-                 f"{proj['lan_s']:.3f} s, WAN {proj['wan_s']:.3f} s")
+                 f"{proj['lan_s']:.3f} s, WAN {proj['wan_s']:.3f} s (a round = 1 RTT; "
+                 f"{proj['wan_exchange_s']:.3f} s with a round = RTT/2, as emulated)")
     if "accuracy" in report:
         acc = report["accuracy"]
         lines.append(f"max abs error vs plaintext: {acc['max_abs_error']:.3g}; "

@@ -299,5 +299,8 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
     click.echo(f"pipeline done in {summary['seconds']:.1f} s; summary in {folder / 'summary.json'}")
 
 
-TRAIN_COMMANDS = (train_command, search_command, retrain_command, pipeline_command)
+from privit.launch.profile_commands import PROFILE_COMMANDS  # noqa: E402
+
+TRAIN_COMMANDS = (train_command, search_command, retrain_command, pipeline_command,
+                  *PROFILE_COMMANDS)
 """The commands to register: ``for c in TRAIN_COMMANDS: main.add_command(c)``."""
