@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from privit.models.attention import is_binary
 from privit.models.config import MODEL_CONFIGS, ViTConfig
 from privit.models.schema import dead_teacher_keys, describe_keys

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from privit.models.attention import AttnMode, MPCAttention
 from privit.models.config import ViTConfig
-from torch import nn
 
 __all__ = ["GELU_VARIANTS", "ViTLite", "TransformerBlock"]
 
@@ -206,7 +207,7 @@ class ViTLite(nn.Module):
     def get_alpha(self) -> torch.Tensor:
         """All alphas as an (L, H) tensor (a detached copy)."""
         self._require_student()
-        return torch.stack([b.self_attn.alpha.detach().reshape(-1).clone()  # type: ignore[union-attr]
+        return torch.stack([b.self_attn.alpha.detach().reshape(-1).clone()
                             for b in self.blocks])
 
     def set_alpha(self, alpha: torch.Tensor | Sequence[Sequence[float]]) -> None:
@@ -225,7 +226,7 @@ class ViTLite(nn.Module):
             raise ValueError("alpha contains NaN or Inf")
         with torch.no_grad():
             for block, row in zip(self.blocks, values, strict=True):
-                block.self_attn.alpha.copy_(row.reshape(1, -1, 1, 1))  # type: ignore[union-attr]
+                block.self_attn.alpha.copy_(row.reshape(1, -1, 1, 1))
 
     def check_binary_alpha(self) -> None:
         """Raise ValueError naming the first layer whose alpha is not all 0/1."""
@@ -249,7 +250,7 @@ class ViTLite(nn.Module):
         self._require_student()
         for block in self.blocks:
             block.self_attn.search = enabled
-            block.self_attn.alpha.requires_grad_(enabled)  # type: ignore[union-attr]
+            block.self_attn.alpha.requires_grad_(enabled)
 
     @property
     def search(self) -> bool:

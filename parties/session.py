@@ -201,6 +201,15 @@ class Session:
             raise RuntimeError("no prepared correlations: the offline phase did not run")
         return self.prepared.take(kind, params)
 
+    def next_request_index(self) -> int:
+        """The plan index the next correlation request will get (the same on every role),
+        e.g. to name a fixed mask that later requests refer to."""
+        if self.trace is not None:
+            return len(self.trace)
+        if self.prepared is None:
+            raise RuntimeError("no prepared correlations: the offline phase did not run")
+        return len(self.prepared) - self.prepared.remaining
+
     def pair_prg(self, peer: int) -> Prg:
         """A fresh PRG stream known to us and `peer` only (both must call in the same order)."""
         if peer not in self.pair_seeds:

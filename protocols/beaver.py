@@ -103,14 +103,6 @@ class FixedOperand:
         return int(k), int(m)
 
 
-def _next_request_index(sess: Session) -> int:
-    """The plan index the next correlation request will get (same on every party)."""
-    if sess.trace is not None:
-        return len(sess.trace)
-    if sess.prepared is None:
-        raise RuntimeError("no prepared correlations: the offline phase did not run")
-    return len(sess.prepared) - sess.prepared.remaining
-
 
 def prepare_fixed_matmul(sess: Session, w: torch.Tensor) -> FixedOperand:
     """Open the mask of a fixed secret weight W (k, m), once per model.
@@ -123,7 +115,7 @@ def prepare_fixed_matmul(sess: Session, w: torch.Tensor) -> FixedOperand:
     if w.dim() != 2:
         raise ValueError(f"a fixed weight is a (k, m) matrix, got {tuple(w.shape)}")
     k, m = (int(d) for d in w.shape)
-    mask_id = _next_request_index(sess)
+    mask_id = sess.next_request_index()
     mat = sess.correlation("fixed_mask", (mask_id, k, m))
     masked = open_all(sess, w - mat["b"], label="fixed_mask")
     return FixedOperand(mask_id, w.clone(), masked)

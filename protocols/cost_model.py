@@ -119,7 +119,8 @@ class CostModel:
     Measured on this 2-core VM by `python -m privit.launch.bench_ops_compare` (one party's
     local work, best of 5, M = 151,296; docs/comparison.md, "Cost model"): fss_drelu /
     fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; adder:
-    22-36 ns per element plus 0.4 ns per tree position, 15-20 ns more with 4-bit leaves. per_call_s and the adder's
+    22-36 ns per element plus 0.4 ns per tree position, 15-20 ns more with 4-bit leaves.
+    per_call_s and the adder's
     per_round_s (message handling beyond the RTT) are fitted to `privit bench` walls.
     Loopback (no emulated network): 130 us round trip, 1.5 GB/s (bench_transport.py).
     """

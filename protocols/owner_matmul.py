@@ -172,14 +172,6 @@ class OwnerWeight:
     masked: torch.Tensor | None
 
 
-def _next_request_index(sess: Session) -> int:
-    """The plan index of the next correlation request (the same on every role)."""
-    if sess.trace is not None:
-        return len(sess.trace)
-    if sess.prepared is None:
-        raise RuntimeError("no prepared correlations: the offline phase did not run")
-    return len(sess.prepared) - sess.prepared.remaining
-
 
 def _check_two(sess: Session, owner: int) -> None:
     if sess.n != 2:
@@ -206,7 +198,7 @@ def prepare_owner_weights(
     prepared: list[tuple[int, int, int, torch.Tensor | None]] = []
     masked_parts: list[torch.Tensor] = []
     for i, (k, m) in enumerate(shapes):
-        mask_id = _next_request_index(sess)
+        mask_id = sess.next_request_index()
         mat = sess.correlation(OWNER_MASK, (mask_id, owner, int(k), int(m)))
         w: torch.Tensor | None = None
         if sess.party_id == owner:

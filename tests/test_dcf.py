@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from privit.protocols.dcf import (
     DcfKeys,
     DreluMaterial,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from privit.models import checkpoint as ckpt_module
 from privit.models.checkpoint import (
     CheckpointError,

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from privit.models.attention import AttnMode, MPCAttention, relu_softmax, scale_attention
 from privit.models.config import MODEL_CONFIGS, ViTConfig, get_config
 from privit.models.schema import count_elements, describe_keys
