@@ -156,6 +156,8 @@ class ParetoPoint:
     top1: float               # plaintext test top-1, percent (whole test split)
     images: int               # images of the private run
     mpc_top1: float           # private top-1 on those images, percent
+    plain_top1: float         # plaintext top-1 on the same images, percent
+    agreement: float          # private vs plaintext argmax agreement, percent
     bytes: int                # online bytes (all parties)
     rounds: int
     lan_s: float
@@ -165,7 +167,8 @@ class ParetoPoint:
 
 def private_point(path: str, images: int, seed: int = 0) -> dict[str, Any]:
     """One private run (run_local, vit job) of checkpoint `path` on the first `images`
-    digits test images: online bytes, rounds, projected LAN/WAN seconds, private top-1."""
+    digits test images: online bytes, rounds, projected LAN/WAN seconds, private and
+    plaintext top-1 on those images and their argmax agreement (percent)."""
     from privit.launch.coordinator import run_local
     from privit.parties.config import JobSpec, RunConfig
 
@@ -173,7 +176,10 @@ def private_point(path: str, images: int, seed: int = 0) -> dict[str, Any]:
                     timeout_s=120.0)
     rep = run_local(cfg).report
     acc = rep.get("accuracy", {})
-    return {"images": images, "mpc_top1": 100.0 * float(acc.get("mpc_top1", float("nan"))),
+    nan = float("nan")
+    return {"images": images, "mpc_top1": 100.0 * float(acc.get("mpc_top1", nan)),
+            "plain_top1": 100.0 * float(acc.get("plain_top1", nan)),
+            "agreement": 100.0 * float(acc.get("argmax_agreement", nan)),
             "bytes": int(rep["online"]["bytes"]), "rounds": int(rep["online"]["rounds"]),
             "lan_s": float(rep["projected"]["lan_s"]), "wan_s": float(rep["projected"]["wan_s"])}
 
@@ -192,11 +198,12 @@ def write_pareto_outputs(points: list[ParetoPoint], out_dir: str | Path,
              "png": folder / "pareto.png"}
     paths["json"].write_text(json.dumps({"meta": meta or {},
                                          "points": [asdict(p) for p in points]}, indent=1))
-    lines = ["| model | mu | test top-1 | private top-1 (images) | online MB | rounds "
-             "| LAN s | WAN s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | mu | test top-1 | private / plaintext top-1 (images) | argmax agree "
+             "| online MB | rounds | LAN s | WAN s |", "|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         mu = "-" if p.mu is None else f"{p.mu:g}"
-        lines.append(f"| {p.label} | {mu} | {p.top1:.2f} % | {p.mpc_top1:.1f} % ({p.images}) "
+        lines.append(f"| {p.label} | {mu} | {p.top1:.2f} % | {p.mpc_top1:.1f} / "
+                     f"{p.plain_top1:.1f} % ({p.images}) | {p.agreement:.1f} % "
                      f"| {p.bytes / 1e6:.3f} | {p.rounds} | {p.lan_s:.3f} | {p.wan_s:.3f} |")
     paths["md"].write_text("\n".join(lines) + "\n")
 
@@ -232,7 +239,7 @@ def _label(mu: float) -> str:
 
 
 def run_pareto(dataset: str = "digits", mus: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7),
-               teacher: str | None = None, searched: str | None = None, epochs: int = 60,
+               teacher: str | None = None, searched: str | None = None, epochs: int = 120,
                search_epochs: int = 30, out_dir: str = "out/pareto", images: int = 16,
                kd: bool = True, seed: int = 0, progress: bool = False,
                echo: Any = print) -> list[ParetoPoint]:
@@ -331,7 +338,7 @@ def _parse_mus(text: str) -> tuple[float, ...]:
               help="no teacher: plain CE retraining and no teacher point")
 @click.option("--searched", type=click.Path(dir_okay=False, exists=True), default=None,
               help="search checkpoint (default: search --search-epochs into --out-dir)")
-@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=120, show_default=True,
               help="retrain epochs per model")
 @click.option("--search-epochs", type=click.IntRange(min=1), default=30, show_default=True,
               help="epochs of the search when --searched is not given")

@@ -42,8 +42,8 @@ def test_profile_rejects_teacher_and_bad_model() -> None:
 
 
 def _point(label: str, mu: float | None, wan: float, top1: float) -> ParetoPoint:
-    return ParetoPoint(label, mu, f"{label}.pth.tar", top1, 4, 100.0, 1_000_000, 30, 0.1,
-                       wan, 0.0)
+    return ParetoPoint(label, mu, f"{label}.pth.tar", top1, 4, 100.0, 100.0, 100.0, 1_000_000,
+                       30, 0.1, wan, 0.0)
 
 
 def test_write_pareto_outputs(tmp_path: Path) -> None:
@@ -67,6 +67,7 @@ def test_pareto_tiny_real_run_and_reuse(tmp_path: Path) -> None:
     for p in points:
         assert 0.0 <= p.top1 <= 100.0 and p.images == 2
         assert p.bytes > 0 and p.rounds > 0 and 0 < p.lan_s < p.wan_s
+        assert 0.0 <= p.agreement <= 100.0 and 0.0 <= p.plain_top1 <= 100.0
     # all ReLU-softmax costs more online than all ScaleAttn
     assert points[1].bytes > points[0].bytes and points[1].rounds > points[0].rounds
     for name in ("results.json", "results.md", "pareto.png", "vit_digits_mu0.pth.tar",
