@@ -221,6 +221,7 @@ def write_pareto_outputs(points: list[ParetoPoint], out_dir: str | Path,
     images = points[0].images if points else 0
     ax.set_xlabel(f"projected WAN online time, s ({images} images)")
     ax.set_ylabel("test top-1, %")
+    ax.margins(x=0.15, y=0.1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("privit: accuracy vs private cost", fontsize=10)
