@@ -26,8 +26,9 @@ DCF locally; material per element per party = 8 (r) + 8 (MSB(r)) + DCF(n-1) = 24
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,18 @@ def _check_range(name: str, value: np.ndarray, n_bits: int) -> None:
         raise ValueError(f"{name} has values outside [0, 2^{n_bits})")
 
 
+def check_key_arrays(owner: str, obj: object,
+                     expected: Mapping[str, tuple[Any, tuple[int, ...]]]) -> None:
+    """Every named array of a key dataclass has its dtype and shape and is C-contiguous
+    (keys travel as raw buffers, so a wrong layout must fail here, not in evaluation)."""
+    for name, (dtype, shape) in expected.items():
+        array = getattr(obj, name)
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
+            raise ValueError(f"{owner}.{name}: expected {dtype} {shape}")
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{owner}.{name} must be C-contiguous")
+
+
 @dataclass(frozen=True)
 class DcfKeys:
     """One party's DCF keys for M elements (see the module docstring for the layout)."""
@@ -83,12 +96,7 @@ class DcfKeys:
             "value_cw": (U64, (n, m)),
             "final_cw": (U64, (m,)),
         }
-        for name, (dtype, shape) in expected.items():
-            array = getattr(self, name)
-            if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
-                raise ValueError(f"DcfKeys.{name}: expected {dtype} {shape}")
-            if not array.flags.c_contiguous:
-                raise ValueError(f"DcfKeys.{name} must be C-contiguous")
+        check_key_arrays("DcfKeys", self, expected)
         if not 0 <= n <= 64:
             raise ValueError("DcfKeys: n_bits must be in [0, 64]")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dcf import check_key_arrays
 from .fss_prg import CLEAR_TWEAK, U64, FixedKeyHash
 
 EVAL_CHUNK = 8192
@@ -62,12 +63,7 @@ class PairDcfCorrections:
         m = self.seed_cw.shape[1] if self.seed_cw.ndim == 3 else -1
         expected = {"seed_cw": (np.dtype(np.uint8), (n, m, 16)),
                     "value_cw": (U64, (n, m, WORDS)), "final_cw": (U64, (m, WORDS))}
-        for name, (dtype, shape) in expected.items():
-            array = getattr(self, name)
-            if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
-                raise ValueError(f"PairDcfCorrections.{name}: expected {dtype} {shape}")
-            if not array.flags.c_contiguous:
-                raise ValueError(f"PairDcfCorrections.{name} must be C-contiguous")
+        check_key_arrays("PairDcfCorrections", self, expected)
         if not 0 <= n <= 63:
             raise ValueError("PairDcfCorrections: n_bits must be in [0, 63]")
 
