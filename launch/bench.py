@@ -172,20 +172,25 @@ def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
     return rows
 
 
+ROW_COLUMNS = frozenset({"op", "shape", "rounds", "online_bytes", "offline_bytes", "wall_s",
+                         "max_abs_error", "network"})
+TRANSPORT_COLUMNS = frozenset({"op", "network"})
+
+
+def _extra(row: dict[str, Any], shown: frozenset[str]) -> str:
+    """The fields of a row not in its own columns (fault rates, auto's choice, throughput)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in row.items() if k not in shown)
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'op':<22}{'shape':<22}{'rounds':>7}{'online B':>13}{'offline B':>13}"
              f"{'wall ms':>10}{'max err':>11}  extra"]
     for r in rows:
         if "online_bytes" not in r:  # transport rows
-            extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                              for k, v in r.items() if k not in ("op", "network"))
-            lines.append(f"{r['op']:<22}{'':<22}{'':>7}{'':>13}{'':>13}{'':>10}{'':>11}  {extra}")
+            lines.append(f"{r['op']:<22}{'':<22}{'':>7}{'':>13}{'':>13}{'':>10}{'':>11}  {_extra(r, TRANSPORT_COLUMNS)}")
             continue
-        known = {"op", "shape", "rounds", "online_bytes", "offline_bytes", "wall_s",
-                 "max_abs_error", "network"}
-        extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in r.items() if k not in known)
         lines.append(f"{r['op']:<22}{r['shape']:<22}{r['rounds']:>7}{r['online_bytes']:>13,}"
                      f"{r['offline_bytes']:>13,}{r['wall_s'] * 1e3:>10.2f}"
-                     f"{r['max_abs_error']:>11.3g}  {extra}")
+                     f"{r['max_abs_error']:>11.3g}  {_extra(r, ROW_COLUMNS)}")
     return "\n".join(lines)
