@@ -188,7 +188,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
              f"{'wall ms':>10}{'max err':>11}  extra"]
     for r in rows:
         if "online_bytes" not in r:  # transport rows
-            lines.append(f"{r['op']:<22}{'':<22}{'':>7}{'':>13}{'':>13}{'':>10}{'':>11}  {_extra(r, TRANSPORT_COLUMNS)}")
+            blank = f"{'':<22}{'':>7}{'':>13}{'':>13}{'':>10}{'':>11}"
+            lines.append(f"{r['op']:<22}{blank}  {_extra(r, TRANSPORT_COLUMNS)}")
             continue
         lines.append(f"{r['op']:<22}{r['shape']:<22}{r['rounds']:>7}{r['online_bytes']:>13,}"
                      f"{r['offline_bytes']:>13,}{r['wall_s'] * 1e3:>10.2f}"
