@@ -188,14 +188,7 @@ def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[.
 
         cfg = build_config(**options, default_session="cluster")
         role = role_of(cfg, role_id)
-        workdir = Path(json_path).parent if json_path else Path(".")
-        config_path = workdir / f".privit-config-{role}.json"
-        config_path.write_text(json.dumps(cfg.to_dict()))
-        try:
-            code = role_main(str(config_path), cluster, role, json_path, bind_host=bind_host)
-        finally:
-            config_path.unlink(missing_ok=True)
-        sys.exit(code)
+        sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host))
     return command
 
 

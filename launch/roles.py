@@ -181,16 +181,20 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -
         channel.close()
 
 
-def role_main(config_path: str, cluster_path: str, role: int, report_path: str | None,
+def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path: str | None,
               parent_pid: int | None = None, bind_host: str | None = None,
               progress_path: str | None = None) -> int:
-    """Run one role; returns the process exit code. Errors are one line on stderr."""
+    """Run one role; returns the process exit code. Errors are one line on stderr.
+
+    config: the run config, or the path of its JSON (as the coordinator writes it).
+    """
     if parent_pid is not None:
         _watch_parent(parent_pid)
     keep_freed_memory()
     name = f"role {role}"
     try:
-        cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text()))
+        cfg = (config if isinstance(config, RunConfig)
+               else RunConfig.from_dict(json.loads(Path(config).read_text())))
         name = cfg.role_name(role)
         cluster = Cluster.load(cluster_path)
         if not 0 <= role <= cfg.n_parties:
