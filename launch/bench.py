@@ -146,8 +146,9 @@ def rows_from_report(report: dict[str, Any], job: BenchJob,
 
 
 def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
-              transport: bool) -> list[dict[str, Any]]:
-    """Run the selected ops (grouped by the run config they need) and the transport rows."""
+              transport: bool, prg: bool = False) -> list[dict[str, Any]]:
+    """Run the selected ops (grouped by the run config they need), then the PRG and the
+    transport rows when asked."""
     from privit.launch.coordinator import run_local
 
     registry = _registry()
@@ -164,6 +165,10 @@ def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
         result = run_local(cfg, overall_timeout_s=1800)
         outputs = {k: float(v.flatten()[0]) for k, v in result.outputs.items()}
         rows.extend(rows_from_report(result.report, BenchJob(cfg), outputs))
+    if prg:
+        from privit.launch import bench_prg
+
+        rows.extend({**row, "network": "none (in process)"} for row in bench_prg.run())
     if transport:
         from privit.launch import bench_transport
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from privit import __version__
+from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
 from privit.parties.config import (
     MAX_FRAC_BITS,
     MIN_FRAC_BITS,
@@ -78,10 +80,35 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
         raise click.UsageError(str(exc)) from None
 
 
+def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        enable_debug()
+
+
+DEBUG_OPTION = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_callback,
+    help="on an unexpected error, print the full traceback (every role's, for `run`); "
+         "same as the environment variable PRIVIT_DEBUG=1",
+)
+
+
 @click.group()
-@click.version_option("0.1.0", prog_name="privit")
+@click.version_option(__version__, prog_name="privit")
+@DEBUG_OPTION
 def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
+
+
+def run_cli() -> None:
+    """The `privit` console script: click's own errors as click shows them, and any other
+    exception as one line (type, message, module:line); the traceback with --debug."""
+    try:
+        main(prog_name="privit")
+    except Exception as exc:
+        click.echo(f"privit: error: {describe(exc)}", err=True)
+        if debug_enabled():
+            click.echo(format_traceback(exc), err=True)
+        sys.exit(1)
 
 
 VIT_OPTIONS = ("checkpoint", "model", "batch", "images", "gelu", "relu", "circa_k", "compare",
@@ -90,6 +117,7 @@ VIT_OPTIONS = ("checkpoint", "model", "batch", "images", "gelu", "relu", "circa_
 
 @main.command()
 @run_options
+@DEBUG_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here")
 @click.option("--keep-dir", type=click.Path(file_okay=False), default=None,
               help="keep the roles' configs, reports and stderr in this folder")
@@ -156,6 +184,8 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
                 reference = make_job(cfg).reference()
         except RunFailed as exc:
             click.echo(f"privit run: failed: {exc}", err=True)
+            if debug_enabled() and exc.details:
+                click.echo(exc.details, err=True)
             sys.exit(1)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
@@ -213,6 +243,7 @@ BIND_OPTION = click.option("--bind-host", default=None,
 @JSON_OPTION
 @BIND_OPTION
 @run_options
+@DEBUG_OPTION
 def party(**kwargs: Any) -> None:
     """Run one party of a multi-machine run (see README: across machines)."""
     _role_command(_party_role)(**kwargs)
@@ -223,9 +254,25 @@ def party(**kwargs: Any) -> None:
 @JSON_OPTION
 @BIND_OPTION
 @run_options
+@DEBUG_OPTION
 def dealer(**kwargs: Any) -> None:
     """Run the dealer of a multi-machine run."""
     _role_command(lambda cfg, _: cfg.dealer_id)(role_id=None, **kwargs)
+
+
+def _read_role_report(path: Path) -> dict[str, Any]:
+    """A role's JSON report, checked for the fields `report` needs; else a one-line error."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path} is not a privit role report: {exc}") from None
+    needed = ("role", "name", "ok")
+    if not isinstance(data, dict) or any(k not in data for k in needed):
+        raise click.ClickException(
+            f"{path} is not a privit role report (a role report has the fields {', '.join(needed)})")
+    if data["ok"] and not isinstance(data.get("config"), dict):
+        raise click.ClickException(f"{path} is not a privit role report: no 'config' object")
+    return data
 
 
 @main.command()
@@ -236,7 +283,7 @@ def report(role_reports: tuple[str, ...], json_path: str | None) -> None:
     from privit.launch.jobs import make_job
     from privit.launch.report import build_report, format_report
 
-    reports = [json.loads(Path(p).read_text()) for p in role_reports]
+    reports = [_read_role_report(Path(p)) for p in role_reports]
     failed = [r for r in reports if not r.get("ok")]
     if failed:
         raise click.ClickException("; ".join(f"{r['name']}: {r.get('error')}" for r in failed))
@@ -267,15 +314,17 @@ def jobs() -> None:
 @click.option("--reps", default=3, show_default=True, type=int, help="repetitions per op (best kept)")
 @click.option("--transport/--no-transport", default=True, show_default=True,
               help="include transport throughput and round-trip rows")
+@click.option("--prg/--no-prg", default=True, show_default=True,
+              help="include the PRG's throughput rows (AES-CTR, GB/s per draw size)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops: str | None,
-          reps: int, transport: bool, json_path: str | None) -> None:
+          reps: int, transport: bool, prg: bool, json_path: str | None) -> None:
     """Microbenchmarks of the ops on real processes (2 parties + dealer)."""
     from privit.launch.bench import format_rows, run_bench
 
     net = network_from_options(network, rtt_ms, bandwidth_mbps)
     try:
-        rows = run_bench(net, ops.split(",") if ops else None, reps, transport)
+        rows = run_bench(net, ops.split(",") if ops else None, reps, transport, prg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(format_rows(rows))
@@ -308,4 +357,4 @@ def _register_training_commands() -> None:
 _register_training_commands()
 
 if __name__ == "__main__":
-    main()
+    run_cli()

@@ -30,11 +30,18 @@ from privit.launch.report import build_report, outputs_of
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig
 
-FAILURE_GRACE_S = 3.0
+FAILURE_GRACE_S = 2.0
 
 
 class RunFailed(RuntimeError):
-    """One or more roles failed; the text has one line per failed role."""
+    """One or more roles failed; the text is one line naming each failed role and why.
+
+    `details` holds the failed roles' whole stderr (their tracebacks under --debug).
+    """
+
+    def __init__(self, summary: str, details: str = "") -> None:
+        super().__init__(summary)
+        self.details = details
 
 
 @dataclass
@@ -45,6 +52,20 @@ class RoleProcess:
     report_path: Path
     stderr_path: Path
     returncode: int | None = None
+
+    def read_report(self) -> dict[str, Any] | None:
+        """The role's JSON report, or None if it wrote none (killed, crashed early)."""
+        try:
+            report = json.loads(self.report_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return report if isinstance(report, dict) else None
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
 
     def stderr_tail(self) -> str:
         try:
@@ -61,6 +82,28 @@ class RunResult:
 
     report: dict[str, Any]
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _failure_summary(failures: list[RoleProcess]) -> str:
+    """One line: each role that failed on its own, with its error; then the roles that
+    only stopped because a peer aborted (their error is the peer's, already shown)."""
+    causes: list[str] = []
+    followers: dict[str, list[str]] = {}
+    for rp in failures:
+        report = rp.read_report()
+        if report is not None and report.get("aborted_by"):
+            followers.setdefault(str(report["aborted_by"]), []).append(rp.name)
+            continue
+        if rp.returncode is not None and rp.returncode < 0:
+            why = f"killed by signal {-rp.returncode}"
+        elif report is not None and report.get("error"):
+            why = str(report["error"])
+        else:
+            why = rp.stderr_tail() or f"exited with code {rp.returncode}"
+        causes.append(f"{rp.name}: {why}")
+    for peer, names in followers.items():
+        causes.append(f"{', '.join(names)}: stopped after {peer} aborted")
+    return "; ".join(causes)
 
 
 def _kill(rp: RoleProcess) -> None:
@@ -177,15 +220,10 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
             bar.close()
             for rp in roles:
                 _kill(rp)
-        failures = []
-        for rp in roles:
-            if rp.returncode != 0:
-                why = rp.stderr_tail() or f"exited with code {rp.returncode}"
-                if rp.returncode is not None and rp.returncode < 0:
-                    why = f"killed by signal {-rp.returncode}"
-                failures.append(f"{rp.name}: {why}")
+        failures = [rp for rp in roles if rp.returncode != 0]
         if failures:
-            raise RunFailed("; ".join(failures))
+            details = "\n".join(f"--- {rp.name} stderr ---\n{rp.stderr_text()}" for rp in failures)
+            raise RunFailed(_failure_summary(failures), details)
         reports = [json.loads(rp.report_path.read_text()) for rp in roles]
     party0 = next(r for r in reports if r["role"] == 0)
     return RunResult(build_report(cfg, reports, job.reference()), outputs_of(party0))

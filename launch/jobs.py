@@ -4,7 +4,7 @@ A job is a deterministic private computation: `run(sess)` executes it on shares 
 returns the opened outputs (as float64 tensors, on every party); `reference()` computes
 the same outputs in plaintext float64 so that the coordinator can report the error.
 Inputs are generated from the run's seed: party 0 owns the weights, party 1 the data
-(DESIGN.md: the model owner and the client). A tracing session gets zeros, so the dealer
+(docs/design.md: the model owner and the client). A tracing session gets zeros, so the dealer
 can plan the job's correlations without any party's inputs.
 """
 from __future__ import annotations

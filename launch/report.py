@@ -1,6 +1,7 @@
 """Merge the per-role reports of one run into the run report (JSON) and print it.
 
-Fields (DESIGN.md "Measurement conventions"; later issues add to them):
+Fields (docs/design.md "Measurement conventions"; later issues add to them):
+  privit_version    the version of privit that built the report
   online.bytes      bytes sent by all parties in the online phase, headers included
   online.rounds     the critical path: max over parties of online rounds
   online.wall_s     slowest party, from the start of the online phase to its result
@@ -10,7 +11,7 @@ Fields (DESIGN.md "Measurement conventions"; later issues add to them):
   scopes            per named scope (layer, op): online bytes (all parties), rounds
                     (max), wall (slowest party), offline payload bytes (dealer)
   network           the emulated network of the run
-  projected         lan_s, wan_s: T = compute + bytes/bandwidth + rounds x RTT (DESIGN.md's
+  projected         lan_s, wan_s: T = compute + bytes/bandwidth + rounds x RTT (docs/design.md's
                     formula; a round charged a full RTT, an upper bound), where bytes is the
                     most any one party sent (links are full duplex);
                     lan_exchange_s, wan_exchange_s: the same with rounds x RTT/2, which is
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from privit import __version__
 from privit.parties.config import NETWORK_PRESETS, NetworkConfig, RunConfig
 from privit.parties.netem import project_time
 
@@ -81,6 +83,7 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         projected[f"{name}_exchange_s"] = (projected[f"{name}_s"]
                                            - online_rounds * (preset.rtt_s - preset.latency_s))
     report: dict[str, Any] = {
+        "privit_version": __version__,
         "job": {"name": cfg.job.name, "params": dict(cfg.job.params)},
         "config": cfg.to_dict(),
         "online": {"bytes": online_bytes, "rounds": online_rounds, "wall_s": online_wall,

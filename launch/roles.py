@@ -19,15 +19,16 @@ import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from privit import __version__
+from privit.launch.errors import debug_enabled, describe, format_traceback
 from privit.launch.jobs import make_job
-from privit.parties.channel import FramedChannel
+from privit.parties.channel import FramedChannel, PeerAborted
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
@@ -35,7 +36,7 @@ from privit.parties.handshake import handshake
 from privit.parties.offline import dealer_send_plan, party_receive_plan
 from privit.parties.prg import new_seed
 from privit.parties.session import Session
-from privit.parties.transport import ZmqChannel
+from privit.parties.transport import ZmqChannel, notify_abort
 from privit.protocols.registry import CORRELATIONS
 
 
@@ -84,8 +85,13 @@ def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counter
     if cluster.n_parties != cfg.n_parties:
         raise ValueError(f"cluster file lists {cluster.n_parties} parties, config says {cfg.n_parties}")
     peers = [r for r in range(cfg.n_parties + 1) if r != role]
-    return ZmqChannel(role, cluster, peers, counters, cfg.timeout_s, cfg.role_name,
-                      network=cfg.network, bind_host=bind_host)
+    try:
+        return ZmqChannel(role, cluster, peers, counters, cfg.timeout_s, cfg.role_name,
+                          network=cfg.network, bind_host=bind_host)
+    except Exception as exc:
+        # No channel to abort on: tell the peers directly so they stop now, not at timeout.
+        notify_abort(cluster, role, peers, f"{cfg.role_name(role)} failed to start: {exc}")
+        raise
 
 
 def _barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
@@ -107,9 +113,9 @@ def _progress_writer(path: str) -> Callable[[int, int, str], None]:
 def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
               bind_host: str | None = None, progress_path: str | None = None) -> dict[str, Any]:
     counters = Counters()
-    job = make_job(cfg)
     channel = _open_channel(cfg, cluster, party_id, counters, bind_host)
     try:
+        job = make_job(cfg)  # after the channel, so a failure here reaches the peers
         peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
         seeds_in = handshake(channel, cfg, party_id, peers, seeds_out)
@@ -148,10 +154,10 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
 
 def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -> dict[str, Any]:
     counters = Counters()
-    job = make_job(cfg)
     dealer = cfg.dealer_id
     channel = _open_channel(cfg, cluster, dealer, counters, bind_host)
     try:
+        job = make_job(cfg)  # after the channel, so a failure here reaches the peers
         seeds = [new_seed() for _ in range(cfg.n_parties)]
         handshake(channel, cfg, dealer, list(range(cfg.n_parties)), dict(enumerate(seeds)))
         counters.set_phase("offline")
@@ -221,13 +227,16 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         report = {"role": role, "name": name, "ok": False, "error": "interrupted"}
         code = 130
     except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        report = {"role": role, "name": name, "ok": False,
-                  "error": f"{type(exc).__name__}: {message}"}
+        # One line: the cause and where; the traceback only on request (--debug).
+        message = describe(exc)
+        report = {"role": role, "name": name, "ok": False, "error": message}
+        if isinstance(exc, PeerAborted):
+            report["aborted_by"] = exc.peer_name
         print(f"privit {name}: error: {message}", file=sys.stderr, flush=True)
-        if os.environ.get("PRIVIT_DEBUG"):
-            traceback.print_exc()
+        if debug_enabled():
+            print(format_traceback(exc), file=sys.stderr, flush=True)
         code = 1
+    report["privit_version"] = __version__
     if report_path:
         tmp = Path(report_path + ".tmp")
         tmp.write_text(json.dumps(report))

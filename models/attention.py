@@ -39,7 +39,7 @@ RELU_SOFTMAX_EPS = 1e-5
 """Added to the ReLU row sum (MPCViT's value; the older code used 1e-8)."""
 
 
-class AttnMode(str, enum.Enum):
+class AttnMode(enum.StrEnum):
     """How one head normalises its scores."""
 
     RELU_SOFTMAX = "relu_softmax"
@@ -120,6 +120,12 @@ class MPCAttention(nn.Module):
         s, v = self.scores(x)
         a = self.attn_drop(self.attention_weights(s))
         return self.proj((a @ v).transpose(1, 2).reshape(b, n, d))
+
+    def alpha_parameter(self) -> nn.Parameter:
+        """The head-wise alpha (1, H, 1, 1) of a student; a teacher has none."""
+        if self.alpha is None:
+            raise ValueError("a softmax teacher's attention has no alpha")
+        return self.alpha
 
     def check_binary_alpha(self) -> None:
         """Raise ValueError if alpha holds a value other than exactly 0 or 1."""

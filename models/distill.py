@@ -101,7 +101,7 @@ def searched_architecture(searched: PathLike | ViTLite
                                                                            search=True)[0]
     beta = None
     if model.config.linear_gelu:
-        beta = torch.stack([b.beta.detach().reshape(-1)
+        beta = torch.stack([b.beta_parameter().detach().reshape(-1)
                             for b in model.blocks])
     return model.get_alpha(), beta
 
@@ -151,7 +151,7 @@ def retrain(config_name: str, data: ImageDataset, searched: PathLike | ViTLite, 
         binary_beta = binarise(beta, beta_keep)
         with torch.no_grad():
             for block, row in zip(model.blocks, binary_beta, strict=True):
-                block.beta.copy_(row.reshape(1, -1, 1))
+                block.beta_parameter().copy_(row.reshape(1, -1, 1))
 
     if teacher_path is not None:
         teacher, _ = load_checkpoint(teacher_path)

@@ -211,7 +211,7 @@ def search_loss(lambda_alpha: float, costs: HeadCosts | None = None, gamma: floa
         arch = _arch_parameters(model)
         total = total + lambda_alpha * sum(p.abs().sum() for p in arch)
         if costs is not None and gamma:
-            alpha = torch.stack([b.self_attn.alpha.reshape(-1)
+            alpha = torch.stack([b.self_attn.alpha_parameter().reshape(-1)
                                  for b in model.blocks])
             total = total + gamma * cost_penalty(alpha, costs)
         return total, logits

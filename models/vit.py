@@ -90,6 +90,12 @@ class TransformerBlock(nn.Module):
         h = self.linear2(h)
         return (1 - self.beta) * torch.relu(h) + self.beta * h
 
+    def beta_parameter(self) -> nn.Parameter:
+        """MPCViT+'s per-token gate (1, N, 1); only models built with linear_gelu have it."""
+        if self.beta is None:
+            raise ValueError("this block has no beta (the model was built without linear_gelu)")
+        return self.beta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + _drop_path(self.self_attn(self.pre_norm(x)), self.drop_path, self.training)
         x = self.norm1(x)
@@ -207,7 +213,7 @@ class ViTLite(nn.Module):
     def get_alpha(self) -> torch.Tensor:
         """All alphas as an (L, H) tensor (a detached copy)."""
         self._require_student()
-        return torch.stack([b.self_attn.alpha.detach().reshape(-1).clone()
+        return torch.stack([b.self_attn.alpha_parameter().detach().reshape(-1).clone()
                             for b in self.blocks])
 
     def set_alpha(self, alpha: torch.Tensor | Sequence[Sequence[float]]) -> None:
@@ -226,7 +232,7 @@ class ViTLite(nn.Module):
             raise ValueError("alpha contains NaN or Inf")
         with torch.no_grad():
             for block, row in zip(self.blocks, values, strict=True):
-                block.self_attn.alpha.copy_(row.reshape(1, -1, 1, 1))
+                block.self_attn.alpha_parameter().copy_(row.reshape(1, -1, 1, 1))
 
     def check_binary_alpha(self) -> None:
         """Raise ValueError naming the first layer whose alpha is not all 0/1."""
@@ -250,7 +256,7 @@ class ViTLite(nn.Module):
         self._require_student()
         for block in self.blocks:
             block.self_attn.search = enabled
-            block.self_attn.alpha.requires_grad_(enabled)
+            block.self_attn.alpha_parameter().requires_grad_(enabled)
 
     @property
     def search(self) -> bool:

@@ -24,6 +24,20 @@ class PeerError(RuntimeError):
     """A peer timed out, died, aborted, or broke the protocol. The text names the peer."""
 
 
+class PeerAborted(PeerError):
+    """A peer told us it stopped (its own failure is the cause, not ours)."""
+
+    def __init__(self, peer_name: str, reason: str) -> None:
+        super().__init__(f"{peer_name} aborted: {reason}")
+        self.peer_name = peer_name
+        self.reason = reason
+
+
+def abort_message(role: int, reason: str) -> Message:
+    """The message a role sends its peers when it stops on an error (never counted)."""
+    return Message("abort", role, 0, "abort", [], {"reason": reason[:500]})
+
+
 class FramedChannel(ABC):
     def __init__(
         self,
@@ -83,8 +97,7 @@ class FramedChannel(ABC):
         """Tell every peer we are stopping, best effort, without counting it."""
         for dst in self.peers:
             try:
-                frames = encode(Message("abort", self.role, 0, "abort", [], {"reason": reason[:500]}))
-                self._transmit(dst, frames)
+                self._transmit(dst, encode(abort_message(self.role, reason)))
             except Exception:  # the peer may already be gone; we are failing anyway
                 pass
 
@@ -131,7 +144,7 @@ class FramedChannel(ABC):
         who = self.role_name(msg.src)
         if msg.kind == "abort":
             reason = (msg.meta or {}).get("reason", "no reason given")
-            raise PeerError(f"{who} aborted: {reason}")
+            raise PeerAborted(who, str(reason))
         if msg.seq < self._recv_seq[msg.src] or msg.seq in self._early[msg.src]:
             raise WireError(f"duplicate message {msg.seq} ({msg.label!r}) from {who}")
         self._early[msg.src][msg.seq] = msg

@@ -1,6 +1,6 @@
 """Bytes, rounds and time, counted where messages leave and where a process waits.
 
-Definitions (DESIGN.md, "Measurement conventions"):
+Definitions (docs/design.md, "Measurement conventions"):
 - bytes: every frame this process sends, header included, counted once at the single
   send point (`FramedChannel.send`), split by phase and by the scope open at the time.
 - rounds: the counter advances when the process waits for a peer message after having

@@ -1,6 +1,6 @@
 """Network emulation inside the transport, and the cost projection from counters.
 
-Semantics (DESIGN.md, "Measurement conventions"): a message of B bytes sent to peer p at
+Semantics (docs/design.md, "Measurement conventions"): a message of B bytes sent to peer p at
 time t is delivered no earlier than
 
     link_free[p] = max(t, link_free[p]) + 8 B / bandwidth      (the link is busy sending it)

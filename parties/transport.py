@@ -40,12 +40,12 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from privit.parties.channel import FramedChannel
+from privit.parties.channel import FramedChannel, abort_message
 from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import NETWORK_PRESETS, NetworkConfig
 from privit.parties.counters import Counters
 from privit.parties.netem import DelaySender
-from privit.parties.wire import message_nbytes
+from privit.parties.wire import encode, message_nbytes
 
 COPY_THRESHOLD = 1 << 16
 GONE_GRACE_S = 0.5
@@ -288,3 +288,30 @@ class ZmqChannel(FramedChannel):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def notify_abort(cluster: Cluster, role: int, peers: Sequence[int], reason: str,
+                 linger_s: float = ABORT_STARTING_LINGER_S) -> None:
+    """Best effort: tell `peers` that `role` stopped, for a role that has no channel.
+
+    A role that fails before its channel is up (its port is taken, say) would otherwise
+    leave its peers waiting out their whole timeout. This connects one PUSH socket per
+    peer, queues one abort message each and gives them `linger_s` to leave (the peers may
+    still be starting). Never raises.
+    """
+    ctx = zmq.Context()
+    try:
+        frames = encode(abort_message(role, reason))
+        for peer in peers:
+            try:
+                ep = cluster.endpoint(peer)
+                sock = ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
+                sock.setsockopt(zmq.IPV6, int(":" in ep.host))
+                sock.connect(tcp_address(ep.host, ep.port))
+                sock.send_multipart(frames)
+                sock.close()
+            except (zmq.ZMQError, ValueError):
+                continue
+    finally:
+        ctx.term()  # waits up to LINGER for the queued aborts to reach the peers

@@ -1,7 +1,7 @@
 """Circa's stochastic ReLU: the sign of only the top bits of x (Ghodsi, Jha, Reagen, Garg,
 "Circa: Stochastic ReLUs for Private Deep Learning", NeurIPS 2021), in Z_2^64.
 
-Spec (DESIGN.md, "Circa stochastic ReLU"): inputs satisfy |x| < 2^m (ring units, i.e.
+Spec (docs/design.md, "Circa stochastic ReLU"): inputs satisfy |x| < 2^m (ring units, i.e.
 m = f + log2 of the largest real magnitude). Each party drops the k low bits of its
 share locally and keeps j = m - k + 2 bits, a_i = (x_i >> k) mod 2^j; the sign of x is
 the top bit of (a_0 + a_1) mod 2^j, computed by a j-bit comparison (compare.py, either

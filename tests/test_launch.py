@@ -48,6 +48,9 @@ def test_run_mlp_job_writes_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "max abs error vs plaintext" in proc.stdout
     report = json.loads(out.read_text())
+    import privit
+
+    assert report["privit_version"] == privit.__version__
     for key in ("bytes", "rounds", "wall_s"):
         assert key in report["online"]
     assert report["online"]["rounds"] == 4  # linear1, square, linear2, output opening
@@ -227,3 +230,63 @@ def test_coordinator_killed_hard_roles_exit_by_themselves(tmp_path: Path) -> Non
     while time.monotonic() < deadline and role_processes(str(keep)):
         time.sleep(0.1)
     assert role_processes(str(keep)) == []
+
+
+def test_role_failing_at_start_up_stops_its_peers_quickly(tmp_path: Path) -> None:
+    """Party 1 cannot bind its port: it tells the others, who stop long before their
+    60 s timeout, each naming party 1 and the cause."""
+    cluster_path = _cluster(tmp_path)
+    cluster = Cluster.load(cluster_path)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    blocker.bind((cluster.parties[1].host, cluster.parties[1].port))
+    blocker.listen()
+    try:
+        start = time.monotonic()
+        results = _finish(_start_roles(tmp_path, cluster_path,
+                                       ["--job", "mlp", "--session-id", "t5", "--timeout", "60"]),
+                          timeout=50)
+        elapsed = time.monotonic() - start
+    finally:
+        blocker.close()
+    assert all(code != 0 for code, _ in results.values()), results
+    assert "already in use" in results["p1"][1]
+    for name in ("dealer", "p0"):
+        err = results[name][1]
+        assert "party 1 aborted" in err and "failed to start" in err, f"{name}: {err}"
+        assert len(err.strip().splitlines()) == 1, err
+    assert elapsed < 40, f"peers waited {elapsed:.1f} s: they were not told"
+
+
+def test_unexpected_error_is_one_line_with_its_place(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception no check anticipated is one line with its type and module:line;
+    --debug adds the traceback."""
+    from privit.launch import cli, jobs
+
+    def broken() -> dict[str, type]:
+        raise RuntimeError("registry exploded")
+
+    monkeypatch.setattr(jobs, "job_registry", broken)
+    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
+    for argv, traceback_shown in ((["privit", "jobs"], False), (["privit", "--debug", "jobs"], True)):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run_cli()
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        first = err.strip().splitlines()[0]
+        assert first.startswith("privit: error: RuntimeError: registry exploded (privit.launch.cli:"), err
+        assert ("Traceback (most recent call last)" in err) == traceback_shown, err
+    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
+
+
+def test_report_of_a_file_that_is_no_role_report_is_a_clear_error(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.json"
+    odd.write_text('{"parties": []}')
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    for path in (odd, empty):
+        proc = run_cli(["report", str(path)], timeout=60)
+        assert proc.returncode != 0
+        assert "not a privit role report" in proc.stderr and path.name in proc.stderr, proc.stderr

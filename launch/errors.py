@@ -1,0 +1,70 @@
+"""How an unexpected failure is told to the user: one line, cause and place; more on demand.
+
+`describe(exc)` gives `Type: message (module:line)` for an unexpected exception, the place
+being the innermost frame of privit's own code (where the library call that failed was
+made; a frame inside torch or numpy rarely tells the user anything), and the bare message
+for the errors that already speak the user's terms (USER_ERRORS). `--debug` (on `privit`
+itself or on `run`, `party`, `dealer`), or the environment variable PRIVIT_DEBUG=1 for any
+command, prints the full traceback too.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from types import TracebackType
+
+from privit.models.checkpoint import CheckpointError
+from privit.models.data import DatasetError
+from privit.parties.channel import PeerError
+from privit.parties.cluster import ClusterError
+from privit.parties.handshake import HandshakeError
+from privit.parties.transport import TransportError
+from privit.parties.wire import WireError
+
+# Errors whose text already says what went wrong in the user's terms (a peer, a file, a
+# handshake field): shown as they are, without a type or a code location.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
+    DatasetError,
+)
+DEBUG_ENV = "PRIVIT_DEBUG"
+_PACKAGE = "privit"
+
+
+def debug_enabled() -> bool:
+    """True when PRIVIT_DEBUG is set to anything but '', '0', 'false' or 'no'."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def enable_debug() -> None:
+    """Turn debug output on for this process and the role processes it starts."""
+    os.environ[DEBUG_ENV] = "1"
+
+
+def where(tb: TracebackType | None) -> str | None:
+    """`module:line` of the innermost traceback frame in privit's code (else the innermost)."""
+    place = None
+    fallback = None
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", "?"))
+        here = f"{module}:{tb.tb_lineno}"
+        fallback = here
+        if module == _PACKAGE or module.startswith(_PACKAGE + "."):
+            place = here
+        tb = tb.tb_next
+    return place or fallback
+
+
+def describe(exc: BaseException) -> str:
+    """One line: `Type: message (module:line)`, whitespace folded; a USER_ERRORS
+    exception is its message alone."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, USER_ERRORS) and message:
+        return message
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    place = where(exc.__traceback__)
+    return f"{text} ({place})" if place else text
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
