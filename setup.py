@@ -69,7 +69,7 @@ setup(
         "pillow>=9.4",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "packaging>=22"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "packaging>=22", "hypothesis>=6.80"],
         "dev": ["ruff>=0.6", "mypy>=1.10", "types-tqdm"],
     },
     entry_points={"console_scripts": ["privit=privit.launch.cli:run_cli"]},

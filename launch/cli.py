@@ -57,6 +57,15 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", default=0, show_default=True, type=int,
                      help="seed of the job's random inputs"),
         click.option("--session-id", default=None, help="run id every role must share"),
+        click.option("--insecure", is_flag=True, default=False,
+                     help="plain TCP instead of CURVE: no authentication, no encryption; "
+                          "for measurements only (every role must agree)"),
+        click.option("--max-frame-mb", default=1024, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="largest array frame a role sends or accepts (MiB)"),
+        click.option("--max-buffer-mb", default=2048, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="most a peer may send ahead of what a role has read (MiB)"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -66,6 +75,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str,
                  rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
                  truncation: str, timeout_s: float, seed: int, session_id: str | None,
+                 insecure: bool, max_frame_mb: int, max_buffer_mb: int,
                  default_session: str) -> RunConfig:
     if truncation == "auto":
         truncation = "local" if n_parties == 2 else "dealer"
@@ -75,6 +85,8 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
             job=JobSpec.make(job, **_parse_params(params)),
             network=network_from_options(network, rtt_ms, bandwidth_mbps),
             timeout_s=timeout_s, session_id=session_id or default_session, seed=seed,
+            channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
+            max_buffer_mb=max_buffer_mb,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -169,6 +181,10 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
         raise click.UsageError(f"{', '.join(clash)} given both as an option and as --param")
     options["params"] = tuple(options["params"]) + tuple(f"{k}={v}" for k, v in given.items())
     cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
+    if not cfg.secure:
+        from privit.launch.roles import INSECURE_WARNING
+
+        click.secho(f"privit run: {INSECURE_WARNING}", err=True, fg="red", bold=True)
     with tempfile.TemporaryDirectory(prefix="privit-inputs-") as tmp:
         reference = None
         try:
@@ -213,12 +229,15 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
     def command(cluster: str, role_id: int | None, json_path: str | None, bind_host: str | None,
-                **options: Any) -> None:
+                key_path: str | None, **options: Any) -> None:
         from privit.launch.roles import role_main
 
         cfg = build_config(**options, default_session="cluster")
         role = role_of(cfg, role_id)
-        sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host))
+        if cfg.secure and key_path is None:
+            raise click.UsageError(f"{cfg.role_name(role)} needs --key FILE (its secret key; "
+                                   f"`privit cluster init` writes one per role), or --insecure")
+        sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host, key_path=key_path))
     return command
 
 
@@ -232,6 +251,8 @@ CLUSTER_OPTION = click.option("--cluster", required=True, type=click.Path(exists
                               help="JSON file with the host and port of every role")
 JSON_OPTION = click.option("--json", "json_path", type=click.Path(dir_okay=False),
                            help="write this role's report here (else print it)")
+KEY_OPTION = click.option("--key", "key_path", default=None, type=click.Path(dir_okay=False),
+                          help="this role's secret key file (NAME.key, mode 0600)")
 BIND_OPTION = click.option("--bind-host", default=None,
                            help="address to bind (default: this role's host in the cluster file; "
                                 "0.0.0.0 to listen on every interface)")
@@ -242,6 +263,7 @@ BIND_OPTION = click.option("--bind-host", default=None,
 @click.option("--id", "role_id", required=True, type=int, help="this party's id (0-based)")
 @JSON_OPTION
 @BIND_OPTION
+@KEY_OPTION
 @run_options
 @DEBUG_OPTION
 def party(**kwargs: Any) -> None:
@@ -253,6 +275,7 @@ def party(**kwargs: Any) -> None:
 @CLUSTER_OPTION
 @JSON_OPTION
 @BIND_OPTION
+@KEY_OPTION
 @run_options
 @DEBUG_OPTION
 def dealer(**kwargs: Any) -> None:
@@ -348,9 +371,10 @@ def accuracy(out: str, seed: int) -> None:
 
 
 def _register_training_commands() -> None:
+    from privit.launch.key_commands import KEY_COMMANDS
     from privit.launch.train_commands import TRAIN_COMMANDS
 
-    for command in TRAIN_COMMANDS:
+    for command in (*TRAIN_COMMANDS, *KEY_COMMANDS):
         main.add_command(command)
 
 

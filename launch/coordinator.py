@@ -27,8 +27,9 @@ import torch
 
 from privit.launch.jobs import make_job
 from privit.launch.report import build_report, outputs_of
-from privit.parties.cluster import Cluster
+from privit.parties.cluster import Cluster, key_name
 from privit.parties.config import RunConfig
+from privit.parties.keys import RoleKeys
 
 FAILURE_GRACE_S = 2.0
 
@@ -155,6 +156,14 @@ class ProgressBar:
 
 def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
     cluster = Cluster.local(cfg.n_parties)
+    key_paths: dict[int, Path] = {}
+    if cfg.secure:
+        # Ephemeral CURVE keys for this run only, handed over as files in our private work
+        # folder (0700 from TemporaryDirectory; the secret files themselves are 0600).
+        keys = [RoleKeys.generate(key_name(r, cfg.n_parties)) for r in range(cfg.n_parties + 1)]
+        cluster = cluster.with_keys(keys)
+        for role, k in enumerate(keys):
+            key_paths[role], _ = k.save(workdir / "keys")
     cluster_path = workdir / "cluster.json"
     cluster.save(cluster_path)
     config_path = workdir / "config.json"
@@ -171,6 +180,8 @@ def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
                "--parent-pid", str(os.getpid())]
         if role == 0:
             cmd += ["--progress", str(workdir / "progress-0.txt")]
+        if role in key_paths:
+            cmd += ["--key", str(key_paths[role])]
         with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err, env=env, start_new_session=True)

@@ -18,6 +18,7 @@ from privit.models.data import DatasetError
 from privit.parties.channel import PeerError
 from privit.parties.cluster import ClusterError
 from privit.parties.handshake import HandshakeError
+from privit.parties.keys import KeyFileError
 from privit.parties.transport import TransportError
 from privit.parties.wire import WireError
 
@@ -25,7 +26,7 @@ from privit.parties.wire import WireError
 # handshake field): shown as they are, without a type or a code location.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
-    DatasetError,
+    DatasetError, KeyFileError,
 )
 DEBUG_ENV = "PRIVIT_DEBUG"
 _PACKAGE = "privit"

@@ -11,6 +11,7 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
   scopes            per named scope (layer, op): online bytes (all parties), rounds
                     (max), wall (slowest party), offline payload bytes (dealer)
   network           the emulated network of the run
+  security          channels: "curve" (authenticated, encrypted) or "insecure"
   projected         lan_s, wan_s: T = compute + bytes/bandwidth + rounds x RTT (docs/design.md's
                     formula; a round charged a full RTT, an upper bound), where bytes is the
                     most any one party sent (links are full duplex);
@@ -102,6 +103,7 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         ],
         "scopes": list(scopes.values()),
         "network": network_dict(net),
+        "security": {"channels": cfg.channels},
         "projected": {**projected, "compute_s": compute_s},
     }
     if reference is not None:
@@ -165,7 +167,12 @@ def _fmt_bytes(n: float) -> str:
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     job = report["job"]
-    lines.append(f"job {job['name']} {job['params'] or ''}  network {report['network']['name']}")
+    channels = report.get("security", {}).get("channels", "unknown")
+    security = ("CURVE (authenticated, encrypted)" if channels == "curve"
+                else "INSECURE (plain TCP, for measurements only)" if channels == "insecure"
+                else channels)
+    lines.append(f"job {job['name']} {job['params'] or ''}  network {report['network']['name']}  "
+                 f"channels {security}")
     header = f"{'scope':<28}{'online':>12}{'offline':>12}{'rounds':>8}{'wall ms':>10}"
     lines.append(header)
     lines.append("-" * len(header))

@@ -28,11 +28,12 @@ import torch
 from privit import __version__
 from privit.launch.errors import debug_enabled, describe, format_traceback
 from privit.launch.jobs import make_job
-from privit.parties.channel import FramedChannel, PeerAborted
+from privit.parties.channel import ChannelLimits, FramedChannel, PeerAborted
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.handshake import handshake
+from privit.parties.keys import KeyFileError, RoleKeys
 from privit.parties.offline import dealer_send_plan, party_receive_plan
 from privit.parties.prg import new_seed
 from privit.parties.session import Session
@@ -81,17 +82,38 @@ def _tensor_json(t: torch.Tensor) -> dict[str, Any]:
 
 
 def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counters,
-                  bind_host: str | None) -> ZmqChannel:
+                  bind_host: str | None, keys: RoleKeys | None) -> ZmqChannel:
     if cluster.n_parties != cfg.n_parties:
         raise ValueError(f"cluster file lists {cluster.n_parties} parties, config says {cfg.n_parties}")
     peers = [r for r in range(cfg.n_parties + 1) if r != role]
+    limits = ChannelLimits(max_frame_bytes=cfg.max_frame_mb << 20,
+                           max_buffer_bytes=cfg.max_buffer_mb << 20)
     try:
         return ZmqChannel(role, cluster, peers, counters, cfg.timeout_s, cfg.role_name,
-                          network=cfg.network, bind_host=bind_host)
+                          network=cfg.network, bind_host=bind_host, keys=keys, limits=limits)
     except Exception as exc:
         # No channel to abort on: tell the peers directly so they stop now, not at timeout.
-        notify_abort(cluster, role, peers, f"{cfg.role_name(role)} failed to start: {exc}")
+        notify_abort(cluster, role, peers, f"{cfg.role_name(role)} failed to start: {exc}", keys)
         raise
+
+
+BYE_TIMEOUT_FACTOR = 10  # the dealer waits this many timeouts for the online phase to end
+INSECURE_WARNING = ("WARNING: --insecure: channels are neither authenticated nor encrypted; "
+                    "any process that reaches the ports can read the shares and the seeds, or "
+                    "inject messages. For measurements only.")
+
+
+def _role_keys(cfg: RunConfig, role: int, key_path: str | None) -> RoleKeys | None:
+    """This role's CURVE keys (None for --insecure); a missing key is a one-line error."""
+    if not cfg.secure:
+        print(f"privit {cfg.role_name(role)}: {INSECURE_WARNING}", file=sys.stderr, flush=True)
+        return None
+    if key_path is None:
+        raise KeyFileError(
+            f"{cfg.role_name(role)} needs its secret key (--key FILE; `privit cluster init` "
+            f"writes one per role), or --insecure for a measurement without secure channels"
+        )
+    return RoleKeys.load(key_path)
 
 
 def _barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
@@ -110,10 +132,10 @@ def _progress_writer(path: str) -> Callable[[int, int, str], None]:
     return write
 
 
-def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
+def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,
               bind_host: str | None = None, progress_path: str | None = None) -> dict[str, Any]:
     counters = Counters()
-    channel = _open_channel(cfg, cluster, party_id, counters, bind_host)
+    channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys)
     try:
         job = make_job(cfg)  # after the channel, so a failure here reaches the peers
         peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
@@ -139,6 +161,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
         counters.set_phase("setup")
         if prepared.remaining:
             raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
+        channel.send(cfg.dealer_id, "bye", "bye")  # the dealer exits 0 only after every bye
         counters.finish()
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(),
@@ -152,10 +175,11 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int,
         channel.close()
 
 
-def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -> dict[str, Any]:
+def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
+               bind_host: str | None = None) -> dict[str, Any]:
     counters = Counters()
     dealer = cfg.dealer_id
-    channel = _open_channel(cfg, cluster, dealer, counters, bind_host)
+    channel = _open_channel(cfg, cluster, dealer, counters, bind_host, keys)
     try:
         job = make_job(cfg)  # after the channel, so a failure here reaches the peers
         seeds = [new_seed() for _ in range(cfg.n_parties)]
@@ -174,6 +198,11 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -
         for kind, _ in tracer.trace:
             kinds[kind] = kinds.get(kind, 0) + 1
         deal_s = time.perf_counter() - t0
+        # The run succeeded only if every party finished: wait for each one's 'bye' (a
+        # party that fails aborts, one that dies is noticed by the link monitor).
+        counters.set_phase("setup")
+        for party in range(cfg.n_parties):
+            channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
         counters.finish()
         return {"role": dealer, "name": "dealer", "ok": True, "config": cfg.to_dict(),
                 "trace_wall_s": trace_s,
@@ -189,15 +218,18 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, bind_host: str | None = None) -
 
 def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path: str | None,
               parent_pid: int | None = None, bind_host: str | None = None,
-              progress_path: str | None = None) -> int:
+              progress_path: str | None = None, key_path: str | None = None) -> int:
     """Run one role; returns the process exit code. Errors are one line on stderr.
 
     config: the run config, or the path of its JSON (as the coordinator writes it).
+    key_path: this role's secret key file (parties/keys.py); required unless the config's
+    channels are "insecure".
     """
     if parent_pid is not None:
         _watch_parent(parent_pid)
     keep_freed_memory()
     name = f"role {role}"
+    cfg: RunConfig | None = None
     try:
         cfg = (config if isinstance(config, RunConfig)
                else RunConfig.from_dict(json.loads(Path(config).read_text())))
@@ -206,6 +238,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         if not 0 <= role <= cfg.n_parties:
             raise ValueError(f"role {role} out of range: parties are 0..{cfg.n_parties - 1}, "
                              f"dealer is {cfg.n_parties}")
+        keys = _role_keys(cfg, role, key_path)
         profile_dir = os.environ.get("PRIVIT_PROFILE")  # developer aid: cProfile per role
         profiler = None
         if profile_dir:
@@ -215,9 +248,9 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
             profiler.enable()
         try:
             if role == cfg.dealer_id:
-                report = run_dealer(cfg, cluster, bind_host)
+                report = run_dealer(cfg, cluster, keys, bind_host)
             else:
-                report = run_party(cfg, cluster, role, bind_host, progress_path)
+                report = run_party(cfg, cluster, role, keys, bind_host, progress_path)
         finally:
             if profiler is not None and profile_dir:
                 profiler.disable()
@@ -237,6 +270,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
             print(format_traceback(exc), file=sys.stderr, flush=True)
         code = 1
     report["privit_version"] = __version__
+    report["security"] = {"channels": cfg.channels if cfg is not None else "unknown"}
     if report_path:
         tmp = Path(report_path + ".tmp")
         tmp.write_text(json.dumps(report))
@@ -258,9 +292,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--bind-host")
     parser.add_argument("--progress")
+    parser.add_argument("--key")
     args = parser.parse_args(argv)
     sys.exit(role_main(args.config, args.cluster, args.role, args.report, args.parent_pid,
-                       args.bind_host, args.progress))
+                       args.bind_host, args.progress, args.key))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,27 @@ def abort_message(role: int, reason: str) -> Message:
     return Message("abort", role, 0, "abort", [], {"reason": reason[:500]})
 
 
+POLL_S = 0.25  # a receive wakes at least this often to check deadlines and peer liveness
+STALL_S = 2.0  # a gap this much longer than a poll means this process was suspended
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """Bounds on what a peer can make a role hold.
+
+    max_frame_bytes: the largest array frame; a sender refuses to send a larger one and a
+      ZeroMQ receiver drops the link of a peer that tries (ZMQ_MAXMSGSIZE).
+    max_buffer_bytes: per peer, the array bytes of messages that arrived ahead of the one
+      the role is waiting for; past it the run fails naming the peer.
+    """
+
+    max_frame_bytes: int = 1 << 30
+    max_buffer_bytes: int = 2 << 30
+
+
+DEFAULT_LIMITS = ChannelLimits()
+
+
 class FramedChannel(ABC):
     def __init__(
         self,
@@ -46,15 +68,18 @@ class FramedChannel(ABC):
         counters: Counters,
         timeout_s: float,
         role_name: Callable[[int], str] = lambda r: f"role {r}",
+        limits: ChannelLimits = DEFAULT_LIMITS,
     ) -> None:
         self.role = role
         self.peers = list(peers)
         self.counters = counters
         self.timeout_s = timeout_s
         self.role_name = role_name
+        self.limits = limits
         self._send_seq = {p: 0 for p in self.peers}
         self._recv_seq = {p: 0 for p in self.peers}
         self._early: dict[int, dict[int, Message]] = {p: {} for p in self.peers}
+        self._early_bytes = {p: 0 for p in self.peers}
         self.heard_from: set[int] = set()  # peers that sent us at least one valid message
 
     # -- what subclasses provide -------------------------------------------------
@@ -63,11 +88,17 @@ class FramedChannel(ABC):
         """Hand frames for `dst` to the medium (may delay them for network emulation)."""
 
     @abstractmethod
-    def _receive(self, timeout_s: float) -> list[Any] | None:
-        """The next frames from any peer, or None after `timeout_s` seconds."""
+    def _receive(self, timeout_s: float) -> tuple[list[Any], int | None] | None:
+        """The next frames from any peer and the sender's role as the medium authenticated
+        it (None where the medium cannot tell: an --insecure ZeroMQ channel), or None after
+        `timeout_s` seconds."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most media need no cleanup
         """Release the medium's resources (sockets, threads)."""
+
+    def link_state(self, peer: int) -> str:
+        """Where `peer` is and how its link stands, for error messages ('' if unknown)."""
+        return ""
 
     def peer_gone(self, peer: int) -> str | None:
         """A reason if the medium knows `peer` is gone (e.g. its socket disconnected)."""
@@ -88,6 +119,12 @@ class FramedChannel(ABC):
         msg = Message(kind, self.role, self._send_seq[dst], label, list(arrays), meta)
         self._send_seq[dst] += 1
         frames = encode(msg)
+        largest = max((memoryview(f).nbytes for f in frames[1:]), default=0)
+        if largest > self.limits.max_frame_bytes:
+            raise WireError(
+                f"{label}: a frame of {largest / 2**20:.1f} MiB to {self.role_name(dst)} exceeds "
+                f"the frame limit of {self.limits.max_frame_bytes / 2**20:.0f} MiB (--max-frame-mb)"
+            )
         nbytes = message_nbytes(frames)
         self.counters.on_send(dst, nbytes)
         self._transmit(dst, frames)
@@ -102,32 +139,45 @@ class FramedChannel(ABC):
                 pass
 
     # -- receiving -----------------------------------------------------------------
-    def recv(self, src: int, kind: str, label: str | None) -> Message:
+    def recv(self, src: int, kind: str, label: str | None,
+             timeout_s: float | None = None) -> Message:
         """The next message on the stream src -> us, which must be of `kind` and `label`
-        (any label if None).
+        (any label if None), within `timeout_s` (default: the channel's) of silence.
 
-        Messages that arrive early (a later seq, or from another peer) are buffered.
+        Messages that arrive early (a later seq, or from another peer) are buffered. Time
+        this process spent suspended (SIGSTOP, a frozen VM) is not held against the peer:
+        a gap between two polls much longer than the poll itself extends the deadline, so
+        a role that was stopped and resumed learns the peers' verdict (their abort) instead
+        of blaming a peer for its own absence.
         """
         if src not in self._recv_seq:
             raise ValueError(f"{self.role_name(self.role)} has no link to {self.role_name(src)}")
         self.counters.on_wait()
         seq = self._recv_seq[src]
-        deadline = time.monotonic() + self.timeout_s
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        last_poll = time.monotonic()
         while seq not in self._early[src]:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            stalled = now - last_poll - POLL_S
+            if stalled > STALL_S:
+                deadline += stalled
+            last_poll = now
+            remaining = deadline - now
             if remaining <= 0:
                 raise PeerError(
-                    f"timed out after {self.timeout_s:g} s waiting for {self.role_name(src)} "
-                    f"({label}, message {seq})"
+                    f"timed out after {limit:g} s waiting for {self.role_name(src)}"
+                    f"{self.link_state(src)} ({label}, message {seq})"
                 )
-            frames = self._receive(min(remaining, 0.25))
-            if frames is None:
+            received = self._receive(min(remaining, POLL_S))
+            if received is None:
                 gone = self.peer_gone(src)
                 if gone is not None:
                     raise PeerError(f"{self.role_name(src)} is gone ({gone}) while we wait for {label}")
                 continue
-            self._accept(frames)
+            self._accept(*received)
         msg = self._early[src].pop(seq)
+        self._early_bytes[src] -= _payload_bytes(msg)
         self._recv_seq[src] = seq + 1
         if msg.kind != kind or (label is not None and msg.label != label):
             raise WireError(
@@ -136,8 +186,18 @@ class FramedChannel(ABC):
             )
         return msg
 
-    def _accept(self, frames: list[Any]) -> None:
-        msg = decode(frames, who="a peer")
+    def _accept(self, frames: list[Any], sender: int | None) -> None:
+        """Buffer one arrived message under its sender's stream.
+
+        `sender` is the role the medium authenticated (CURVE key, or the in-memory hub); a
+        header whose `src` differs is refused, so a peer can speak only for itself. The
+        buffer of messages that arrived ahead of what we read is bounded in bytes per peer.
+        """
+        who = "a peer" if sender is None else self.role_name(sender)
+        msg = decode(frames, who=who)
+        if sender is not None and msg.src != sender:
+            raise PeerError(f"{who} sent a message that claims to come from role {msg.src} "
+                            f"({msg.kind}/{msg.label!r}); refused")
         if msg.src not in self._early:
             raise WireError(f"message from unknown sender id {msg.src} (label {msg.label!r})")
         self.heard_from.add(msg.src)
@@ -147,4 +207,16 @@ class FramedChannel(ABC):
             raise PeerAborted(who, str(reason))
         if msg.seq < self._recv_seq[msg.src] or msg.seq in self._early[msg.src]:
             raise WireError(f"duplicate message {msg.seq} ({msg.label!r}) from {who}")
+        held = self._early_bytes[msg.src] + _payload_bytes(msg)
+        if held > self.limits.max_buffer_bytes:
+            raise PeerError(
+                f"{who} sent {held / 2**20:.1f} MiB ahead of what {self.role_name(self.role)} has "
+                f"read, over the limit of {self.limits.max_buffer_bytes / 2**20:.0f} MiB "
+                f"(--max-buffer-mb)"
+            )
+        self._early_bytes[msg.src] = held
         self._early[msg.src][msg.seq] = msg
+
+
+def _payload_bytes(msg: Message) -> int:
+    return sum(a.nbytes for a in msg.arrays)

@@ -2,8 +2,12 @@
 
 A cluster file is JSON::
 
-    {"parties": [{"host": "10.0.0.1", "port": 5000}, {"host": "10.0.0.2", "port": 5000}],
-     "dealer": {"host": "10.0.0.3", "port": 5000}}
+    {"parties": [{"host": "10.0.0.1", "port": 5000, "public_key": "<Z85, 40 chars>"},
+                 {"host": "10.0.0.2", "port": 5000, "public_key": "..."}],
+     "dealer": {"host": "10.0.0.3", "port": 5000, "public_key": "..."}}
+
+`public_key` is the role's CURVE public key (parties/keys.py); every role needs one unless
+the run is `--insecure`. `privit cluster init` writes such a file with a key pair per role.
 
 Role i (0..n-1) is party i and role n is the dealer, as in `RunConfig.dealer_id`.
 Every process of a run reads the same file: a role binds its own endpoint and connects
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privit.parties.keys import KeyFileError, RoleKeys, check_public_key
+
 LOCALHOST = "127.0.0.1"
 
 
@@ -25,10 +31,16 @@ class ClusterError(ValueError):
     """A cluster file or description that cannot be used; the text says why, in one line."""
 
 
+def key_name(role: int, n_parties: int) -> str:
+    """The key pair name of a role: `party0`, `party1`, ..., `dealer`."""
+    return "dealer" if role == n_parties else f"party{role}"
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
+    public_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -41,7 +53,10 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port}
+        d: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.public_key is not None:
+            d["public_key"] = self.public_key
+        return d
 
 
 @dataclass(frozen=True)
@@ -54,12 +69,17 @@ class Cluster:
     def __post_init__(self) -> None:
         if len(self.parties) < 1:
             raise ClusterError("a cluster needs at least one party")
-        seen: dict[Endpoint, str] = {}
+        seen: dict[tuple[str, int], str] = {}
+        keys: dict[str, str] = {}
         for role, ep in enumerate(self.all_endpoints()):
             name = self._name(role)
-            if ep in seen:
-                raise ClusterError(f"{name} and {seen[ep]} share the endpoint {ep}")
-            seen[ep] = name
+            if (ep.host, ep.port) in seen:
+                raise ClusterError(f"{name} and {seen[(ep.host, ep.port)]} share the endpoint {ep}")
+            seen[(ep.host, ep.port)] = name
+            if ep.public_key is not None:
+                if ep.public_key in keys:
+                    raise ClusterError(f"{name} and {keys[ep.public_key]} share one public key")
+                keys[ep.public_key] = name
 
     @property
     def n_parties(self) -> int:
@@ -71,6 +91,29 @@ class Cluster:
     def all_endpoints(self) -> tuple[Endpoint, ...]:
         """Endpoints by role: parties first, the dealer last."""
         return (*self.parties, self.dealer)
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether every role has a public key (needed for CURVE channels)."""
+        return all(ep.public_key is not None for ep in self.all_endpoints())
+
+    def public_key(self, role: int) -> str:
+        """The CURVE public key of `role`; a ClusterError if the file gives none."""
+        key = self.endpoint(role).public_key
+        if key is None:
+            raise ClusterError(
+                f"the cluster file gives no public_key for {self._name(role)}; write one with "
+                f"`privit cluster init`, or run with --insecure"
+            )
+        return key
+
+    def check_own_key(self, role: int, keys: RoleKeys) -> None:
+        """The secret key given to `role` must be the pair of its public key in the file."""
+        if keys.public_key != self.public_key(role):
+            raise ClusterError(
+                f"the key {keys.name!r} given to {self._name(role)} is not the one the cluster "
+                f"file lists for {self._name(role)}"
+            )
 
     def endpoint(self, role: int) -> Endpoint:
         """The endpoint of `role` (0..n-1 parties, n the dealer)."""
@@ -129,6 +172,12 @@ class Cluster:
         return Cluster.from_dict(data, where=f"cluster file {p}")
 
     # -- localhost --------------------------------------------------------------------
+    def with_keys(self, keys: list[RoleKeys]) -> Cluster:
+        """The same endpoints with these public keys, by role (parties, then the dealer)."""
+        eps = [Endpoint(ep.host, ep.port, k.public_key)
+               for ep, k in zip(self.all_endpoints(), keys, strict=True)]
+        return Cluster(tuple(eps[:-1]), eps[-1])
+
     @staticmethod
     def local(n_parties: int, host: str = LOCALHOST) -> Cluster:
         """n parties and a dealer on `host`, each on a port that was free a moment ago.
@@ -156,10 +205,15 @@ def _endpoint(e: Any, where: str) -> Endpoint:
     for key in ("host", "port"):
         if key not in e:
             raise ClusterError(f"{where}: missing field {key!r}")
-    unknown = set(e) - {"host", "port"}
+    unknown = set(e) - {"host", "port", "public_key"}
     if unknown:
         raise ClusterError(f"{where}: unknown fields {sorted(unknown)}")
+    public_key = e.get("public_key")
     try:
-        return Endpoint(e["host"], e["port"])
+        if public_key is not None:
+            check_public_key(public_key, f"{where}: public_key")
+        return Endpoint(e["host"], e["port"], public_key)
+    except KeyFileError as exc:
+        raise ClusterError(str(exc)) from None
     except ClusterError as exc:
         raise ClusterError(f"{where}: {exc}") from None

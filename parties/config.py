@@ -14,7 +14,8 @@ from typing import Any
 RING_BITS = 64
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: CURVE channels, the dealer waits for every party's 'bye'
+CHANNEL_MODES = ("curve", "insecure")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,10 @@ class RunConfig:
       With f = 16 a value's magnitude must stay below 2^(63-2f) = 2^31 before a product
       is truncated (products carry 2f fractional bits), and the resolution is 2^-16.
     truncation: "local" (SecureML, 0 rounds, 2 parties only, fails with probability
-      about |x| / 2^63 per element) or "dealer" (1 round, exact up to one LSB, any n).
+      about |x| / 2^64 per element) or "dealer" (1 round, exact up to one LSB, any n).
+    channels: "curve" (every link authenticated and encrypted, the default) or
+      "insecure" (plain TCP, for measurements only).
+    max_frame_mb / max_buffer_mb: the channel's bounds (parties/channel.ChannelLimits).
     """
 
     n_parties: int = 2
@@ -98,8 +102,15 @@ class RunConfig:
     timeout_s: float = 60.0
     session_id: str = "local"
     seed: int = 0
+    channels: str = "curve"
+    max_frame_mb: int = 1024
+    max_buffer_mb: int = 2048
 
     def __post_init__(self) -> None:
+        if self.channels not in CHANNEL_MODES:
+            raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
+        if self.max_frame_mb < 1 or self.max_buffer_mb < 1:
+            raise ValueError("max_frame_mb and max_buffer_mb must be >= 1")
         if self.n_parties < 2:
             raise ValueError(f"need at least 2 parties, got {self.n_parties}")
         if not MIN_FRAC_BITS <= self.frac_bits <= MAX_FRAC_BITS:
@@ -122,6 +133,10 @@ class RunConfig:
         """The dealer's role id: parties are 0..n-1, the dealer is n."""
         return self.n_parties
 
+    @property
+    def secure(self) -> bool:
+        return self.channels == "curve"
+
     def role_name(self, role: int) -> str:
         return "dealer" if role == self.dealer_id else f"party {role}"
 
@@ -133,7 +148,7 @@ class RunConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunConfig:
         known = {"n_parties", "frac_bits", "truncation", "job", "network", "timeout_s",
-                 "session_id", "seed"}
+                 "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown run-config fields: {sorted(unknown)}")

@@ -10,7 +10,7 @@ import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from privit.parties.channel import FramedChannel
+from privit.parties.channel import DEFAULT_LIMITS, ChannelLimits, FramedChannel
 from privit.parties.counters import Counters
 
 
@@ -18,7 +18,9 @@ class MemoryHub:
     """The shared set of queues, one inbox per role."""
 
     def __init__(self, roles: Sequence[int]) -> None:
-        self.inboxes: dict[int, queue.Queue[list[bytes]]] = {r: queue.Queue() for r in roles}
+        # Each item is (sender role, frames): the hub knows who put it there.
+        self.inboxes: dict[int, queue.Queue[tuple[list[bytes], int]]] = {
+            r: queue.Queue() for r in roles}
 
 
 class MemoryChannel(FramedChannel):
@@ -30,15 +32,16 @@ class MemoryChannel(FramedChannel):
         counters: Counters,
         timeout_s: float = 30.0,
         role_name: Callable[[int], str] = lambda r: f"role {r}",
+        limits: ChannelLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(role, peers, counters, timeout_s, role_name)
+        super().__init__(role, peers, counters, timeout_s, role_name, limits)
         self.hub = hub
 
     def _transmit(self, dst: int, frames: list[Any]) -> None:
         # Copy now: the sender may reuse its arrays, as with zero-copy ZeroMQ sends.
-        self.hub.inboxes[dst].put([bytes(f) for f in frames])
+        self.hub.inboxes[dst].put(([bytes(f) for f in frames], self.role))
 
-    def _receive(self, timeout_s: float) -> list[Any] | None:
+    def _receive(self, timeout_s: float) -> tuple[list[Any], int | None] | None:
         try:
             return self.hub.inboxes[self.role].get(timeout=timeout_s)
         except queue.Empty:

@@ -32,20 +32,24 @@ retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
 from __future__ import annotations
 
 import errno
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from privit.parties.channel import FramedChannel, abort_message
+from privit.parties.channel import DEFAULT_LIMITS, ChannelLimits, FramedChannel, abort_message
 from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import NETWORK_PRESETS, NetworkConfig
 from privit.parties.counters import Counters
+from privit.parties.keys import RoleKeys
 from privit.parties.netem import DelaySender
-from privit.parties.wire import encode, message_nbytes
+from privit.parties.wire import MAX_HEADER_BYTES, encode, message_nbytes
 
 COPY_THRESHOLD = 1 << 16
 GONE_GRACE_S = 0.5
@@ -53,7 +57,13 @@ ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
 ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
 RECONNECT_IVL_MS = 20
 RECONNECT_IVL_MAX_MS = 200
-_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+# A link is up once its ZMTP handshake (CURVE or NULL) succeeded; a TCP connection whose
+# handshake keeps failing is a peer that does not accept our key, or a wrong key on file.
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
+HANDSHAKE_FAILURE_GRACE_S = 2.0  # failed handshakes for this long, and none succeeded: an error
+HWM_MESSAGES = 100_000  # per socket: far above any protocol step's outstanding messages
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 
@@ -76,6 +86,34 @@ class _Link:
     monitor: zmq.Socket
     connected: bool = False
     disconnected_at: float | None = None
+    handshake_failed_at: float | None = None  # first failure since the last success
+    handshake_failure: str = ""
+
+
+class _RoleAuthenticator(ThreadAuthenticator):
+    """ZAP handler of one role's receiving socket: admits exactly the CURVE keys of this
+    run's other roles, and labels each admitted connection with its role id, which ZeroMQ
+    then attaches to every message as its "User-Id" property."""
+
+    def __init__(self, context: zmq.Context, key_roles: dict[str, int]) -> None:
+        super().__init__(context, log=logging.getLogger("privit.zap"))
+        self._key_roles = dict(key_roles)
+
+    def callback(self, domain: str, key: bytes | str) -> bool:
+        """The credentials check (pyzmq calls it with the client's Z85 key)."""
+        text = key.decode("ascii") if isinstance(key, bytes) else key
+        return text in self._key_roles
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return str(self._key_roles[z85.encode(client_public_key).decode("ascii")])
+
+
+def _handshake_failure_text(event: int, value: int) -> str:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return f"it refused our key (ZAP status {value})"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return "the CURVE handshake failed (wrong key for it in the cluster file, or it is not a privit role)"
+    return "the connection closed during the handshake (is it --insecure while we are not, or the reverse?)"
 
 
 class ZmqChannel(FramedChannel):
@@ -89,12 +127,19 @@ class ZmqChannel(FramedChannel):
         role_name: Callable[[int], str],
         network: NetworkConfig = NETWORK_PRESETS["none"],
         bind_host: str | None = None,
+        keys: RoleKeys | None = None,
+        limits: ChannelLimits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(role, peers, counters, timeout_s, role_name)
+        """`keys`: this role's CURVE key pair; every link is then authenticated and
+        encrypted, and only the keys the cluster lists for `peers` are admitted. None is
+        an --insecure channel (plain TCP, the sender named by its own header)."""
+        super().__init__(role, peers, counters, timeout_s, role_name, limits)
         if role in self.peers:
             raise ValueError(f"{role_name(role)} cannot be its own peer")
         self.cluster = cluster
         self.network = network
+        self.keys = keys
+        self._auth: _RoleAuthenticator | None = None
         self._closed = False
         self._aborted = False
         self._last_arrival = time.monotonic()
@@ -106,6 +151,12 @@ class ZmqChannel(FramedChannel):
         self._pull: zmq.Socket | None = None
         self._delay: DelaySender | None = None
         try:
+            if keys is not None:
+                cluster.check_own_key(role, keys)
+                self._auth = _RoleAuthenticator(
+                    self._pull_ctx, {cluster.public_key(p): p for p in self.peers})
+                self._auth.start()
+                self._auth.configure_curve_callback("*", credentials_provider=self._auth)
             self._pull = self._bind(cluster.endpoint(role), bind_host)
             for peer in self.peers:
                 self._links[peer] = self._connect(cluster.endpoint(peer))
@@ -120,9 +171,15 @@ class ZmqChannel(FramedChannel):
     def _bind(self, ep: Endpoint, bind_host: str | None) -> zmq.Socket:
         host = bind_host or ep.host
         sock = self._pull_ctx.socket(zmq.PULL)
-        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, HWM_MESSAGES)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IPV6, int(":" in host))
+        # A peer that sends a larger frame is disconnected by ZeroMQ before it is buffered.
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.limits.max_frame_bytes, MAX_HEADER_BYTES))
+        if self.keys is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public_key.encode("ascii"))
         try:
             sock.bind(tcp_address(host, ep.port))
         except zmq.ZMQError as exc:
@@ -138,7 +195,13 @@ class ZmqChannel(FramedChannel):
 
     def _connect(self, ep: Endpoint) -> _Link:
         sock = self._push_ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.SNDHWM, HWM_MESSAGES)
+        if self.keys is not None:
+            if ep.public_key is None:  # check_own_key/public_key ran first; kept for mypy
+                raise TransportError(f"no public key for {ep}")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public_key.encode("ascii"))
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
         sock.setsockopt(zmq.LINGER, self._linger_ms)
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
@@ -172,7 +235,7 @@ class ZmqChannel(FramedChannel):
         else:
             self._push_send(dst, frames)
 
-    def _receive(self, timeout_s: float) -> list[Any] | None:
+    def _receive(self, timeout_s: float) -> tuple[list[Any], int | None] | None:
         if self._closed or self._pull is None:
             raise TransportError(f"{self.role_name(self.role)}'s channel is closed")
         # A blocking receive with RCVTIMEO wakes up faster than NOBLOCK + Poller (no
@@ -181,8 +244,15 @@ class ZmqChannel(FramedChannel):
         if timeout_ms != self._rcvtimeo_ms:
             self._pull.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo_ms = timeout_ms
+        sender: int | None = None
         try:
-            frames: list[Any] = [self._pull.recv()]  # the header: small, as bytes
+            if self.keys is None:
+                frames: list[Any] = [self._pull.recv()]  # the header: small, as bytes
+            else:
+                # As a Frame, to read the role the ZAP handler bound to this connection.
+                header = self._pull.recv(copy=False)
+                sender = int(header.get("User-Id"))
+                frames = [header.bytes]
         except zmq.Again:
             return None
         # The other parts of a multipart message are already here. recv_multipart would
@@ -190,7 +260,7 @@ class ZmqChannel(FramedChannel):
         while self._pull.get(_RCVMORE):
             frames.append(self._pull.recv(copy=False))
         self._last_arrival = time.monotonic()
-        return frames
+        return frames, sender
 
     # -- peer liveness ----------------------------------------------------------------
     def _poll_monitors(self) -> None:
@@ -200,18 +270,41 @@ class ZmqChannel(FramedChannel):
                     event = recv_monitor_message(link.monitor, zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if event["event"] == zmq.EVENT_CONNECTED:
+                kind = event["event"]
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     link.connected = True
                     link.disconnected_at = None
-                elif event["event"] == zmq.EVENT_DISCONNECTED and link.connected:
+                    link.handshake_failed_at = None
+                elif kind == zmq.EVENT_DISCONNECTED and link.connected:
                     link.connected = False
                     link.disconnected_at = time.monotonic()
+                elif kind & _HANDSHAKE_FAILED and not link.connected:
+                    if link.handshake_failed_at is None:
+                        link.handshake_failed_at = time.monotonic()
+                    link.handshake_failure = _handshake_failure_text(kind, int(event["value"]))
+
+    def link_state(self, peer: int) -> str:
+        if self._closed or peer not in self._links:
+            return ""
+        self._poll_monitors()
+        link = self._links[peer]
+        where = link.address[len("tcp://"):]
+        if link.connected:
+            return f" at {where} (link up)"
+        if link.handshake_failure:
+            return f" at {where} (no link: {link.handshake_failure})"
+        return f" at {where} (no link: nothing answers there yet)"
 
     def peer_gone(self, peer: int) -> str | None:
         if self._closed or peer not in self._links:
             return None
         self._poll_monitors()
         link = self._links[peer]
+        if link.handshake_failed_at is not None and not link.connected and peer not in self.heard_from:
+            if time.monotonic() - link.handshake_failed_at >= HANDSHAKE_FAILURE_GRACE_S:
+                where = link.address[len("tcp://"):]
+                return f"unreachable: no authenticated link at {where}: {link.handshake_failure}"
+            return None
         if link.disconnected_at is None:
             return None
         quiet = time.monotonic() - max(link.disconnected_at, self._last_arrival)
@@ -281,6 +374,8 @@ class ZmqChannel(FramedChannel):
         self._push_ctx.term()
         if self._pull is not None:
             self._pull.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._pull_ctx.term()
 
     def __enter__(self) -> ZmqChannel:
@@ -291,7 +386,7 @@ class ZmqChannel(FramedChannel):
 
 
 def notify_abort(cluster: Cluster, role: int, peers: Sequence[int], reason: str,
-                 linger_s: float = ABORT_STARTING_LINGER_S) -> None:
+                 keys: RoleKeys | None, linger_s: float = ABORT_STARTING_LINGER_S) -> None:
     """Best effort: tell `peers` that `role` stopped, for a role that has no channel.
 
     A role that fails before its channel is up (its port is taken, say) would otherwise
@@ -307,6 +402,12 @@ def notify_abort(cluster: Cluster, role: int, peers: Sequence[int], reason: str,
                 ep = cluster.endpoint(peer)
                 sock = ctx.socket(zmq.PUSH)
                 sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
+                if keys is not None:  # the peer admits only this run's keys
+                    if ep.public_key is None:
+                        continue
+                    sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
+                    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public_key.encode("ascii"))
+                    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret_key.encode("ascii"))
                 sock.setsockopt(zmq.IPV6, int(":" in ep.host))
                 sock.connect(tcp_address(ep.host, ep.port))
                 sock.send_multipart(frames)

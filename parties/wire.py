@@ -8,7 +8,8 @@ Header (a msgpack map, every field validated before use, nothing ever unpickled)
     seq   deterministic sequence number of this message on its (src -> dst) stream
     lbl   label of the operation that sent it ("open", "beaver_mul", ...), for errors
     a     list of [dtype, shape] describing each following frame
-    meta  small map of str -> scalar (handshake and abort text only), else nil
+    meta  small map of str -> scalar or list (handshake, abort text, offline plan), else nil;
+          lists hold scalars or lists, at most MAX_META_DEPTH deep
 
 Array frames are the raw little-endian bytes of C-contiguous numpy arrays; large
 ones are handed to ZeroMQ without copying. Bytes on the wire are the sum of every
@@ -17,6 +18,7 @@ frame's length (header included); `message_nbytes` is that number.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +31,16 @@ MAX_HEADER_BYTES = 1 << 16
 MAX_NDIM = 8
 MAX_ARRAYS = 1024  # an offline chunk carries a few arrays for each of up to 256 requests
 MAX_META_ENTRIES = 64
+MAX_META_DEPTH = 3  # meta lists nest at most this deep: a plan is [[kind, [params...], count], ...]
+MAX_META_ITEMS = 1 << 14  # list items in all of meta; a 256-request plan needs a few thousand
 # Only these dtypes may travel; the code is the numpy `dtype.str` with byte order.
 WIRE_DTYPES: dict[str, np.dtype] = {
     np.dtype(t).str: np.dtype(t)
     for t in ("<i8", "<u8", "<i4", "<u4", "<i2", "<u2", "|i1", "|u1", "<f8", "<f4")
 }
 HEADER_KEYS = frozenset({"v", "k", "src", "seq", "lbl", "a", "meta"})
+_META_SCALARS = (str, int, float, bool, bytes, type(None))
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
 class WireError(ValueError):
@@ -88,26 +94,94 @@ def message_nbytes(frames: list[Any]) -> int:
     return sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
 
 
+def _frame_view(frame: Any, who: str, label: str | None) -> memoryview:
+    """`frame`'s bytes as a flat, C-contiguous byte view, without copying.
+
+    A frame is bytes, a bytearray, a memoryview (or another object with the buffer
+    protocol), or an object whose `.buffer` is one (a zmq.Frame received with copy=False);
+    anything else is a WireError. `label` is None for the header frame, else the
+    message's label (errors name the frame).
+    """
+    buf = frame if isinstance(frame, _BUFFER_TYPES) else getattr(frame, "buffer", frame)
+    try:  # memoryview() refuses non-buffers (TypeError) and released views (ValueError)
+        view = memoryview(buf)
+        flat = view.ndim == 1 and view.format == "B" and view.c_contiguous
+    except (TypeError, ValueError, BufferError):
+        raise WireError(
+            f"{_frame_name(label)} from {who} is a {type(frame).__name__}, not a readable buffer"
+        ) from None
+    return view if flat else _flat_bytes(view, who, label)
+
+
+def _flat_bytes(view: memoryview, who: str, label: str | None) -> memoryview:
+    """A typed, multi-dimensional or strided view as flat bytes (the uncommon case)."""
+    if not view.c_contiguous:
+        raise WireError(f"{_frame_name(label)} from {who} is not a contiguous buffer")
+    # cast() refuses views with a zero in their shape; an empty frame is just b"".
+    return view.cast("B") if view.nbytes else memoryview(b"")
+
+
+def _frame_name(label: str | None) -> str:
+    return "header" if label is None else f"array frame ({label!r:.60})"
+
+
 def _check_meta(meta: Any, who: str) -> dict[str, Any] | None:
+    """`meta` if it is nil or a small map of str -> scalar or (nested) list of scalars.
+
+    Lists nest at most MAX_META_DEPTH deep (an offline chunk's plan is a list of
+    [kind, [params...], count]) and hold at most MAX_META_ITEMS items in all.
+    """
     if meta is None:
         return None
     if not isinstance(meta, dict) or len(meta) > MAX_META_ENTRIES:
         raise WireError(f"bad header from {who}: 'meta' must be a small map")
+    budget = MAX_META_ITEMS
     for key, value in meta.items():
         if not isinstance(key, str):
-            raise WireError(f"bad header from {who}: meta key {key!r} is not a string")
-        if not isinstance(value, (str, int, float, bool, bytes, type(None), list)):
-            raise WireError(f"bad header from {who}: meta[{key!r}] has type {type(value).__name__}")
+            raise WireError(f"bad header from {who}: meta key {key!r:.60} is not a string")
+        if isinstance(value, list):
+            budget = _check_meta_list(value, key, 1, budget, who)
+        elif not isinstance(value, _META_SCALARS):
+            raise WireError(f"bad header from {who}: meta[{key!r:.60}] has type {type(value).__name__}")
     return meta
 
 
+def _check_meta_list(items: list[Any], key: str, depth: int, budget: int, who: str) -> int:
+    """Check one list of meta[key] at nesting `depth`; returns the item budget left."""
+    if depth > MAX_META_DEPTH:
+        raise WireError(f"bad header from {who}: meta[{key!r:.60}] nests lists deeper than {MAX_META_DEPTH}")
+    budget -= len(items)
+    if budget < 0:
+        raise WireError(f"bad header from {who}: meta lists hold more than {MAX_META_ITEMS} items")
+    for item in items:
+        if isinstance(item, _META_SCALARS):  # the common case first
+            continue
+        if isinstance(item, list):
+            budget = _check_meta_list(item, key, depth + 1, budget, who)
+        else:
+            raise WireError(f"bad header from {who}: meta[{key!r:.60}] holds a {type(item).__name__}")
+    return budget
+
+
+def _field_names(header: Any) -> str:
+    """The header's field names for an error message, sorted (str and bytes keys apart)."""
+    if not isinstance(header, dict):
+        return type(header).__name__
+    return str(sorted(header, key=lambda k: (type(k).__name__, str(k))))
+
+
 def decode(frames: list[Any], who: str = "peer") -> Message:
-    """Validate and decode frames received from `who`; raise WireError naming the problem."""
-    if not frames:
+    """Validate and decode frames received from `who`.
+
+    Any list of frames either decodes to a Message or raises WireError with a one-line
+    text naming the problem: every field's type is checked before it is hashed, compared
+    or used, so no other exception escapes. Array frames are not copied.
+    """
+    if not isinstance(frames, (list, tuple)) or not frames:
         raise WireError(f"empty message from {who}")
-    raw_header = bytes(frames[0])
-    if len(raw_header) > MAX_HEADER_BYTES:
-        raise WireError(f"header from {who} is {len(raw_header)} bytes (max {MAX_HEADER_BYTES})")
+    raw_header = _frame_view(frames[0], who, None)
+    if raw_header.nbytes > MAX_HEADER_BYTES:
+        raise WireError(f"header from {who} is {raw_header.nbytes} bytes (max {MAX_HEADER_BYTES})")
     try:
         header = msgpack.unpackb(
             raw_header, raw=False, strict_map_key=True, max_bin_len=MAX_HEADER_BYTES,
@@ -115,50 +189,54 @@ def decode(frames: list[Any], who: str = "peer") -> Message:
             max_map_len=MAX_META_ENTRIES,
         )
     except Exception as exc:  # msgpack raises several unrelated types
-        raise WireError(f"malformed header from {who}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(header, dict) or set(header) != HEADER_KEYS:
-        keys = sorted(header) if isinstance(header, dict) else type(header).__name__
-        raise WireError(f"malformed header from {who}: fields {keys}")
-    if header["v"] != WIRE_VERSION:
-        raise WireError(f"wire version {header['v']!r} from {who}, expected {WIRE_VERSION}")
+        text = " ".join(str(exc).split())
+        raise WireError(f"malformed header from {who}: {type(exc).__name__}: {text:.120}") from None
+    if not isinstance(header, dict) or header.keys() != HEADER_KEYS:
+        raise WireError(f"malformed header from {who}: fields {_field_names(header):.200}")
+    version = header["v"]
+    if type(version) is not int or version != WIRE_VERSION:
+        raise WireError(f"wire version {version!r:.40} from {who}, expected {WIRE_VERSION}")
     kind, src, seq, label = header["k"], header["src"], header["seq"], header["lbl"]
-    if kind not in KINDS:
-        raise WireError(f"unknown message kind {kind!r} from {who}")
-    if not isinstance(src, int) or isinstance(src, bool) or src < 0:
-        raise WireError(f"bad sender id {src!r} from {who}")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise WireError(f"bad sequence number {seq!r} from {who}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise WireError(f"unknown message kind {kind!r:.40} from {who}")
+    # `type(x) is int`: msgpack gives exactly int for integers, and this refuses bools.
+    if type(src) is not int or src < 0:
+        raise WireError(f"bad sender id {src!r:.40} from {who}")
+    if type(seq) is not int or seq < 0:
+        raise WireError(f"bad sequence number {seq!r:.40} from {who}")
     if not isinstance(label, str):
-        raise WireError(f"bad label {label!r} from {who}")
+        raise WireError(f"bad label {label!r:.40} from {who}")
     specs = header["a"]
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise WireError(f"bad array list in header from {who}")
     if len(frames) != 1 + len(specs):
         raise WireError(
-            f"message from {who} ({label}) has {len(frames) - 1} array frames, header says {len(specs)}"
+            f"message from {who} ({label!r:.60}) has {len(frames) - 1} array frames, "
+            f"header says {len(specs)}"
         )
-    arrays = []
-    for i, spec in enumerate(specs):
-        arrays.append(_decode_array(spec, frames[1 + i], who, label))
+    arrays = [_decode_array(spec, frames[1 + i], who, label) for i, spec in enumerate(specs)]
     return Message(kind, src, seq, label, arrays, _check_meta(header["meta"], who))
 
 
 def _decode_array(spec: Any, frame: Any, who: str, label: str) -> np.ndarray:
+    """The array that `spec` ([dtype code, shape]) says `frame` holds, viewing its bytes."""
     if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[1], list)):
-        raise WireError(f"bad array spec {spec!r} from {who}")
+        raise WireError(f"bad array spec {spec!r:.80} from {who}")
     dtype_code, shape = spec
-    if dtype_code not in WIRE_DTYPES:
-        raise WireError(f"dtype {dtype_code!r} from {who} is not allowed")
-    if len(shape) > MAX_NDIM or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise WireError(f"bad shape {shape!r} from {who}")
-    dtype = WIRE_DTYPES[dtype_code]
+    dtype = WIRE_DTYPES.get(dtype_code) if isinstance(dtype_code, str) else None
+    if dtype is None:
+        raise WireError(f"dtype {dtype_code!r:.40} from {who} is not allowed")
+    if len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+        raise WireError(f"bad shape {shape!r:.80} from {who}")
     expected = dtype.itemsize * math.prod(shape)  # Python ints: a huge shape cannot wrap
-    buf = memoryview(frame.buffer if hasattr(frame, "buffer") else frame).cast("B")
+    buf = _frame_view(frame, who, label)
     if buf.nbytes != expected:
         raise WireError(
-            f"truncated or oversized frame from {who} ({label}): "
-            f"expected {expected} bytes for {dtype_code}{shape}, got {buf.nbytes}"
+            f"truncated or oversized frame from {who} ({label!r:.60}): "
+            f"expected {expected} bytes for {dtype_code}{shape!r:.80}, got {buf.nbytes}"
         )
+    # An empty array may still name huge dimensions, which numpy refuses (it bounds the
+    # product of the non-zero ones); a non-empty one is bounded by its real buffer.
+    if expected == 0 and dtype.itemsize * math.prod(d for d in shape if d) > sys.maxsize:
+        raise WireError(f"bad shape {shape!r:.80} from {who}: too large for an empty array")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)

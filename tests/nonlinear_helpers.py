@@ -165,7 +165,7 @@ def dealer_header_bytes(plan: Sequence[tuple[str, Params]]) -> int:
         def _transmit(self, dst: int, frames: list[Any]) -> None:
             pass
 
-        def _receive(self, timeout_s: float) -> list[Any] | None:
+        def _receive(self, timeout_s: float) -> tuple[list[Any], int | None] | None:
             return None
 
     counters = Counters()

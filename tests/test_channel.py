@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from privit.parties.channel import PeerError
+from privit.parties.channel import ChannelLimits, PeerError
 from privit.parties.counters import Counters
 from privit.parties.memory import MemoryChannel, MemoryHub
 from privit.parties.wire import Message, WireError, encode, message_nbytes
@@ -60,8 +60,8 @@ def test_duplicate_message_is_an_error() -> None:
     a, b, _ = _channels()
     frames = [bytes(f) for f in encode(Message("data", 0, 0, "open"))]
     b_inbox = b.hub.inboxes[1]
-    b_inbox.put(frames)
-    b_inbox.put(frames)
+    b_inbox.put((frames, 0))
+    b_inbox.put((frames, 0))
     b.recv(0, "data", "open")
     with pytest.raises(WireError, match=r"duplicate message 0 \('open'\) from party 0"):
         b.recv(0, "data", "open")
@@ -69,9 +69,48 @@ def test_duplicate_message_is_an_error() -> None:
 
 def test_message_from_unknown_sender_is_an_error() -> None:
     _, b, _ = _channels()
-    b.hub.inboxes[1].put([bytes(f) for f in encode(Message("data", 7, 0, "open"))])
+    b.hub.inboxes[1].put(([bytes(f) for f in encode(Message("data", 7, 0, "open"))], None))
     with pytest.raises(WireError, match="unknown sender id 7"):
         b.recv(0, "data", "open")
+
+
+def test_a_peer_cannot_speak_for_another() -> None:
+    """The authenticated sender is the dealer; its frame claims party 0: refused, naming
+    the dealer (the one whose channel said it), not party 0."""
+    _, b, _ = _channels()
+    b.hub.inboxes[1].put(([bytes(f) for f in encode(Message("data", 0, 0, "open"))], 2))
+    with pytest.raises(PeerError, match=r"dealer sent a message that claims to come from role 0"):
+        b.recv(0, "data", "open")
+
+
+def test_duplicate_after_consumption_is_an_error() -> None:
+    a, b, _ = _channels()
+    a.send(1, "data", "open")
+    b.recv(0, "data", "open")
+    b.hub.inboxes[1].put(([bytes(f) for f in encode(Message("data", 0, 0, "open"))], 0))
+    with pytest.raises(WireError, match=r"duplicate message 0"):
+        b.recv(0, "data", "open")
+
+
+def test_early_buffer_is_bounded_in_bytes_per_peer() -> None:
+    """A peer that floods future messages fails the run once it holds more than the limit."""
+    hub = MemoryHub(range(3))
+    limits = ChannelLimits(max_buffer_bytes=100_000)
+    b = MemoryChannel(hub, 1, [0, 2], Counters(), 5.0, _name, limits=limits)
+    a = MemoryChannel(hub, 0, [1, 2], Counters(), 5.0, _name)
+    big = np.zeros(2000, dtype=np.int64)  # 16 kB each
+    for _ in range(8):
+        a.send(1, "data", "flood", [big])
+    with pytest.raises(PeerError, match=r"party 0 sent 0.1 MiB ahead of what party 1 has read"):
+        b.recv(2, "corr", "corr")  # waiting on the dealer while party 0 floods
+
+
+def test_oversized_frame_is_refused_by_its_sender() -> None:
+    hub = MemoryHub(range(3))
+    a = MemoryChannel(hub, 0, [1, 2], Counters(), 5.0, _name,
+                      limits=ChannelLimits(max_frame_bytes=1000))
+    with pytest.raises(WireError, match=r"exceeds the frame limit"):
+        a.send(1, "data", "big", [np.zeros(200, dtype=np.int64)])
 
 
 def test_abort_reaches_a_waiting_peer() -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from privit.parties.cluster import Cluster
+from privit.parties.cluster import Cluster, key_name
+from privit.parties.keys import RoleKeys
 
 PRIVIT = [sys.executable, "-m", "privit.launch.cli"]
 SLOW_CHAIN = ["--job", "matmul_chain", "--param", "rows=4", "--param",
@@ -105,9 +106,16 @@ def test_run_bad_options_are_usage_errors() -> None:
 
 
 def _cluster(tmp_path: Path, n: int = 2) -> Path:
+    """A loopback cluster file with a CURVE key pair per role (NAME.key beside it)."""
     path = tmp_path / "cluster.json"
-    Cluster.local(n).save(path)
+    keys = [RoleKeys.generate(key_name(r, n)) for r in range(n + 1)]
+    for k in keys:
+        k.save(tmp_path)
+    Cluster.local(n).with_keys(keys).save(path)
     return path
+
+
+KEY_FILES = {"dealer": "dealer.key", "p0": "party0.key", "p1": "party1.key"}
 
 
 def _start_roles(tmp_path: Path, cluster: Path, common: list[str],
@@ -116,7 +124,8 @@ def _start_roles(tmp_path: Path, cluster: Path, common: list[str],
     procs = {}
     specs = {"dealer": ["dealer"], "p0": ["party", "--id", "0"], "p1": ["party", "--id", "1"]}
     for name, head in specs.items():
-        args = head + ["--cluster", str(cluster), "--json", str(tmp_path / f"{name}.json")]
+        args = head + ["--cluster", str(cluster), "--json", str(tmp_path / f"{name}.json"),
+                       "--key", str(cluster.parent / KEY_FILES[name])]
         procs[name] = subprocess.Popen(PRIVIT + args + common + per_role.get(name, []),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return procs
@@ -178,8 +187,8 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     blocker.bind((cluster.dealer.host, cluster.dealer.port))
     blocker.listen()
     try:
-        proc = run_cli(["dealer", "--cluster", str(cluster_path), "--job", "mlp", "--timeout", "5"],
-                       timeout=30)
+        proc = run_cli(["dealer", "--cluster", str(cluster_path), "--job", "mlp", "--timeout", "5",
+                        "--key", str(tmp_path / "dealer.key")], timeout=30)
     finally:
         blocker.close()
     assert proc.returncode != 0

@@ -18,7 +18,7 @@ from mp_harness import SPAWN, expect_ok, run_processes
 
 from privit.parties.channel import PeerError
 from privit.parties.cluster import Cluster, ClusterError, Endpoint
-from privit.parties.config import NETWORK_PRESETS, NetworkConfig, RunConfig
+from privit.parties.config import NETWORK_PRESETS, PROTOCOL_VERSION, NetworkConfig, RunConfig
 from privit.parties.counters import Counters
 from privit.parties.transport import TransportError, ZmqChannel
 from privit.parties.wire import WireError
@@ -301,9 +301,11 @@ MISMATCHES = {
     "session id mismatch": ({"session_id": "s2"},
                    "session id mismatch with party 1: 's1' here, 's2' there",
                    "session id mismatch with party 0: 's2' here, 's1' there"),
-    "protocol version mismatch": ({"version": 2},
-                         "protocol version mismatch with party 1: 1 here, 2 there",
-                         "protocol version mismatch with party 0: 2 here, 1 there"),
+    "protocol version mismatch": ({"version": PROTOCOL_VERSION + 1},
+                         f"protocol version mismatch with party 1: {PROTOCOL_VERSION} here, "
+                         f"{PROTOCOL_VERSION + 1} there",
+                         f"protocol version mismatch with party 0: {PROTOCOL_VERSION + 1} here, "
+                         f"{PROTOCOL_VERSION} there"),
 }
 
 
