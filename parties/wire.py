@@ -39,7 +39,8 @@ WIRE_DTYPES: dict[str, np.dtype] = {
     for t in ("<i8", "<u8", "<i4", "<u4", "<i2", "<u2", "|i1", "|u1", "<f8", "<f4")
 }
 HEADER_KEYS = frozenset({"v", "k", "src", "seq", "lbl", "a", "meta"})
-_META_SCALARS = (str, int, float, bool, bytes, type(None))
+# Exact types, as msgpack builds them: its ExtType and Timestamp are not among them.
+_META_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -139,9 +140,9 @@ def _check_meta(meta: Any, who: str) -> dict[str, Any] | None:
     for key, value in meta.items():
         if not isinstance(key, str):
             raise WireError(f"bad header from {who}: meta key {key!r:.60} is not a string")
-        if isinstance(value, list):
+        if type(value) is list:
             budget = _check_meta_list(value, key, 1, budget, who)
-        elif not isinstance(value, _META_SCALARS):
+        elif type(value) not in _META_SCALARS:
             raise WireError(f"bad header from {who}: meta[{key!r:.60}] has type {type(value).__name__}")
     return meta
 
@@ -154,12 +155,11 @@ def _check_meta_list(items: list[Any], key: str, depth: int, budget: int, who: s
     if budget < 0:
         raise WireError(f"bad header from {who}: meta lists hold more than {MAX_META_ITEMS} items")
     for item in items:
-        if isinstance(item, _META_SCALARS):  # the common case first
-            continue
-        if isinstance(item, list):
+        kind = type(item)
+        if kind is list:
             budget = _check_meta_list(item, key, depth + 1, budget, who)
-        else:
-            raise WireError(f"bad header from {who}: meta[{key!r:.60}] holds a {type(item).__name__}")
+        elif kind not in _META_SCALARS:
+            raise WireError(f"bad header from {who}: meta[{key!r:.60}] holds a {kind.__name__}")
     return budget
 
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,6 +208,74 @@ def test_killed_party_makes_the_others_fail_naming_it(tmp_path: Path) -> None:
     assert time.monotonic() - start < 15
     code, err = results["p0"]
     assert code != 0 and "party 1" in err, err
+    code, err = results["dealer"]
+    assert code != 0 and "party" in err, f"the dealer must not exit 0 for a failed run: {err}"
+
+
+def test_run_under_injection_attack_is_intact(tmp_path: Path) -> None:
+    """While the roles run, a third process floods party 0's and the dealer's ports with
+    forged frames (data claiming party 1, aborts), ZMQ garbage and raw TCP garbage: every
+    role exits 0 and the result is accurate (without CURVE one forged frame made it wrong
+    by ~1e14 with exit 0)."""
+    import msgpack
+    import zmq
+
+    cluster_path = _cluster(tmp_path)
+    cluster = Cluster.load(cluster_path)
+    forged_data = [msgpack.packb({"v": 1, "k": "data", "src": 1, "seq": s, "lbl": "output",
+                                  "a": [["<i8", [4, 10]]], "meta": None}) for s in range(8)]
+    forged_abort = msgpack.packb({"v": 1, "k": "abort", "src": 1, "seq": 0, "lbl": "abort",
+                                  "a": [], "meta": {"reason": "forged"}})
+    stop = threading.Event()
+    sent = [0]
+
+    def attack() -> None:
+        ctx = zmq.Context()
+        targets = [cluster.endpoint(0).port, cluster.endpoint(2).port]
+        socks = []
+        for port in targets:
+            push = ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, 1000)
+            push.connect(f"tcp://127.0.0.1:{port}")
+            socks.append(push)
+        while not stop.is_set():
+            for push in socks:
+                try:
+                    for header in forged_data:
+                        push.send_multipart([header, bytes(320)], flags=zmq.NOBLOCK)
+                    push.send_multipart([forged_abort], flags=zmq.NOBLOCK)
+                    push.send_multipart([b"\xc1garbage"], flags=zmq.NOBLOCK)
+                    sent[0] += 10
+                except zmq.Again:
+                    pass
+            for port in targets:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+                        raw.sendall(b"\x00" * 64 + os.urandom(64))
+                except OSError:
+                    pass
+            stop.wait(0.05)
+        for push in socks:
+            push.close(linger=0)
+        ctx.term()
+
+    attacker = threading.Thread(target=attack, daemon=True)
+    attacker.start()
+    try:
+        results = _finish(_start_roles(tmp_path, cluster_path,
+                                       ["--job", "mlp", "--session-id", "t6", "--timeout", "30"]))
+    finally:
+        stop.set()
+        attacker.join(10)
+    assert sent[0] > 0
+    assert all(code == 0 for code, _ in results.values()), results
+    merged = tmp_path / "merged.json"
+    proc = run_cli(["report", str(tmp_path / "dealer.json"), str(tmp_path / "p0.json"),
+                    str(tmp_path / "p1.json"), "--json", str(merged)])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(merged.read_text())
+    assert report["security"]["channels"] == "curve"
+    assert report["accuracy"]["max_abs_error"] < 1e-2
 
 
 def test_sigint_leaves_no_child_behind(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def _header(**changes: Any) -> bytes:
 
 @pytest.mark.parametrize("frames, pattern", [
     ([b"\xc1\x00garbage", b"x"], "malformed header from a peer"),
-    ([_header(), bytes(16)], r"truncated or oversized frame from a peer \(open\): expected 32 bytes "
+    ([_header(), bytes(16)], r"truncated or oversized frame from a peer \('open'\): expected 32 bytes "
                              r"for <i8\[4\], got 16"),
     ([_header(), bytes(32), bytes(32)], "has 2 array frames, header says 1"),
     ([_header(src=5), bytes(32)], "unknown sender id 5"),

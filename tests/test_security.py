@@ -1,0 +1,387 @@
+"""Secure channels: what a third process on the machine can and cannot do to a run.
+
+Real ZeroMQ sockets on loopback. The "attacker" is this test process with its own sockets
+(plain, raw TCP, or CURVE with a key of its own); the roles are `ZmqChannel`s with this
+run's keys. Each attack is also shown to work against an --insecure channel where that is
+meaningful, so the CURVE assertions cannot pass by accident.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from privit.parties.channel import PeerError
+from privit.parties.cluster import Cluster, ClusterError, Endpoint, key_name
+from privit.parties.config import RunConfig
+from privit.parties.counters import Counters
+from privit.parties.keys import KeyFileError, RoleKeys, load_public_key
+from privit.parties.memory import MemoryChannel
+from privit.parties.transport import ZmqChannel
+from privit.parties.wire import WIRE_VERSION, Message, encode
+
+GENUINE = np.arange(4, dtype=np.int64)
+FORGED = np.full(4, 10**14, dtype=np.int64)
+
+
+def _name(role: int) -> str:
+    return "dealer" if role == 1 else f"party {role}"
+
+
+def _keys() -> list[RoleKeys]:
+    return [RoleKeys.generate(key_name(r, 1)) for r in range(2)]
+
+
+def _open(role: int, cluster: Cluster, keys: RoleKeys | None, timeout_s: float = 10.0) -> ZmqChannel:
+    return ZmqChannel(role, cluster, [1 - role], Counters(), timeout_s, _name, keys=keys)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[ZmqChannel, ZmqChannel, Cluster, list[RoleKeys]]]:
+    """Role 0 and role 1 (a party and the dealer of a 1-party cluster) over CURVE."""
+    keys = _keys()
+    cluster = Cluster.local(1).with_keys(keys)
+    a, b = _open(0, cluster, keys[0]), _open(1, cluster, keys[1])
+    try:
+        yield a, b, cluster, keys
+    finally:
+        a.close()
+        b.close()
+
+
+def _forged_frames(kind: str = "data", seq: int = 0, label: str = "open") -> list[bytes]:
+    """What the issue's attacker queued: a frame claiming to be role 1's next message."""
+    meta = {"reason": "forged"} if kind == "abort" else None
+    arrays = [] if kind == "abort" else [FORGED]
+    return [bytes(f) for f in encode(Message(kind, 1, seq, label, arrays, meta))]
+
+
+def _plain_push(port: int, messages: list[list[bytes]]) -> None:
+    ctx = zmq.Context()
+    try:
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for frames in messages:
+            push.send_multipart(frames)
+        push.close(linger=1000)
+    finally:
+        ctx.term()
+
+
+def _raw_tcp(port: int, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+        try:
+            s.sendall(payload)
+            s.settimeout(0.5)
+            s.recv(64)  # whatever libzmq answers, or the close
+        except OSError:
+            pass
+
+
+# ZMTP 3.0 greeting (NULL mechanism) followed by a long-frame header announcing 2 GiB.
+ZMTP_GREETING = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" + bytes(31)
+TWO_GIB_FRAME = b"\x02" + (2**31).to_bytes(8, "big") + b"A" * 4096
+
+
+def test_curve_pair_exchanges_data(pair) -> None:
+    a, b, _, _ = pair
+    b.send(0, "data", "open", [GENUINE])
+    np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], GENUINE)
+
+
+def test_forged_frames_never_reach_the_protocol(pair) -> None:
+    """Forged data, a forged abort, a replayed-looking hello and a flood of future frames
+    from a plain (unauthenticated) socket: none is delivered; the genuine message is."""
+    a, b, cluster, _ = pair
+    port = cluster.endpoint(0).port
+    flood = [_forged_frames(seq=s) for s in range(1, 200)]
+    hello = [bytes(f) for f in encode(Message("hello", 1, 0, "hello", [], {"version": WIRE_VERSION}))]
+    _plain_push(port, [_forged_frames(), _forged_frames("abort"), hello, *flood])
+    _raw_tcp(port, b"GET / HTTP/1.0\r\n\r\n" + os.urandom(256))
+    _raw_tcp(port, ZMTP_GREETING + TWO_GIB_FRAME)
+    b.send(0, "data", "open", [GENUINE])
+    np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], GENUINE)
+    assert a._early_bytes[1] == 0 and not a._early[1]  # nothing forged was buffered
+
+
+def test_the_same_forgery_works_without_curve() -> None:
+    """The control: over --insecure channels the forged frame is taken for the real one
+    (the issue's silent corruption), so the test above is meaningful."""
+    cluster = Cluster.local(1)
+    a, b = _open(0, cluster, None), _open(1, cluster, None)
+    try:
+        _plain_push(cluster.endpoint(0).port, [_forged_frames()])
+        deadline = time.monotonic() + 5
+        while not a._early[1] and time.monotonic() < deadline:  # wait for it to land
+            received = a._receive(0.1)
+            if received is not None:
+                a._accept(*received)
+        b.send(0, "data", "open", [GENUINE])
+        np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], FORGED)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_stranger_with_its_own_curve_key_is_refused(pair) -> None:
+    """A CURVE client that knows role 0's public key but holds a key of its own: ZAP refuses
+    it (the stranger sees an auth failure) and nothing it sent is delivered."""
+    a, b, cluster, _ = pair
+    stranger = RoleKeys.generate("stranger")
+    ctx = zmq.Context()
+    try:
+        push = ctx.socket(zmq.PUSH)
+        monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        push.setsockopt(zmq.CURVE_SERVERKEY, cluster.public_key(0).encode())
+        push.setsockopt(zmq.CURVE_PUBLICKEY, stranger.public_key.encode())
+        push.setsockopt(zmq.CURVE_SECRETKEY, stranger.secret_key.encode())
+        push.connect(f"tcp://127.0.0.1:{cluster.endpoint(0).port}")
+        push.send_multipart(_forged_frames(), flags=zmq.NOBLOCK)
+        assert monitor.poll(5000), "the stranger was never refused"
+        push.disable_monitor()
+        monitor.close(linger=0)
+        push.close(linger=0)
+    finally:
+        ctx.term()
+    b.send(0, "data", "open", [GENUINE])
+    np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], GENUINE)
+
+
+def test_wrong_key_on_file_is_one_line_naming_role_and_endpoint() -> None:
+    """Role 1's cluster file lists a wrong key for role 0: role 0 cannot get an
+    authenticated link to role 1 and says so, naming role 1 and its endpoint, long before
+    the timeout."""
+    keys = _keys()
+    right = Cluster.local(1).with_keys(keys)
+    wrong_view = right.with_keys([RoleKeys.generate("impostor"), keys[1]])
+    a, b = _open(0, right, keys[0], timeout_s=20.0), _open(1, wrong_view, keys[1], timeout_s=20.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(PeerError) as info:
+            a.recv(1, "data", "open")
+        elapsed = time.monotonic() - start
+    finally:
+        a.close()
+        b.close()
+    text = str(info.value)
+    assert "dealer" in text and f"127.0.0.1:{right.endpoint(1).port}" in text, text
+    assert "refused our key" in text, text
+    assert "\n" not in text
+    assert elapsed < 15, f"took {elapsed:.1f} s of a 20 s timeout"
+
+
+def test_relay_sees_no_plaintext(tmp_path: Path) -> None:
+    """A TCP relay between the roles records every byte: over CURVE it holds no header
+    field, label, seed or array value; over --insecure (the control) it holds them all."""
+    secret_label = "label-that-must-not-leak"
+    seed = b"SEED-MUST-NOT-LEAK!!"
+    marker = np.full(64, 0x1122334455667788, dtype=np.int64)
+    for secure in (True, False):
+        keys = _keys() if secure else [None, None]
+        cluster = Cluster.local(1)
+        if secure:
+            cluster = cluster.with_keys(keys)  # type: ignore[arg-type]
+        relay = _Relay(cluster.endpoint(0).port)
+        # Role 1 reaches role 0 through the relay; role 0 listens on its real port.
+        ep0 = cluster.endpoint(0)
+        via_relay = Cluster((Endpoint(ep0.host, relay.port, ep0.public_key),), cluster.dealer)
+        a, b = _open(0, cluster, keys[0]), _open(1, via_relay, keys[1])
+        try:
+            b.send(0, "hello", secret_label, [marker], meta={"seed": seed})
+            got = a.recv(1, "hello", secret_label)
+            np.testing.assert_array_equal(got.arrays[0], marker)
+        finally:
+            a.close()
+            b.close()
+            captured = relay.stop()
+        assert captured, "the relay carried nothing"
+        leaks = [s for s in (b"hello", secret_label.encode(), seed, marker.tobytes()[:8], b"lbl")
+                 if s in captured]
+        if secure:
+            assert not leaks, f"plaintext on a CURVE link: {leaks}"
+        else:
+            assert len(leaks) == 5, f"control: the insecure link should show everything, saw {leaks}"
+
+
+class _Relay:
+    """Forwards one TCP connection at a time to `target_port`, recording what it carries."""
+
+    def __init__(self, target_port: int) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._target = target_port
+        self._captured = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accept_thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for src, dst in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with self._lock:
+                self._captured += data
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> bytes:
+        self._stop.set()
+        self._accept_thread.join(5)
+        for t in self._threads:
+            t.join(5)
+        self._server.close()
+        return bytes(self._captured)
+
+
+# -- key files ------------------------------------------------------------------------
+
+def test_key_files_roundtrip_with_private_mode(tmp_path: Path) -> None:
+    keys = RoleKeys.generate("party0")
+    secret, public = keys.save(tmp_path)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert RoleKeys.load(secret) == keys
+    assert load_public_key(public) == keys.public_key
+    assert keys.secret_key not in repr(keys)
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    secret, _ = RoleKeys.generate("party0").save(tmp_path)
+    secret.chmod(0o644)
+    with pytest.raises(KeyFileError, match=r"readable by others \(mode 0644\); run: chmod 600"):
+        RoleKeys.load(secret)
+
+
+def test_missing_or_mismatched_key_files_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="does not exist"):
+        RoleKeys.load(tmp_path / "nope.key")
+    a, b = RoleKeys.generate("a"), RoleKeys.generate("b")
+    mixed = RoleKeys("a", a.public_key, b.secret_key)
+    path, _ = mixed.save(tmp_path)
+    with pytest.raises(KeyFileError, match="public key does not match the secret key"):
+        RoleKeys.load(path)
+
+
+def test_own_key_must_match_the_cluster_file() -> None:
+    keys = _keys()
+    cluster = Cluster.local(1).with_keys(keys)
+    with pytest.raises(ClusterError, match="not the one the cluster file lists for party 0"):
+        _open(0, cluster, RoleKeys.generate("party0"))
+    with pytest.raises(ClusterError, match="no public_key for dealer"):
+        Cluster.local(1).public_key(1)
+
+
+def test_cluster_file_rejects_bad_and_shared_keys() -> None:
+    good = RoleKeys.generate("x").public_key
+    d = {"parties": [{"host": "127.0.0.1", "port": 5000, "public_key": "short"}],
+         "dealer": {"host": "127.0.0.1", "port": 5001}}
+    with pytest.raises(ClusterError, match="not a CURVE key"):
+        Cluster.from_dict(d)
+    d["parties"][0]["public_key"] = good
+    d["dealer"]["public_key"] = good  # type: ignore[index]
+    with pytest.raises(ClusterError, match="share one public key"):
+        Cluster.from_dict(d)
+
+
+# -- what one party learns ----------------------------------------------------------------
+
+def _received_words(monkeypatch: pytest.MonkeyPatch, x_value: float, n: int = 4096) -> np.ndarray:
+    """Every 64-bit word party 1 receives from party 0 while they multiply party 0's
+    secret x (all elements = x_value) by party 1's secret y."""
+    from privit.parties.inmemory_run import run_in_memory
+    from privit.protocols import beaver, ring, sharing
+    from privit.protocols.registry import CORRELATIONS
+
+    seen: list[np.ndarray] = []
+    original = MemoryChannel._receive
+
+    def spy(self: MemoryChannel, timeout_s: float):  # type: ignore[no-untyped-def]
+        got = original(self, timeout_s)
+        if got is not None and self.role == 1 and got[1] == 0:
+            header = msgpack.unpackb(got[0][0])
+            if header["k"] == "data":
+                seen.extend(np.frombuffer(f, dtype=np.int64) for f in got[0][1:])
+        return got
+
+    monkeypatch.setattr(MemoryChannel, "_receive", spy)
+    cfg = RunConfig(n_parties=2, session_id="uniform")
+    gen = torch.Generator().manual_seed(5)
+    y_plain = torch.randn(n, generator=gen, dtype=torch.float64)
+
+    def job(sess):  # type: ignore[no-untyped-def]
+        x = sharing.share_input(sess, 0, ring.encode(torch.full((n,), x_value), 16)
+                                if sess.party_id == 0 and not sess.is_tracing else None, (n,))
+        y = sharing.share_input(sess, 1, ring.encode(y_plain, 16)
+                                if sess.party_id == 1 and not sess.is_tracing else None, (n,))
+        return beaver.beaver_mul(sess, x, y)
+
+    run_in_memory(cfg, job, CORRELATIONS)
+    monkeypatch.setattr(MemoryChannel, "_receive", original)
+    words = np.concatenate(seen)
+    assert words.size >= n, "party 1 received less than one word per element"
+    return words
+
+
+def _chi_square(counts: np.ndarray, expected: np.ndarray) -> float:
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_shares_received_are_uniform_and_independent_of_the_input(monkeypatch) -> None:
+    """Per bit position the frequency of ones is 1/2 within 5 sigma; the top byte is
+    uniform (chi-square, 255 df, below mean + 6 sd = 391); and the top bytes seen for two
+    very different inputs of party 0 are homogeneous (the same bound)."""
+    runs = [_received_words(monkeypatch, v) for v in (0.0, 12345.678)]
+    bound = 255 + 6 * (2 * 255) ** 0.5
+    tops = []
+    for words in runs:
+        bits = (words.view(np.uint64)[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+        ones = bits.sum(axis=0).astype(np.float64)
+        sd = (words.size * 0.25) ** 0.5
+        assert np.all(np.abs(ones - words.size / 2) < 5 * sd), "a bit position is biased"
+        top = np.bincount((words.view(np.uint64) >> np.uint64(56)).astype(np.int64), minlength=256)
+        assert _chi_square(top, np.full(256, words.size / 256)) < bound
+        tops.append(top)
+    a, b = tops
+    pooled = (a + b) / (a.sum() + b.sum())
+    stat_ab = _chi_square(a, pooled * a.sum()) + _chi_square(b, pooled * b.sum())
+    assert stat_ab < bound, f"the two inputs' shares differ: chi-square {stat_ab:.0f}"
