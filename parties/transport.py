@@ -291,6 +291,8 @@ class ZmqChannel(FramedChannel):
         where = link.address[len("tcp://"):]
         if link.connected:
             return f" at {where} (link up)"
+        if link.disconnected_at is not None:
+            return f" at {where} (link lost)"
         if link.handshake_failure:
             return f" at {where} (no link: {link.handshake_failure})"
         return f" at {where} (no link: nothing answers there yet)"

@@ -53,6 +53,8 @@ except OSError as exc:
     sys.exit(f"{sys.argv[1]}: {exc}")
 """
 
+READ_FILE = "import sys; print(open(sys.argv[1]).read())"  # `cat`, without relying on PATH
+
 
 @dataclass(frozen=True)
 class Lab:
@@ -100,7 +102,7 @@ def netns_lab() -> Iterator[Lab]:
         for ns in [bridge_ns, *role_ns.values()]:
             proc = _ip(ip, "netns", "add", ns)
             if proc.returncode != 0:
-                pytest.skip(f"`ip netns add` failed (no CAP_NET_ADMIN?): {proc.stderr.strip()}")
+                pytest.skip(f"`ip netns add` failed (needs CAP_SYS_ADMIN and CAP_NET_ADMIN): {proc.stderr.strip()}")
             created.append(ns)
         for ns in created:
             _ip_or_skip(ip, "-n", ns, "link", "set", "lo", "up")
@@ -152,9 +154,9 @@ def _wait_all_reachable(lab: Lab) -> None:
 
 def _tx_bytes(lab: Lab, role: str) -> int:
     """Bytes sent so far on the role's veth, as its namespace's kernel counts them."""
-    path = f"/sys/class/net/{lab.role_if[role]}/statistics/tx_bytes"
-    proc = subprocess.run(lab.exec_in(role, "cat", path), capture_output=True, text=True,
-                          timeout=IP_CMD_TIMEOUT_S, check=True)
+    path = f"/sys/class/net/{lab.role_if[role]}/statistics/tx_bytes"  # /sys of the namespace
+    proc = subprocess.run(lab.exec_in(role, sys.executable, "-I", "-c", READ_FILE, path),
+                          capture_output=True, text=True, timeout=IP_CMD_TIMEOUT_S, check=True)
     return int(proc.stdout)
 
 

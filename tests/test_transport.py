@@ -452,3 +452,51 @@ def test_transport_benchmark_runs() -> None:
     assert [r["op"] for r in rows] == ["rtt", "oneway", "echo"]
     assert rows[0]["rtt_us"] > 0 and rows[1]["GB_per_s"] > 0 and rows[2]["GB_per_s"] > 0
     assert "GB/s" in format_rows(rows)
+
+
+# -- a role that was suspended ---------------------------------------------------------
+
+def _suspendable_role(role: int, cluster: Cluster, ready: Any, out: Any) -> None:
+    """Exchange one message, say ready, then wait 3 s for a message that never comes
+    (role 0) or for role 0 (role 1, which the parent suspends meanwhile)."""
+    ch = _open(role, cluster, timeout_s=3.0)
+    try:
+        ch.send(1 - role, "data", "ping")
+        ch.recv(1 - role, "data", "ping")
+        ready.put((role, os.getpid()))
+        ch.recv(1 - role, "data", "never")
+        out.put((role, "no error"))
+    except PeerError as exc:
+        ch.abort(f"{_name(role)} failed: {exc}")
+        out.put((role, str(exc)))
+    finally:
+        ch.close()
+
+
+def test_a_suspended_role_learns_the_verdict_instead_of_blaming_its_peer() -> None:
+    """Party 1 is stopped (SIGSTOP) past the timeout; party 0 times out and aborts. Once
+    resumed, party 1 reports party 0's abort: its own absence is not party 0's silence."""
+    cluster = Cluster.local(1)
+    ready, out = SPAWN.Queue(), SPAWN.Queue()
+    procs = [SPAWN.Process(target=_suspendable_role, args=(r, cluster, ready, out), daemon=True)
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        pids = dict(ready.get(timeout=60) for _ in range(2))
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            role, error0 = out.get(timeout=30)  # party 0 times out while party 1 is stopped
+            assert role == 0, (role, error0)
+            time.sleep(1.0)  # not a wait for a condition: it keeps the suspension past STALL_S
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        role, error1 = out.get(timeout=30)
+        assert role == 1
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    assert "timed out after 3 s waiting for party 1" in error0, error0
+    assert error1.startswith("party 0 aborted: party 0 failed: timed out"), error1
