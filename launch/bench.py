@@ -172,8 +172,9 @@ def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
     if transport:
         from privit.launch import bench_transport
 
-        for row in bench_transport.run_plan(bench_transport.default_plan()):
-            rows.append({**row, "network": "none (loopback, no emulation)"})
+        for channels in ("curve", "insecure"):
+            for row in bench_transport.run_plan(bench_transport.default_plan(), channels=channels):
+                rows.append({**row, "network": "none (loopback, no emulation)"})
     return rows
 
 

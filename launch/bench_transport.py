@@ -13,6 +13,9 @@ bytes, repeats, wall_s and GB_per_s or rtt_us. Data moves through `Session.send`
   validation, counters or tensors): the floor that ZeroMQ itself sets on this machine.
 Targets (the issue): >= 1 GB/s for large arrays, <= 100 us median RTT. No network
 emulation is applied. Times are wall clock (`time.perf_counter`).
+`channels`: "curve" (the default of every run: CURVE-authenticated and encrypted links,
+as roles use them) or "insecure" (plain TCP); each row says which. raw_rtt is always
+plain pyzmq.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import zmq
 from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
+from privit.parties.keys import RoleKeys
 from privit.parties.session import Session
 from privit.parties.transport import ZmqChannel, tcp_address
 
@@ -140,7 +144,7 @@ PINNING = {"none": None, "same": (0, 0), "split": (0, 1)}  # CPU of party 0, par
 
 
 def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, pin: str,
-               out: Any) -> None:
+               keys: RoleKeys | None, out: Any) -> None:
     """One process of the benchmark; party 0 puts its rows (or an error) on `out`.
 
     Roles 0 and 1 of `cluster` carry the channel; endpoints 2 and 3 the raw sockets.
@@ -161,19 +165,21 @@ def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, pin: 
                 rows += [row] if row else []
         cfg = RunConfig(n_parties=2, timeout_s=60.0)
         counters = Counters()
-        with ZmqChannel(role, cluster, [1 - role], counters, cfg.timeout_s, cfg.role_name) as ch:
+        with ZmqChannel(role, cluster, [1 - role], counters, cfg.timeout_s, cfg.role_name,
+                        keys=keys) as ch:
             sess = Session(cfg, role, ch, counters, correlations={})
             for op, nbytes, repeats in plan:
                 if op in _OPS:
                     row = _OPS[op](sess, nbytes, repeats)
-                    rows += [row] if row else []
+                    if row:
+                        rows.append({**row, "channels": "insecure" if keys is None else "curve"})
         out.put((role, "ok", rows))
     except BaseException as exc:  # report, never hang the parent
         out.put((role, "error", f"{type(exc).__name__}: {exc}"))
 
 
 def run_plan(plan: Plan, timeout_s: float = 300.0, tune_malloc: bool = True,
-             pin: str = "none") -> list[dict[str, Any]]:
+             pin: str = "none", channels: str = "curve") -> list[dict[str, Any]]:
     """Run `plan` between two fresh processes on loopback; returns party 0's rows.
 
     tune_malloc: set up glibc's allocator as role processes do (launch/roles.py);
@@ -184,10 +190,18 @@ def run_plan(plan: Plan, timeout_s: float = 300.0, tune_malloc: bool = True,
     """
     if pin not in PINNING:
         raise ValueError(f"pin must be one of {sorted(PINNING)}, got {pin!r}")
+    if channels not in ("curve", "insecure"):
+        raise ValueError(f"channels must be 'curve' or 'insecure', got {channels!r}")
     ctx = mp.get_context("spawn")
     cluster = Cluster.local(3)
+    keys: list[RoleKeys | None] = [None] * 4
+    if channels == "curve":
+        generated = [RoleKeys.generate(f"bench{r}") for r in range(4)]
+        cluster = cluster.with_keys(generated)
+        keys = list(generated)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, tune_malloc, pin, out), daemon=True)
+    procs = [ctx.Process(target=_role_main, args=(r, cluster, plan, tune_malloc, pin, keys[r], out),
+                         daemon=True)
              for r in (0, 1)]
     for p in procs:
         p.start()
@@ -236,13 +250,14 @@ def default_plan(sizes_mb: tuple[int, ...] = (10, 100), rtt_count: int = 2000) -
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'op':<8} {'bytes':>12} {'repeats':>8} {'result':>22}"]
+    lines = [f"{'op':<8} {'channels':<9} {'bytes':>12} {'repeats':>8} {'result':>22}"]
     for r in rows:
         if r["op"] in ("rtt", "raw_rtt"):
             result = f"{r['rtt_us']:.1f} us (p90 {r['rtt_p90_us']:.1f})"
         else:
             result = f"{r['GB_per_s']:.2f} GB/s"
-        lines.append(f"{r['op']:<8} {r['bytes']:>12,} {r['repeats']:>8} {result:>22}")
+        lines.append(f"{r['op']:<8} {r.get('channels', 'plain'):<9} {r['bytes']:>12,} "
+                     f"{r['repeats']:>8} {result:>22}")
     return "\n".join(lines)
 
 
@@ -254,11 +269,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave glibc's allocator as it is (role processes tune it)")
     parser.add_argument("--pin", choices=sorted(PINNING), default="none",
                         help="CPU placement of the two processes (see run_plan)")
+    parser.add_argument("--channels", default="curve,insecure",
+                        help="comma-separated: curve (the default of runs), insecure (plain TCP)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes_mb.split(",") if s)
-    rows = run_plan(default_plan(sizes, args.rtt_count), tune_malloc=not args.default_malloc,
-                    pin=args.pin)
+    rows = []
+    for channels in args.channels.split(","):
+        plan = default_plan(sizes, args.rtt_count)
+        if rows:  # raw pyzmq needs no second measurement
+            plan = [step for step in plan if step[0] != "raw_rtt"]
+        rows += run_plan(plan, tune_malloc=not args.default_malloc, pin=args.pin,
+                         channels=channels)
     print(format_rows(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -102,7 +102,8 @@ def netns_lab() -> Iterator[Lab]:
         for ns in [bridge_ns, *role_ns.values()]:
             proc = _ip(ip, "netns", "add", ns)
             if proc.returncode != 0:
-                pytest.skip(f"`ip netns add` failed (needs CAP_SYS_ADMIN and CAP_NET_ADMIN): {proc.stderr.strip()}")
+                pytest.skip(f"`ip netns add` failed (needs CAP_SYS_ADMIN and CAP_NET_ADMIN): "
+                            f"{proc.stderr.strip()}")
             created.append(ns)
         for ns in created:
             _ip_or_skip(ip, "-n", ns, "link", "set", "lo", "up")
