@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from privit.launch.jobs import JOBS, Job
+from privit.launch.jobs import ALL_INPUTS, JOBS, Job, RoleInputs
 from privit.parties.config import JobSpec, NetworkConfig, RunConfig
 from privit.parties.session import Session
 from privit.protocols import ring, sharing
@@ -78,8 +78,8 @@ class BenchJob(Job):
     name = "bench"
     description = "microbenchmarks (see `privit bench`)"
 
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
+        super().__init__(cfg, inputs)
         registry = _registry()
         names = str(cfg.job.param("ops", ",".join(registry))).split(",")
         unknown = [n for n in names if n not in registry]

@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes_mb.split(",") if s)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for channels in args.channels.split(","):
         plan = default_plan(sizes, args.rtt_count)
         if rows:  # raw pyzmq needs no second measurement

@@ -11,6 +11,7 @@ import click
 
 from privit import __version__
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
+from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
     MAX_FRAC_BITS,
     MIN_FRAC_BITS,
@@ -123,36 +124,70 @@ def run_cli() -> None:
         sys.exit(1)
 
 
-VIT_OPTIONS = ("checkpoint", "model", "batch", "images", "gelu", "relu", "circa_k", "compare",
-               "softmax", "mu")
+VIT_PUBLIC_OPTIONS = ("model", "batch", "gelu", "relu", "circa_k", "compare", "softmax", "mu")
+VIT_OPTIONS = ("checkpoint", "images", *VIT_PUBLIC_OPTIONS)
+
+
+def vit_public_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The ViT job's public options: the same on every role (hashed into the handshake)."""
+    options = [
+        click.option("--model", default=None,
+                     help="vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); "
+                          "without a checkpoint a seeded random model"),
+        click.option("--mu", default=None, type=click.FloatRange(0, 1),
+                     help="vit, random student: share of ReLU-softmax heads"),
+        click.option("--batch", default=None, type=click.IntRange(min=1),
+                     help="vit: images per inference [all of the images file; 16 digits]"),
+        click.option("--gelu", type=click.Choice(["poly", "quad", "erf"]), default=None,
+                     help="vit: GeLU approximation [poly]"),
+        click.option("--relu", type=click.Choice(["exact", "stochastic"]), default=None,
+                     help="vit: ReLU of the ReLU-softmax heads; stochastic = Circa [exact]"),
+        click.option("--circa-k", "circa_k", type=click.IntRange(0, 40), default=None,
+                     help="vit: low bits Circa's stochastic ReLU drops [f - 6]"),
+        click.option("--compare", type=click.Choice(["auto", "fss", "adder"]), default=None,
+                     help="vit: comparison protocol [auto]"),
+        click.option("--softmax", type=click.Choice(["exact", "2quad"]), default=None,
+                     help="vit: the teacher's softmax [exact]"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def merge_vit_options(options: dict[str, Any]) -> None:
+    """Move the typed ViT options into --param KEY=VALUE pairs (in place); refuse them, and
+    a clash with --param, where they do not apply."""
+    given = {k: options.pop(k) for k in VIT_PUBLIC_OPTIONS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and options["job"] != "vit":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
+    clash = sorted(set(given) & set(_parse_params(options["params"])))
+    if clash:
+        raise click.UsageError(f"{', '.join(clash)} given both as an option and as --param")
+    options["params"] = tuple(options["params"]) + tuple(f"{k}={v}" for k, v in given.items())
+
+
+def check_job_parties(cfg: RunConfig) -> None:
+    """Refuse, before anything starts, a party count the job cannot run with."""
+    if cfg.job.name == "vit" and cfg.n_parties != 2:
+        raise click.UsageError(f"the vit job runs with exactly 2 parties (its comparisons are "
+                               f"2-party protocols), not --parties {cfg.n_parties}")
 
 
 @main.command()
 @run_options
+@vit_public_options
 @DEBUG_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here")
 @click.option("--keep-dir", type=click.Path(file_okay=False), default=None,
               help="keep the roles' configs, reports and stderr in this folder")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="vit: MPCViT .pth.tar to run (default: the embedded digits model)")
-@click.option("--model", default=None,
-              help="vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); "
-                   "without --checkpoint a seeded random model")
-@click.option("--mu", default=None, type=click.FloatRange(0, 1),
-              help="vit, random student: share of ReLU-softmax heads")
-@click.option("--batch", default=None, type=click.IntRange(min=1), help="vit: images per inference")
+              help="vit: MPCViT .pth.tar to run, given to party 0 only "
+                   "(default: the embedded digits model)")
 @click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="vit: torch file with a float tensor (B, C, H, W) or {'images', 'labels'}")
-@click.option("--gelu", type=click.Choice(["poly", "quad", "erf"]), default=None,
-              help="vit: GeLU approximation [poly]")
-@click.option("--relu", type=click.Choice(["exact", "stochastic"]), default=None,
-              help="vit: ReLU of the ReLU-softmax heads; stochastic = Circa [exact]")
-@click.option("--circa-k", "circa_k", type=click.IntRange(0, 40), default=None,
-              help="vit: low bits Circa's stochastic ReLU drops [f - 6]")
-@click.option("--compare", type=click.Choice(["auto", "fss", "adder"]), default=None,
-              help="vit: comparison protocol [auto]")
-@click.option("--softmax", type=click.Choice(["exact", "2quad"]), default=None,
-              help="vit: the teacher's softmax [exact]")
+              help="vit: torch file with a float tensor (B, C, H, W) or {'images', 'labels'}, "
+                   "given to party 1 only")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="write a PNG of the cost per layer (online bytes, rounds, wall)")
 @click.option("--save-logits", "logits_path", type=click.Path(dir_okay=False), default=None,
@@ -163,48 +198,34 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
 
     With no options: the `vit` job on the embedded digits model and real digits test images.
     """
-    import dataclasses
-    import tempfile
     import uuid
 
     from privit.launch.coordinator import RunFailed, run_local
     from privit.launch.report import format_report
 
-    vit_values = {k: options.pop(k) for k in VIT_OPTIONS}
-    given = {k: v for k, v in vit_values.items() if v is not None}
-    if options["job"] != "vit" and (given or logits_path):
-        named = [*given, *(["save_logits"] if logits_path else [])]
-        flags = ", ".join("--" + k.replace("_", "-") for k in named)
+    inputs = RoleInputs(checkpoint=options.pop("checkpoint"), images=options.pop("images"))
+    if options["job"] != "vit" and (logits_path or inputs.checkpoint or inputs.images):
+        named = [*(["save-logits"] if logits_path else []),
+                 *(["checkpoint"] if inputs.checkpoint else []), *(["images"] if inputs.images else [])]
+        flags = ", ".join("--" + k for k in named)
         raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
-    clash = sorted(set(given) & set(_parse_params(options["params"])))
-    if clash:
-        raise click.UsageError(f"{', '.join(clash)} given both as an option and as --param")
-    options["params"] = tuple(options["params"]) + tuple(f"{k}={v}" for k, v in given.items())
+    merge_vit_options(options)
     cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
+    check_job_parties(cfg)
     if not cfg.secure:
         from privit.launch.roles import INSECURE_WARNING
 
         click.secho(f"privit run: {INSECURE_WARNING}", err=True, fg="red", bold=True)
-    with tempfile.TemporaryDirectory(prefix="privit-inputs-") as tmp:
-        reference = None
-        try:
-            if cfg.job.name == "vit":
-                from privit.launch.vit_job import materialize_images
-
-                params = materialize_images(cfg, Path(tmp))
-                cfg = dataclasses.replace(cfg, job=JobSpec.make("vit", **params))
-            result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty())
-            if logits_path:
-                from privit.launch.jobs import make_job
-
-                reference = make_job(cfg).reference()
-        except RunFailed as exc:
-            click.echo(f"privit run: failed: {exc}", err=True)
-            if debug_enabled() and exc.details:
-                click.echo(exc.details, err=True)
-            sys.exit(1)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
+    try:
+        result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty(), inputs=inputs)
+    except RunFailed as exc:
+        click.echo(f"privit run: failed: {exc}", err=True)
+        if debug_enabled() and exc.details:
+            click.echo(exc.details, err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    reference = result.reference
     report = result.report
     click.echo(format_report(report))
     if json_path:
@@ -229,15 +250,30 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
     def command(cluster: str, role_id: int | None, json_path: str | None, bind_host: str | None,
-                key_path: str | None, **options: Any) -> None:
+                key_path: str | None, checkpoint: str | None = None, images: str | None = None,
+                arch: str | None = None, **options: Any) -> None:
         from privit.launch.roles import role_main
 
+        merge_vit_options(options)
         cfg = build_config(**options, default_session="cluster")
+        check_job_parties(cfg)
         role = role_of(cfg, role_id)
+        who = cfg.role_name(role)
+        # Each role takes only its own secret: checked here, before any socket exists.
+        if checkpoint and role != WEIGHT_OWNER:
+            raise click.UsageError(f"--checkpoint is party 0's (the model owner's); {who} "
+                                   f"must not hold the weights")
+        if images and role != DATA_OWNER:
+            raise click.UsageError(f"--images are party 1's (the client's); {who} must not "
+                                   f"hold the images")
+        if (checkpoint or images or arch) and cfg.job.name != "vit":
+            raise click.UsageError("--checkpoint, --images and --arch apply to the vit job only")
         if cfg.secure and key_path is None:
-            raise click.UsageError(f"{cfg.role_name(role)} needs --key FILE (its secret key; "
+            raise click.UsageError(f"{who} needs --key FILE (its secret key; "
                                    f"`privit cluster init` writes one per role), or --insecure")
-        sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host, key_path=key_path))
+        inputs = RoleInputs(checkpoint=checkpoint, images=images, arch=arch)
+        sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host, key_path=key_path,
+                           inputs=inputs))
     return command
 
 
@@ -258,13 +294,25 @@ BIND_OPTION = click.option("--bind-host", default=None,
                                 "0.0.0.0 to listen on every interface)")
 
 
+ARCH_OPTION = click.option("--arch", type=click.Path(exists=True, dir_okay=False), default=None,
+                           help="vit: pin the public architecture (a `privit arch --out` file); "
+                                "party 0 announcing another one is refused")
+
+
 @main.command()
 @CLUSTER_OPTION
 @click.option("--id", "role_id", required=True, type=int, help="this party's id (0-based)")
 @JSON_OPTION
 @BIND_OPTION
 @KEY_OPTION
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit, party 0 only: the model to run (default: the embedded digits model)")
+@click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit, party 1 only: torch file of images (default: digits test images "
+                   "for a digits model, else seeded random images)")
+@ARCH_OPTION
 @run_options
+@vit_public_options
 @DEBUG_OPTION
 def party(**kwargs: Any) -> None:
     """Run one party of a multi-machine run (see README: across machines)."""
@@ -276,7 +324,9 @@ def party(**kwargs: Any) -> None:
 @JSON_OPTION
 @BIND_OPTION
 @KEY_OPTION
+@ARCH_OPTION
 @run_options
+@vit_public_options
 @DEBUG_OPTION
 def dealer(**kwargs: Any) -> None:
     """Run the dealer of a multi-machine run."""
@@ -301,9 +351,14 @@ def _read_role_report(path: Path) -> dict[str, Any]:
 @main.command()
 @click.argument("role_reports", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the merged report")
-def report(role_reports: tuple[str, ...], json_path: str | None) -> None:
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: the model, to add the accuracy against plaintext (whoever merges "
+                   "needs both the model and the images for that)")
+@click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: party 1's images file, for the accuracy against plaintext")
+def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str | None,
+           images: str | None) -> None:
     """Merge the role reports of a multi-machine run (every party's and the dealer's)."""
-    from privit.launch.jobs import make_job
     from privit.launch.report import build_report, format_report
 
     reports = [_read_role_report(Path(p)) for p in role_reports]
@@ -314,10 +369,88 @@ def report(role_reports: tuple[str, ...], json_path: str | None) -> None:
     roles = sorted(r["role"] for r in reports)
     if roles != list(range(cfg.n_parties + 1)):
         raise click.ClickException(f"need a report from every role 0..{cfg.n_parties}, got {roles}")
-    merged = build_report(cfg, reports, make_job(cfg).reference())
+    arch_hashes = sorted({str(r["arch_hash"]) for r in reports if r.get("arch_hash")})
+    if len(arch_hashes) > 1:
+        raise click.ClickException(f"the role reports name different architectures: {arch_hashes}")
+    reference, note = _merge_reference(cfg, reports, RoleInputs(checkpoint=checkpoint, images=images))
+    merged = build_report(cfg, reports, reference)
+    if note:
+        merged["accuracy_note"] = note
     click.echo(format_report(merged))
+    if note:
+        click.echo(f"no accuracy against plaintext: {note}")
     if json_path:
         Path(json_path).write_text(json.dumps(merged, indent=1))
+
+
+def _merge_reference(cfg: RunConfig, reports: list[dict[str, Any]],
+                     inputs: RoleInputs) -> tuple[dict[str, Any] | None, str]:
+    """The plaintext reference for `privit report`, or None and why: it takes the model and
+    the images together, which only someone holding both (a test, a benchmark) has."""
+    from privit.launch.jobs import make_job
+
+    by_role = {r["role"]: r for r in reports}
+    party1 = by_role.get(DATA_OWNER, {})
+    if party1.get("image_source") == "file" and not inputs.images:
+        return None, "party 1 ran its own images file; pass it with --images"
+    try:
+        job = make_job(cfg, inputs)
+        fields = job.report_fields()
+    except (ValueError, RuntimeError, OSError) as exc:
+        return None, f"cannot rebuild the reference: {describe(exc)}"
+    owner = by_role.get(WEIGHT_OWNER, {})
+    if owner.get("checkpoint_sha256") and fields.get("checkpoint_sha256") != owner["checkpoint_sha256"]:
+        return None, "party 0 ran another checkpoint; pass the same file with --checkpoint"
+    if owner.get("arch_hash") and fields.get("arch_hash") != owner["arch_hash"]:
+        return None, "the model given here has another architecture than party 0's"
+    return job.reference(), ""
+
+
+@main.command("arch")
+@click.argument("checkpoint", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", default=None,
+              help="registry name: overrides the file's arch, or names a random model")
+@click.option("--mu", default=None, type=click.FloatRange(0, 1),
+              help="random student: share of ReLU-softmax heads (with --model)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of a random model")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="also write it as JSON here (for `privit party|dealer --arch`)")
+def arch_command(checkpoint: str | None, model: str | None, mu: float | None, seed: int,
+                 out_path: str | None) -> None:
+    """Print a model's public architecture: what party 1 and the dealer learn of it.
+
+    Shapes, the attention mode of every head (from alpha), MPCViT+ gates, and its hash;
+    never a weight. CHECKPOINT defaults to the embedded digits model.
+    """
+    from privit.launch.jobs import make_job
+    from privit.launch.vit_job import VitJob
+
+    params: dict[str, Any] = {}
+    if model:
+        params["model"] = model
+    if mu is not None:
+        params["mu"] = mu
+    cfg = RunConfig(job=JobSpec.make("vit", **params), seed=seed)
+    try:
+        job = make_job(cfg, RoleInputs(role=WEIGHT_OWNER, checkpoint=checkpoint))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    assert isinstance(job, VitJob) and job.arch is not None
+    arch = job.arch
+    c = arch.config
+    click.echo(f"model     {arch.summary()}")
+    click.echo(f"shapes    image {c.in_chans}x{c.img_size}x{c.img_size}, patch {c.patch_size}, "
+               f"{c.n_tokens} tokens, MLP {c.mlp_hidden}, {c.num_classes} classes")
+    if arch.betas is not None:
+        linear = sum(1 for row in arch.betas for b in row if b == 0)
+        click.echo(f"MPCViT+   {linear} of {c.depth * c.n_tokens} token MLPs linearised")
+    click.echo(f"arch hash {arch.digest()}")
+    if job.checkpoint_sha256:
+        click.echo(f"file      sha256 {job.checkpoint_sha256} (party 0's report carries it)")
+    if out_path:
+        Path(out_path).write_text(json.dumps({"arch": arch.to_dict(), "arch_hash": arch.digest()},
+                                             indent=1) + "\n")
+        click.echo(f"architecture written to {out_path}")
 
 
 @main.command()

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from privit.launch.jobs import make_job
+from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs, make_job
 from privit.launch.report import build_report, outputs_of
+from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.config import RunConfig
 from privit.parties.keys import RoleKeys
@@ -79,10 +80,11 @@ class RoleProcess:
 
 @dataclass
 class RunResult:
-    """The merged report and party 0's opened outputs (float64 tensors)."""
+    """The merged report, party 0's opened outputs and the plaintext reference (float64)."""
 
     report: dict[str, Any]
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    reference: dict[str, torch.Tensor] | None = None
 
 
 def _failure_summary(failures: list[RoleProcess]) -> str:
@@ -154,7 +156,7 @@ class ProgressBar:
             self._bar.close()
 
 
-def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
+def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs) -> list[RoleProcess]:
     cluster = Cluster.local(cfg.n_parties)
     key_paths: dict[int, Path] = {}
     if cfg.secure:
@@ -182,6 +184,11 @@ def _spawn(cfg: RunConfig, workdir: Path) -> list[RoleProcess]:
             cmd += ["--progress", str(workdir / "progress-0.txt")]
         if role in key_paths:
             cmd += ["--key", str(key_paths[role])]
+        own = inputs.for_role(role)  # the checkpoint to party 0 only, the images to party 1 only
+        for flag, value in (("--checkpoint", own.checkpoint), ("--images", own.images),
+                            ("--arch", own.arch)):
+            if value:
+                cmd += [flag, str(value)]
         with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err, env=env, start_new_session=True)
@@ -212,20 +219,29 @@ def _wait(roles: list[RoleProcess], deadline: float, bar: ProgressBar) -> None:
 
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
-              keep_dir: str | None = None, progress: bool = False) -> RunResult:
+              keep_dir: str | None = None, progress: bool = False,
+              inputs: RoleInputs = ALL_INPUTS) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
 
-    Raises RunFailed (one line per failed role) if any role fails or the run times out.
+    `inputs` are the roles' own files (one user holds them all here): the checkpoint goes
+    to party 0 only, the images to party 1 only. Raises RunFailed (one line per failed
+    role) if any role fails or the run times out.
     """
-    job = make_job(cfg)  # fail fast on a bad job spec, before any process starts
     timeout = overall_timeout_s if overall_timeout_s is not None else max(120.0, 10 * cfg.timeout_s)
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        # The job with every input, for the plaintext reference; it fails fast on a bad
+        # spec, before any process starts.
+        job: Job
+        if cfg.job.name == VitJob.name:
+            inputs, job = prepare_local_run(cfg, inputs, workdir)
+        else:
+            job = make_job(cfg, inputs)
         roles: list[RoleProcess] = []
         bar = ProgressBar(workdir / "progress-0.txt", progress)
         try:
-            roles = _spawn(cfg, workdir)
+            roles = _spawn(cfg, workdir, inputs)
             _wait(roles, time.monotonic() + timeout, bar)
         finally:
             bar.close()
@@ -237,4 +253,5 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
             raise RunFailed(_failure_summary(failures), details)
         reports = [json.loads(rp.report_path.read_text()) for rp in roles]
     party0 = next(r for r in reports if r["role"] == 0)
-    return RunResult(build_report(cfg, reports, job.reference()), outputs_of(party0))
+    reference = job.reference()
+    return RunResult(build_report(cfg, reports, reference), outputs_of(party0), reference)

@@ -10,15 +10,16 @@ can plan the job's correlations without any party's inputs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
+from privit.launch.role_inputs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import JobSpec, RunConfig
 from privit.parties.session import Session
 from privit.protocols import beaver, ring, sharing
 
-WEIGHT_OWNER = 0
-DATA_OWNER = 1
+__all__ = ["ALL_INPUTS", "DATA_OWNER", "WEIGHT_OWNER", "Job", "RoleInputs", "make_job"]
 
 
 def seeded_normal(seed: int, shape: tuple[int, ...], std: float) -> torch.Tensor:
@@ -26,14 +27,40 @@ def seeded_normal(seed: int, shape: tuple[int, ...], std: float) -> torch.Tensor
     return torch.randn(shape, generator=gen, dtype=torch.float64) * std
 
 
+
+
 class Job(ABC):
-    """A private computation with a plaintext reference."""
+    """A private computation with a plaintext reference.
+
+    Lifecycle on a role: built with the public config and the role's own inputs; then
+    `own_public()` (what this role announces in its hello, e.g. party 0's architecture),
+    `bind_public(...)` with what the others announced, `run(sess)`. Jobs whose inputs are
+    all derived from the seed (matmul_chain, mlp, bench) announce nothing.
+    """
 
     name: str = ""
     description: str = ""
+    client_announces: bool = False  # party 1 announces its public input shape after the hello
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         self.cfg = cfg
+        self.inputs = inputs
+
+    def own_public(self) -> dict[str, Any] | None:
+        """Public facts this role announces to every peer in its hello (None: nothing)."""
+        return None
+
+    def client_public(self) -> dict[str, Any]:
+        """Party 1's public facts, sent after the hello (only if `client_announces`)."""
+        return {}
+
+    def bind_public(self, owner: dict[str, Any] | None,  # noqa: B027 - optional hook
+                    client: dict[str, Any] | None) -> None:
+        """Take party 0's announcement and party 1's (None where a job has none)."""
+
+    def report_fields(self) -> dict[str, Any]:
+        """Extra fields for this role's report (hashes, sources), never a secret."""
+        return {}
 
     def input_of(self, sess: Session, owner: int, seed_offset: int, shape: tuple[int, ...],
                  std: float) -> torch.Tensor:
@@ -61,8 +88,8 @@ class MatmulChain(Job):
     name = "matmul_chain"
     description = "chain of secret x secret matmuls (X from party 1, W_i from party 0)"
 
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
+        super().__init__(cfg, inputs)
         self.rows = int(cfg.job.param("rows", 197))
         self.dims = [int(d) for d in str(cfg.job.param("dims", "192,768,192")).split(",")]
         if self.rows < 1 or len(self.dims) < 2 or min(self.dims) < 1:
@@ -101,8 +128,8 @@ class SquareMlp(Job):
     name = "mlp"
     description = "2-layer MLP with x^2 activation (weights from party 0, inputs from party 1)"
 
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
+        super().__init__(cfg, inputs)
         self.batch = int(cfg.job.param("batch", 4))
         self.dims = [int(d) for d in str(cfg.job.param("dims", "64,128,10")).split(",")]
         if self.batch < 1 or len(self.dims) != 3 or min(self.dims) < 1:
@@ -147,9 +174,9 @@ def job_registry() -> dict[str, type[Job]]:
     return JOBS
 
 
-def make_job(cfg: RunConfig) -> Job:
+def make_job(cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> Job:
     spec: JobSpec = cfg.job
     registry = job_registry()
     if spec.name not in registry:
         raise ValueError(f"unknown job {spec.name!r}; available: {sorted(registry)}")
-    return registry[spec.name](cfg)
+    return registry[spec.name](cfg, inputs)

@@ -51,7 +51,7 @@ def plot_layer_costs(report: dict[str, Any], path: str | Path, title: str | None
     if title is None:
         job = report.get("job", {})
         params = job.get("params", {})
-        what = params.get("model") or Path(str(params.get("checkpoint", ""))).name
+        what = report.get("model") or params.get("model") or ""
         net = report.get("network", {}).get("name", "")
         online = report.get("online", {})
         title = (f"{job.get('name', '')} {what}  network {net}: "

@@ -92,8 +92,7 @@ def profile_costs(model: str, network: str = "wan", metric: str = "time", seed: 
         alpha = ",".join([digit * heads] * depth)
         best: list[dict[str, Any]] | None = None
         for _ in range(max(1, repeats)):
-            cfg = RunConfig(job=JobSpec.make("vit", checkpoint="none", model=model, alpha=alpha,
-                                             batch=1),
+            cfg = RunConfig(job=JobSpec.make("vit", model=model, alpha=alpha, batch=1),
                             seed=seed, timeout_s=timeout_s)
             scopes = _attn_scopes(run_local(cfg).report, depth)
             if best is None:
@@ -170,11 +169,11 @@ def private_point(path: str, images: int, seed: int = 0) -> dict[str, Any]:
     digits test images: online bytes, rounds, projected LAN/WAN seconds, private and
     plaintext top-1 on those images and their argmax agreement (percent)."""
     from privit.launch.coordinator import run_local
+    from privit.launch.role_inputs import RoleInputs
     from privit.parties.config import JobSpec, RunConfig
 
-    cfg = RunConfig(job=JobSpec.make("vit", checkpoint=str(path), batch=images), seed=seed,
-                    timeout_s=120.0)
-    rep = run_local(cfg).report
+    cfg = RunConfig(job=JobSpec.make("vit", batch=images), seed=seed, timeout_s=120.0)
+    rep = run_local(cfg, inputs=RoleInputs(checkpoint=str(path))).report
     acc = rep.get("accuracy", {})
     nan = float("nan")
     return {"images": images, "mpc_top1": 100.0 * float(acc.get("mpc_top1", nan)),

@@ -12,6 +12,8 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
                     (max), wall (slowest party), offline payload bytes (dealer)
   network           the emulated network of the run
   security          channels: "curve" (authenticated, encrypted) or "insecure"
+  model, arch_hash  vit: the public architecture every role ran, and its hash
+  checkpoint_sha256 vit: sha256 of party 0's checkpoint file (party 0's report only)
   projected         lan_s, wan_s: T = compute + bytes/bandwidth + rounds x RTT (docs/design.md's
                     formula; a round charged a full RTT, an upper bound), where bytes is the
                     most any one party sent (links are full duplex);
@@ -104,6 +106,9 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         "scopes": list(scopes.values()),
         "network": network_dict(net),
         "security": {"channels": cfg.channels},
+        # The public architecture every role ran (its hash) and party 0's file, by hash only.
+        **{key: value for key in ("model", "arch_hash", "checkpoint_sha256")
+           for value in [next((r[key] for r in roles if r.get(key)), None)] if value},
         "projected": {**projected, "compute_s": compute_s},
     }
     if reference is not None:
@@ -121,6 +126,8 @@ def accuracy(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor
              all_outputs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     errors = {}
     for name, ref in reference.items():
+        if name == "labels":  # ground truth for top-1 (party 1's), not an output
+            continue
         if name not in outputs:
             raise ValueError(f"the private run produced no output {name!r}")
         got = outputs[name]
@@ -134,7 +141,7 @@ def accuracy(outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor
                               "per_output": errors, "parties_agree": agree}
     if "logits" in reference:
         result.update(logit_accuracy(outputs["logits"], reference["logits"],
-                                     reference.get("labels", outputs.get("labels"))))
+                                     reference.get("labels")))
     return result
 
 

@@ -27,12 +27,12 @@ import torch
 
 from privit import __version__
 from privit.launch.errors import debug_enabled, describe, format_traceback
-from privit.launch.jobs import make_job
+from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs, make_job
 from privit.parties.channel import ChannelLimits, FramedChannel, PeerAborted
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
-from privit.parties.handshake import handshake
+from privit.parties.handshake import Hellos, exchange_hellos
 from privit.parties.keys import KeyFileError, RoleKeys
 from privit.parties.offline import dealer_send_plan, party_receive_plan
 from privit.parties.prg import new_seed
@@ -132,15 +132,38 @@ def _progress_writer(path: str) -> Callable[[int, int, str], None]:
     return write
 
 
+def _announce_and_bind(channel: FramedChannel, cfg: RunConfig, role: int, job: Job,
+                       hellos: Hellos) -> None:
+    """Give the job what the others announced: party 0's in its hello, then (for jobs whose
+    client announces, e.g. the ViT's batch size) party 1's in one more setup message."""
+    owner = job.own_public() if role == WEIGHT_OWNER else hellos.public.get(WEIGHT_OWNER)
+    client = None
+    if job.client_announces:
+        if role == DATA_OWNER:
+            job.bind_public(owner, None)
+            client = job.client_public()
+            for peer in range(cfg.n_parties + 1):
+                if peer != role:
+                    channel.send(peer, "data", "client_public", meta=client)
+            return
+        msg = channel.recv(DATA_OWNER, "data", "client_public")
+        client = msg.meta if isinstance(msg.meta, dict) else {}
+    job.bind_public(owner, client)
+
+
 def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,
-              bind_host: str | None = None, progress_path: str | None = None) -> dict[str, Any]:
+              bind_host: str | None = None, progress_path: str | None = None,
+              inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
     counters = Counters()
     channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys)
     try:
-        job = make_job(cfg)  # after the channel, so a failure here reaches the peers
+        # After the channel, so a failure here (a bad checkpoint) reaches the peers.
+        job = make_job(cfg, inputs.for_role(party_id))
         peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
-        seeds_in = handshake(channel, cfg, party_id, peers, seeds_out)
+        hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public())
+        seeds_in = hellos.seeds
+        _announce_and_bind(channel, cfg, party_id, job, hellos)
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
         counters.set_phase("offline")
@@ -164,7 +187,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         channel.send(cfg.dealer_id, "bye", "bye")  # the dealer exits 0 only after every bye
         counters.finish()
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
-                "config": cfg.to_dict(),
+                "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
                 "counters": counters.report(),
                 "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
@@ -176,14 +199,17 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
 
 
 def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
-               bind_host: str | None = None) -> dict[str, Any]:
+               bind_host: str | None = None, inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
     counters = Counters()
     dealer = cfg.dealer_id
     channel = _open_channel(cfg, cluster, dealer, counters, bind_host, keys)
     try:
-        job = make_job(cfg)  # after the channel, so a failure here reaches the peers
+        # The dealer holds neither weights nor images: only the public architecture.
+        job = make_job(cfg, inputs.for_role(dealer))
         seeds = [new_seed() for _ in range(cfg.n_parties)]
-        handshake(channel, cfg, dealer, list(range(cfg.n_parties)), dict(enumerate(seeds)))
+        hellos = exchange_hellos(channel, cfg, dealer, list(range(cfg.n_parties)),
+                                 dict(enumerate(seeds)))
+        _announce_and_bind(channel, cfg, dealer, job, hellos)
         counters.set_phase("offline")
         t0 = time.perf_counter()
         tracer = Session.tracing(cfg, 0, CORRELATIONS)
@@ -205,6 +231,7 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
             channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
         counters.finish()
         return {"role": dealer, "name": "dealer", "ok": True, "config": cfg.to_dict(),
+                **job.report_fields(),
                 "trace_wall_s": trace_s,
                 "offline_wall_s": deal_s, "requests": len(tracer.trace),
                 "request_kinds": kinds, "offline_payload_by_scope": by_scope,
@@ -218,12 +245,15 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
 
 def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path: str | None,
               parent_pid: int | None = None, bind_host: str | None = None,
-              progress_path: str | None = None, key_path: str | None = None) -> int:
+              progress_path: str | None = None, key_path: str | None = None,
+              inputs: RoleInputs = ALL_INPUTS) -> int:
     """Run one role; returns the process exit code. Errors are one line on stderr.
 
     config: the run config, or the path of its JSON (as the coordinator writes it).
     key_path: this role's secret key file (parties/keys.py); required unless the config's
     channels are "insecure".
+    inputs: the role's own inputs (party 0's checkpoint, party 1's images, an
+    architecture file to pin); the role takes only the part that is its own.
     """
     if parent_pid is not None:
         _watch_parent(parent_pid)
@@ -248,9 +278,9 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
             profiler.enable()
         try:
             if role == cfg.dealer_id:
-                report = run_dealer(cfg, cluster, keys, bind_host)
+                report = run_dealer(cfg, cluster, keys, bind_host, inputs)
             else:
-                report = run_party(cfg, cluster, role, keys, bind_host, progress_path)
+                report = run_party(cfg, cluster, role, keys, bind_host, progress_path, inputs)
         finally:
             if profiler is not None and profile_dir:
                 profiler.disable()
@@ -293,9 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bind-host")
     parser.add_argument("--progress")
     parser.add_argument("--key")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--images")
+    parser.add_argument("--arch")
     args = parser.parse_args(argv)
+    inputs = RoleInputs(checkpoint=args.checkpoint, images=args.images, arch=args.arch)
     sys.exit(role_main(args.config, args.cluster, args.role, args.report, args.parent_pid,
-                       args.bind_host, args.progress, args.key))
+                       args.bind_host, args.progress, args.key, inputs))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The `vit` job: private inference of a ViT-Lite (MPCViT) model, checked against plaintext.
 
-Parameters (JobSpec params; `privit run` fills them from its options):
-  checkpoint   path of an MPCViT .pth.tar (default: the embedded digits model, see
-               `default_checkpoint`; "none" forces a seeded random model)
+Role inputs (`RoleInputs`, never shared, never hashed): party 0's `checkpoint` (an MPCViT
+.pth.tar; default: the embedded digits model, see `default_checkpoint`), party 1's `images`,
+and a public `arch` file any role may pin.
+Parameters (JobSpec params, the same on every role; `privit run` fills them from its options):
   model        registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); with a
                checkpoint it overrides the file's arch, without one it picks the random model
   mu | alpha   random students only: share of ReLU-softmax heads (seeded pattern), or an
@@ -11,17 +12,19 @@ Parameters (JobSpec params; `privit run` fills them from its options):
                (ViTLite's own initialisation), see `random_model`
   batch        images per inference (default: every image of `images`, else 1, or 16
                for digits test images)
-  images       path of a torch file holding a float tensor (B, C, H, W), or a dict with
-               "images" and optionally "labels" (read with weights_only=True)
   offset       first digits test image (default 0)
   gelu, relu, circa_k, circa_m, compare, softmax, scale_order, owner_matmul
                `PrivateOptions` (models/private_vit.py)
-Images: `images` if given; else, for a digits model, scikit-learn's digits test split
-(labels known); else seeded N(0, 1) images. Weights come from party 0, images from
-party 1. Outputs: `logits` (B, classes) and, when labels are known, `labels`.
+Images (party 1's file: a torch file holding a float tensor (B, C, H, W), or a dict with
+"images" and optionally "labels", read with weights_only=True): the file if given; else,
+for a digits model, scikit-learn's digits test split (labels known); else seeded N(0, 1)
+images. Weights come from party 0, images from party 1. Outputs: `logits` (B, classes);
+the labels stay with party 1 (and the reference).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from privit.launch.jobs import DATA_OWNER, JOBS, WEIGHT_OWNER, Job
+from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, JOBS, WEIGHT_OWNER, Job, RoleInputs
 from privit.models.checkpoint import load_checkpoint
 from privit.models.config import ViTConfig, get_config
 from privit.models.private_vit import PrivateOptions, PrivateViT
@@ -137,46 +140,140 @@ def options_from_params(params: dict[str, Any]) -> PrivateOptions:
     )
 
 
-KNOWN_PARAMS = {"checkpoint", "model", "mu", "alpha", "init", "batch", "images", "offset", "gelu",
-                "relu", "circa_k", "circa_m", "compare", "softmax", "scale_order",
-                "owner_matmul"}
+KNOWN_PARAMS = {"model", "mu", "alpha", "init", "batch", "offset", "gelu", "relu", "circa_k",
+                "circa_m", "compare", "softmax", "scale_order", "owner_matmul"}
+ROLE_INPUT_PARAMS = {"checkpoint": "party 0's --checkpoint", "images": "party 1's --images"}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_arch_file(path: str) -> PrivateArch:
+    """A public architecture written by `privit arch --out` (JSON)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the architecture file {path}: {exc}") from None
+    if isinstance(data, dict) and "arch" in data:
+        data = data["arch"]
+    try:
+        return PrivateArch.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 class VitJob(Job):
-    """Private ViT inference; reference = models/vit.py on the same weights and images."""
+    """Private ViT inference; reference = models/vit.py on the same weights and images.
+
+    Each role holds only its own secret (`RoleInputs`): party 0 loads the model (a
+    checkpoint, or a seeded random model from the public params) and announces its public
+    architecture (`PrivateArch`: shapes, a mode per head, MPCViT+ gates) in its hello;
+    party 1 loads the images once it knows the architecture and announces the batch size;
+    the dealer loads neither and traces the plan from the architecture and the batch.
+    With `inputs.role` None (one user holds all: `privit run`'s reference, tests) the job
+    loads both and can compute the plaintext reference.
+    """
 
     name = "vit"
     description = "private ViT-Lite inference (MPCViT); default: embedded digits model"
+    client_announces = True
 
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
-        params = dict(cfg.job.params)
+    def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
+        super().__init__(cfg, inputs)
+        self.params = params = dict(cfg.job.params)
+        misplaced = sorted(set(params) & set(ROLE_INPUT_PARAMS))
+        if misplaced:
+            raise ValueError(f"vit: {misplaced[0]} is not a shared parameter but "
+                             f"{ROLE_INPUT_PARAMS[misplaced[0]]} (only that role reads it)")
         unknown = sorted(set(params) - KNOWN_PARAMS)
         if unknown:
             raise ValueError(f"vit: unknown parameters {unknown}; known: {sorted(KNOWN_PARAMS)}")
+        batch = params.get("batch")
+        if batch is not None and int(batch) < 1:
+            raise ValueError(f"vit: batch must be >= 1, got {batch}")
         self.options = options_from_params(params)
-        self.model, self.checkpoint = self._load_model(params)
-        self.arch = PrivateArch.from_model(self.model)
-        self.image_source = "random"
-        self.images, self.labels = self._load_images(params)
-        self.batch = int(self.images.shape[0])
-        c = self.model.config
-        want = (c.in_chans, c.img_size, c.img_size)
-        if tuple(self.images.shape[1:]) != want:
-            raise ValueError(f"{c.name} takes images (B, {', '.join(map(str, want))}), got "
-                             f"{tuple(self.images.shape)}")
-        # Folded and encoded now, before any online phase (the owner's plaintext work).
-        self.weights: EncodedWeights = encode_weights(export_weights(self.model), c,
-                                                      cfg.frac_bits)
+        self.expected_arch = load_arch_file(inputs.arch) if inputs.arch else None
+        self.model: ViTLite | None = None
+        self.checkpoint: str | None = None
+        self.checkpoint_sha256: str | None = None
+        self.weights: EncodedWeights | None = None
+        self.arch: PrivateArch | None = None
+        self.images: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.image_source = "none"
+        self.batch: int | None = None
+        holds_weights = inputs.role in (None, WEIGHT_OWNER)
+        if holds_weights:
+            self.model, self.checkpoint = self._load_model(params)
+            if self.checkpoint is not None:
+                self.checkpoint_sha256 = file_sha256(self.checkpoint)
+            self._set_arch(PrivateArch.from_model(self.model), "this role's model")
+            # Folded and encoded now, before any online phase (the owner's plaintext work).
+            self.weights = encode_weights(export_weights(self.model), self.model.config,
+                                          cfg.frac_bits)
+        elif inputs.checkpoint:
+            raise ValueError(f"vit: only party 0 reads a checkpoint, not role {inputs.role}")
+        if inputs.role not in (None, DATA_OWNER) and inputs.images:
+            raise ValueError(f"vit: only party 1 reads images, not role {inputs.role}")
+        if inputs.role is None:
+            self._load_images()
+
+    # -- the public architecture -------------------------------------------------------------
+    def _set_arch(self, arch: PrivateArch, source: str) -> None:
+        if self.expected_arch is not None and arch != self.expected_arch:
+            raise ValueError(
+                f"architecture mismatch: {source} is {arch.summary()} [{arch.digest()}], the "
+                f"architecture file says {self.expected_arch.summary()} "
+                f"[{self.expected_arch.digest()}]")
+        self.arch = arch
+
+    def own_public(self) -> dict[str, Any] | None:
+        if self.inputs.role == WEIGHT_OWNER and self.arch is not None:
+            return {"arch": self.arch.to_dict()}
+        return None
+
+    def client_public(self) -> dict[str, Any]:
+        self._load_images()
+        assert self.batch is not None
+        return {"batch": self.batch}
+
+    def bind_public(self, owner: dict[str, Any] | None, client: dict[str, Any] | None) -> None:
+        if self.inputs.role != WEIGHT_OWNER:
+            if not isinstance(owner, dict) or "arch" not in owner:
+                raise ValueError("party 0 announced no architecture")
+            self._set_arch(PrivateArch.from_dict(owner["arch"]), "party 0's model")
+        if self.inputs.role == DATA_OWNER:
+            self._load_images()
+        elif client is not None:
+            batch = client.get("batch")
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+                raise ValueError(f"party 1 announced a bad batch size {batch!r}")
+            self.batch = batch
+
+    def report_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.arch is not None:
+            fields["arch_hash"] = self.arch.digest()
+            fields["model"] = self.arch.config.name
+        if self.checkpoint_sha256 is not None:
+            fields["checkpoint_sha256"] = self.checkpoint_sha256
+        if self.inputs.role in (None, DATA_OWNER):
+            fields["image_source"] = self.image_source
+        return fields
 
     # -- inputs ------------------------------------------------------------------------------
     def _load_model(self, params: dict[str, Any]) -> tuple[ViTLite, str | None]:
-        path = params.get("checkpoint")
+        path = self.inputs.checkpoint
         name = params.get("model")
         if path in (None, "") and name in (None, ""):
             found = default_checkpoint()
-            path = str(found) if found else "none"
-        if path not in (None, "", "none"):
+            path = str(found) if found else None
+        if path not in (None, ""):
             if "mu" in params or "alpha" in params:
                 raise ValueError("vit: mu/alpha apply to random models; a checkpoint has its own")
             model, _ = load_checkpoint(str(path), model_name=name or None)
@@ -192,13 +289,17 @@ class VitJob(Job):
             raise ValueError(f"vit: {config.name} is a softmax teacher: no mu/alpha")
         return random_model(config, alpha, self.cfg.seed, str(params.get("init", "unit"))), None
 
-    def _load_images(self, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        c = self.model.config
-        batch = params.get("batch")
-        if batch is not None and int(batch) < 1:
-            raise ValueError(f"vit: batch must be >= 1, got {batch}")
-        if params.get("images"):
-            images, labels = load_images(str(params["images"]))
+    def _load_images(self) -> None:
+        """Party 1's images (once): its file, else digits test images for a digits model,
+        else seeded N(0, 1) images; checked against the architecture's input shape."""
+        if self.images is not None:
+            return
+        if self.arch is None:
+            raise ValueError("vit: the images are loaded after the architecture is known")
+        c = self.arch.config
+        batch = self.params.get("batch")
+        if self.inputs.images:
+            images, labels = load_images(str(self.inputs.images))
             self.image_source = "file"
             if batch is not None:
                 if int(batch) > images.shape[0]:
@@ -206,29 +307,37 @@ class VitJob(Job):
                                      f"{images.shape[0]}")
                 images = images[:int(batch)]
                 labels = None if labels is None else labels[:int(batch)]
-            return images, labels
-        if c.name.startswith("vit_digits"):
+        elif c.name.startswith("vit_digits"):
             self.image_source = "digits"
-            return digits_test_images(int(params.get("offset", 0)),
-                                      int(batch or DIGITS_BATCH))
-        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        shape = (int(batch or 1), c.in_chans, c.img_size, c.img_size)
-        return torch.randn(shape, generator=gen, dtype=torch.float64), None
+            images, labels = digits_test_images(int(self.params.get("offset", 0)),
+                                                int(batch or DIGITS_BATCH))
+        else:
+            self.image_source = "random"
+            gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+            shape = (int(batch or 1), c.in_chans, c.img_size, c.img_size)
+            images, labels = torch.randn(shape, generator=gen, dtype=torch.float64), None
+        want = (c.in_chans, c.img_size, c.img_size)
+        if tuple(images.shape[1:]) != want:
+            raise ValueError(f"{c.name} takes images (B, {', '.join(map(str, want))}), got "
+                             f"{tuple(images.shape)}")
+        self.images, self.labels = images, labels
+        self.batch = int(images.shape[0])
 
     # -- Job -----------------------------------------------------------------------------------
     def run(self, sess: Session) -> dict[str, torch.Tensor]:
+        if self.arch is None or self.batch is None:
+            raise RuntimeError("vit: run before the public architecture and batch were bound")
         executor = PrivateViT(self.arch, self.options, weight_owner=WEIGHT_OWNER,
                               data_owner=DATA_OWNER)
         owner = sess.party_id == WEIGHT_OWNER and not sess.is_tracing
         client = sess.party_id == DATA_OWNER and not sess.is_tracing
         logits = executor.infer(sess, self.weights if owner else None,
                                 self.images if client else None, self.batch)
-        out = {"logits": logits}
-        if self.labels is not None:
-            out["labels"] = self.labels.to(torch.float64)
-        return out
+        return {"logits": logits}
 
     def reference(self) -> dict[str, torch.Tensor]:
+        if self.model is None or self.images is None:
+            raise RuntimeError("vit: the plaintext reference needs both the model and the images")
         model = self.model.double()
         with torch.no_grad():
             logits = model(self.images)
@@ -238,22 +347,23 @@ class VitJob(Job):
         return out
 
 
-def materialize_images(cfg: RunConfig, folder: Path) -> dict[str, Any]:
-    """The job's params made explicit for the roles: the embedded checkpoint's path when
-    none was named (so the report says which model ran), and default digits test images
-    written once to `folder`, so that the roles read a small tensor file instead of each
-    importing scikit-learn (~1 s)."""
-    params = dict(cfg.job.params)
-    job = VitJob(cfg)
-    if job.checkpoint and not params.get("checkpoint"):
-        params["checkpoint"] = job.checkpoint
+def prepare_local_run(cfg: RunConfig, inputs: RoleInputs, folder: Path) -> tuple[RoleInputs, VitJob]:
+    """For `privit run`, where one user holds everything: load the model and the images
+    once (the job returned computes the plaintext reference), write the public
+    architecture to `folder` for every role to pin, name the embedded checkpoint when none
+    was given, and write default digits test images there so that party 1 reads a small
+    tensor file instead of importing scikit-learn (~1 s)."""
+    job = VitJob(cfg, inputs)
+    assert job.arch is not None
+    arch_path = folder / "arch.json"
+    arch_path.write_text(json.dumps({"arch": job.arch.to_dict(), "arch_hash": job.arch.digest()}))
+    images = inputs.images
     if job.image_source == "digits":
         target = folder / "digits_test_images.pt"
         assert job.labels is not None
         torch.save({"images": job.images, "labels": job.labels}, target)
-        params.pop("offset", None)
-        params["images"] = str(target)
-    return params
+        images = str(target)
+    return RoleInputs(checkpoint=job.checkpoint, images=images, arch=str(arch_path)), job
 
 
 JOBS[VitJob.name] = VitJob

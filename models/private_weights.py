@@ -18,9 +18,13 @@ norm1's affine map stays: the residual stream itself is normalised (CCT block).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -92,6 +96,48 @@ class PrivateArch:
         if config.linear_gelu:
             betas = tuple((1,) * config.n_tokens for _ in range(config.depth))
         return PrivateArch(config, modes, betas)
+
+    # -- the public architecture as data: what party 0 announces, what `privit arch` prints
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: the config's fields, one mode per head, the MPCViT+ gates."""
+        return {"config": dataclasses.asdict(self.config),
+                "modes": [[m.value for m in row] for row in self.modes],
+                "betas": None if self.betas is None else [list(b) for b in self.betas]}
+
+    @staticmethod
+    def from_dict(data: Any) -> PrivateArch:
+        """The inverse of `to_dict`; anything malformed is a ValueError naming the field."""
+        if not isinstance(data, dict) or set(data) != {"config", "modes", "betas"}:
+            raise ValueError("public architecture: expected the fields config, modes, betas")
+        raw = data["config"]
+        fields = {f.name for f in dataclasses.fields(ViTConfig)}
+        if not isinstance(raw, dict) or set(raw) != fields:
+            raise ValueError(f"public architecture: config needs exactly the fields {sorted(fields)}")
+        config = ViTConfig(**raw)
+        try:
+            modes = tuple(tuple(AttnMode(m) for m in row) for row in data["modes"])
+        except (TypeError, ValueError):
+            raise ValueError("public architecture: modes must be lists of "
+                             f"{[m.value for m in AttnMode]}") from None
+        betas = data["betas"]
+        if betas is not None:
+            if not isinstance(betas, list) or not all(isinstance(r, list) for r in betas):
+                raise ValueError("public architecture: betas must be lists of 0/1")
+            betas = tuple(tuple(int(v) for v in row) for row in betas)
+        return PrivateArch(config, modes, betas)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON (hex, 16 characters): the architecture's name."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def summary(self) -> str:
+        """One line for messages: model name, heads, the alpha pattern."""
+        c = self.config
+        pattern = self.alpha_string() or "softmax teacher"
+        return f"{c.name} (d={c.dim}, L={c.depth}, H={c.heads}, alpha {pattern})"
 
     def alpha_string(self) -> str:
         """The pattern as 'layer,layer,...' of head digits (1 = ReLU-softmax), '' for teachers."""

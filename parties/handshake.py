@@ -3,7 +3,9 @@
 Steps (counted in the 'setup' phase, one round):
 1. Send a 'hello' to every peer. Its meta holds: version (PROTOCOL_VERSION), session
    (cfg.session_id), role (our role id), n_parties, config_hash (cfg.config_hash()),
-   config (the JSON of cfg.hash_fields()) and seed (16 bytes or nil).
+   config (the JSON of cfg.hash_fields()), seed (16 bytes or nil) and public (a JSON
+   object as text, or "": what the job lets this role announce, e.g. party 0's public
+   architecture; never a secret).
 2. Receive the hello of every peer and check each field's type, then its value; the
    first disagreement raises `HandshakeError` naming the peer and the field. Both sides
    check, so both fail, each with its own one-line message.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from privit.parties.channel import FramedChannel
@@ -29,8 +32,9 @@ from privit.parties.prg import SEED_BYTES
 # The hello's meta fields and their types.
 HELLO_FIELDS: dict[str, tuple[type, ...]] = {
     "version": (int,), "session": (str,), "role": (int,), "n_parties": (int,),
-    "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)),
+    "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)), "public": (str,),
 }
+MAX_PUBLIC_CHARS = 1 << 15  # well inside the wire's header limit
 
 
 class HandshakeError(RuntimeError):
@@ -44,7 +48,12 @@ def expects_seed(sender: int, receiver: int, dealer: int) -> bool:
     return receiver != dealer and sender < receiver
 
 
-def hello_meta(cfg: RunConfig, role: int, seed: bytes | None) -> dict[str, Any]:
+def hello_meta(cfg: RunConfig, role: int, seed: bytes | None,
+               public: dict[str, Any] | None = None) -> dict[str, Any]:
+    text = "" if public is None else json.dumps(public, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_PUBLIC_CHARS:
+        raise ValueError(f"{cfg.role_name(role)}'s public announcement is {len(text)} characters "
+                         f"(max {MAX_PUBLIC_CHARS})")
     return {
         "version": PROTOCOL_VERSION,
         "session": cfg.session_id,
@@ -53,7 +62,16 @@ def hello_meta(cfg: RunConfig, role: int, seed: bytes | None) -> dict[str, Any]:
         "config_hash": cfg.config_hash(),
         "config": json.dumps(cfg.hash_fields(), sort_keys=True, default=str),
         "seed": seed,
+        "public": text,
     }
+
+
+@dataclass(frozen=True)
+class Hellos:
+    """What the peers' hellos brought: seeds and public announcements, by peer."""
+
+    seeds: dict[int, bytes]
+    public: dict[int, dict[str, Any] | None]
 
 
 def handshake(
@@ -64,6 +82,18 @@ def handshake(
     seeds_out: Mapping[int, bytes],
 ) -> dict[int, bytes]:
     """Run the handshake with every peer; returns the seeds received, by peer."""
+    return exchange_hellos(channel, cfg, role, peers, seeds_out).seeds
+
+
+def exchange_hellos(
+    channel: FramedChannel,
+    cfg: RunConfig,
+    role: int,
+    peers: Sequence[int],
+    seeds_out: Mapping[int, bytes],
+    public: dict[str, Any] | None = None,
+) -> Hellos:
+    """Run the handshake with every peer, announcing `public`; returns what they sent."""
     dealer = cfg.dealer_id
     for peer in peers:
         seed = seeds_out.get(peer)
@@ -78,14 +108,31 @@ def handshake(
             )
     for peer in peers:
         seed = seeds_out.get(peer)
-        channel.send(peer, "hello", "hello", meta=hello_meta(cfg, role, seed))
+        channel.send(peer, "hello", "hello", meta=hello_meta(cfg, role, seed, public))
     received: dict[int, bytes] = {}
+    announced: dict[int, dict[str, Any] | None] = {}
     for peer in peers:
         msg = channel.recv(peer, "hello", "hello")
         seed = check_hello(msg.meta, cfg, role, peer)
         if seed is not None:
             received[peer] = seed
-    return received
+        meta = msg.meta if isinstance(msg.meta, dict) else {}  # check_hello vetted it
+        announced[peer] = _public_of(str(meta.get("public", "")), cfg.role_name(peer))
+    return Hellos(received, announced)
+
+
+def _public_of(text: str, who: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    if len(text) > MAX_PUBLIC_CHARS:
+        raise HandshakeError(f"bad hello from {who}: 'public' is {len(text)} characters")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise HandshakeError(f"bad hello from {who}: 'public' is not JSON") from None
+    if not isinstance(value, dict):
+        raise HandshakeError(f"bad hello from {who}: 'public' is not a JSON object")
+    return value
 
 
 def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None:

@@ -246,8 +246,8 @@ def test_vit_job_in_memory_matches_its_reference() -> None:
     res = run_in_memory(cfg, job.run, CORRELATIONS)
     ref = job.reference()
     out = res[0][0]
-    assert set(out) == {"logits", "labels"}
-    assert torch.equal(out["labels"], ref["labels"])
+    assert set(out) == {"logits"}  # the labels stay with party 1 (and the reference)
+    assert "labels" in ref
     assert (out["logits"] - ref["logits"]).abs().max() < 0.05
     assert torch.equal(out["logits"].argmax(-1), ref["logits"].argmax(-1))
     assert job.arch.alpha_string().count("1") == round(0.5 * 8)
