@@ -200,9 +200,6 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     """
     import uuid
 
-    from privit.launch.coordinator import RunFailed, run_local
-    from privit.launch.report import format_report
-
     inputs = RoleInputs(checkpoint=options.pop("checkpoint"), images=options.pop("images"))
     if options["job"] != "vit" and (logits_path or inputs.checkpoint or inputs.images):
         named = [*(["save-logits"] if logits_path else []),
@@ -212,6 +209,9 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     merge_vit_options(options)
     cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
     check_job_parties(cfg)
+    # Imported only now, after the options are checked: they pull in torch (~2 s).
+    from privit.launch.coordinator import RunFailed, run_local
+    from privit.launch.report import format_report
     if not cfg.secure:
         from privit.launch.roles import INSECURE_WARNING
 
@@ -252,8 +252,6 @@ def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[.
     def command(cluster: str, role_id: int | None, json_path: str | None, bind_host: str | None,
                 key_path: str | None, checkpoint: str | None = None, images: str | None = None,
                 arch: str | None = None, **options: Any) -> None:
-        from privit.launch.roles import role_main
-
         merge_vit_options(options)
         cfg = build_config(**options, default_session="cluster")
         check_job_parties(cfg)
@@ -272,6 +270,9 @@ def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[.
             raise click.UsageError(f"{who} needs --key FILE (its secret key; "
                                    f"`privit cluster init` writes one per role), or --insecure")
         inputs = RoleInputs(checkpoint=checkpoint, images=images, arch=arch)
+        # Imported only now, after every check: it pulls in torch (~2 s).
+        from privit.launch.roles import role_main
+
         sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host, key_path=key_path,
                            inputs=inputs))
     return command

@@ -3,7 +3,7 @@
 `describe(exc)` gives `Type: message (module:line)` for an unexpected exception, the place
 being the innermost frame of privit's own code (where the library call that failed was
 made; a frame inside torch or numpy rarely tells the user anything), and the bare message
-for the errors that already speak the user's terms (USER_ERRORS). `--debug` (on `privit`
+for the errors that already speak the user's terms (`user_errors`). `--debug` (on `privit`
 itself or on `run`, `party`, `dealer`), or the environment variable PRIVIT_DEBUG=1 for any
 command, prints the full traceback too.
 """
@@ -13,21 +13,25 @@ import os
 import traceback
 from types import TracebackType
 
-from privit.models.checkpoint import CheckpointError
-from privit.models.data import DatasetError
-from privit.parties.channel import PeerError
-from privit.parties.cluster import ClusterError
-from privit.parties.handshake import HandshakeError
-from privit.parties.keys import KeyFileError
-from privit.parties.transport import TransportError
-from privit.parties.wire import WireError
 
-# Errors whose text already says what went wrong in the user's terms (a peer, a file, a
-# handshake field): shown as they are, without a type or a code location.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
-    DatasetError, KeyFileError,
-)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose text already says what went wrong in the user's terms (a peer, a file,
+    a handshake field): shown as they are, without a type or a code location."""
+    # Imported here, not at the top: the command line imports this module, and these pull
+    # in torch (~2 s) that `privit --help` or a refused option must not wait for.
+    from privit.models.checkpoint import CheckpointError
+    from privit.models.data import DatasetError
+    from privit.parties.channel import PeerError
+    from privit.parties.cluster import ClusterError
+    from privit.parties.handshake import HandshakeError
+    from privit.parties.keys import KeyFileError
+    from privit.parties.transport import TransportError
+    from privit.parties.wire import WireError
+
+    return (PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
+            DatasetError, KeyFileError)
+
+
 DEBUG_ENV = "PRIVIT_DEBUG"
 _PACKAGE = "privit"
 
@@ -57,10 +61,10 @@ def where(tb: TracebackType | None) -> str | None:
 
 
 def describe(exc: BaseException) -> str:
-    """One line: `Type: message (module:line)`, whitespace folded; a USER_ERRORS
+    """One line: `Type: message (module:line)`, whitespace folded; a `user_errors()`
     exception is its message alone."""
     message = " ".join(str(exc).split())
-    if isinstance(exc, USER_ERRORS) and message:
+    if isinstance(exc, user_errors()) and message:
         return message
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     place = where(exc.__traceback__)
