@@ -1,0 +1,34 @@
+"""The whole-model cost, pinned: vit_7_4_32 at batch 1, teacher and μ = 0.5 (seeded).
+
+Exact online bytes and rounds of each party and the dealer's offline bytes, from the
+in-memory runner (the same framing and counting as real processes). A change that makes
+the model cost more (or less) fails here; update the numbers deliberately, with the
+reason in the commit, and BENCHMARKS.md with them.
+"""
+from __future__ import annotations
+
+import pytest
+
+from privit.launch.vit_job import VitJob
+from privit.parties.config import JobSpec, RunConfig
+from privit.parties.inmemory_run import run_in_memory_detailed
+from privit.protocols.registry import CORRELATIONS
+
+PINS = {
+    # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes)
+    "teacher": ({"model": "vit_7_4_32_teacher"},
+                ((78_472_194, 365), (53_156_503, 364), 297_640_594)),
+    "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
+              ((70_097_367, 272), (44_781_676, 271), 92_589_046)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINS))
+def test_vit_7_4_32_whole_model_cost_is_pinned(case: str) -> None:
+    params, (party0, party1, dealer_bytes) = PINS[case]
+    cfg = RunConfig(n_parties=2, seed=0, timeout_s=120, job=JobSpec.make("vit", batch=1, **params))
+    job = VitJob(cfg)
+    run = run_in_memory_detailed(cfg, job.run, CORRELATIONS)
+    online = [(r["phases"]["online"]["bytes"], r["phases"]["online"]["rounds"]) for r in run.reports]
+    assert online == [party0, party1]
+    assert run.dealer_report["phases"]["offline"]["bytes"] == dealer_bytes
