@@ -11,65 +11,33 @@ the result outside the scope and compares it with the float64 reference.
 Row fields: op, shape, rounds, online_bytes (all parties), offline_bytes (dealer
 payload attributed to the op's scope), wall_s (best repetition, slowest party),
 max_abs_error, network, plus any op-specific metrics (e.g. fault rates).
-Ops are declared in the `bench_ops_*` modules and registered in `BENCH_OPS`.
+Ops are declared in the `bench_ops_*` modules and listed in `BENCH_OPS`; the runs are
+launch/bench_runner.py's.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
-from privit.launch.jobs import ALL_INPUTS, JOBS, Job, RoleInputs
-from privit.parties.config import JobSpec, NetworkConfig, RunConfig
+from privit.launch import bench_ops_arith, bench_ops_compare, bench_ops_math
+from privit.launch.bench_op import BenchOp, default_check
+from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
+from privit.parties.config import RunConfig
 from privit.parties.session import Session
 from privit.protocols import ring, sharing
 
-Plain = dict[str, torch.Tensor]
-Shares = dict[str, torch.Tensor]
 
-
-@dataclass(frozen=True)
-class BenchOp:
-    """One benchmarked op.
-
-    inputs(gen) -> {name: (float64 tensor, owner party)}; run(sess, shares, state) -> share of
-    the fixed-point result; reference(plain inputs) -> float64 result; setup(sess, shares)
-    -> state, untimed; check(result, reference, plain inputs) -> extra metrics (default
-    max_abs_error). `raw_output`: the result is an integer (e.g. a 0/1 bit), not fixed point.
-    """
-
-    name: str
-    shape: str
-    inputs: Callable[[torch.Generator], dict[str, tuple[torch.Tensor, int]]]
-    run: Callable[[Session, Shares, Any], torch.Tensor]
-    reference: Callable[[Plain], torch.Tensor]
-    setup: Callable[[Session, Shares], Any] | None = None
-    check: Callable[[torch.Tensor, torch.Tensor, Plain], dict[str, float]] | None = None
-    raw_output: bool = False
-    config: dict[str, Any] = field(default_factory=dict)  # e.g. {"truncation": "dealer"}
-
-
-def default_check(result: torch.Tensor, reference: torch.Tensor, _: Plain) -> dict[str, float]:
-    err = (result - reference).abs().max() if result.numel() else torch.tensor(0.0)
-    return {"max_abs_error": float(err)}
-
-
-def _registry() -> dict[str, BenchOp]:
-    from privit.launch import bench_ops_arith
-
-    ops: list[BenchOp] = list(bench_ops_arith.OPS)
-    for module in ("bench_ops_compare", "bench_ops_math"):
-        try:
-            mod = __import__(f"privit.launch.{module}", fromlist=["OPS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"privit.launch.{module}":
-                raise
-            continue
-        ops.extend(mod.OPS)
+def _ops() -> dict[str, BenchOp]:
+    ops = [*bench_ops_arith.OPS, *bench_ops_compare.OPS, *bench_ops_math.OPS]
     return {op.name: op for op in ops}
+
+
+BENCH_OPS: Mapping[str, BenchOp] = MappingProxyType(_ops())
+"""Every op `privit bench` knows, by name (static: declared in the bench_ops_* modules)."""
 
 
 class BenchJob(Job):
@@ -80,7 +48,7 @@ class BenchJob(Job):
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        registry = _registry()
+        registry = BENCH_OPS
         names = str(cfg.job.param("ops", ",".join(registry))).split(",")
         unknown = [n for n in names if n not in registry]
         if unknown:
@@ -120,8 +88,6 @@ class BenchJob(Job):
         return None
 
 
-JOBS[BenchJob.name] = BenchJob
-
 
 def rows_from_report(report: dict[str, Any], job: BenchJob,
                      outputs: dict[str, float]) -> list[dict[str, Any]]:
@@ -142,39 +108,6 @@ def rows_from_report(report: dict[str, Any], job: BenchJob,
                 row[key[len(prefix):]] = value
         row.setdefault("max_abs_error", math.nan)
         rows.append(row)
-    return rows
-
-
-def run_bench(network: NetworkConfig, ops: list[str] | None, reps: int,
-              transport: bool, prg: bool = False) -> list[dict[str, Any]]:
-    """Run the selected ops (grouped by the run config they need), then the PRG and the
-    transport rows when asked."""
-    from privit.launch.coordinator import run_local
-
-    registry = _registry()
-    names = ops or list(registry)
-    unknown = [n for n in names if n not in registry]
-    if unknown:
-        raise ValueError(f"unknown bench ops {unknown}; available: {sorted(registry)}")
-    # One run per op: the dealer prepares every repetition's material before the online
-    # phase, and FSS keys for a large softmax or GeLU are hundreds of MB per repetition.
-    rows: list[dict[str, Any]] = []
-    for n in names:
-        cfg = RunConfig(job=JobSpec.make("bench", ops=n, reps=reps), network=network,
-                        session_id="bench", timeout_s=120.0, **registry[n].config)
-        result = run_local(cfg, overall_timeout_s=1800)
-        outputs = {k: float(v.flatten()[0]) for k, v in result.outputs.items()}
-        rows.extend(rows_from_report(result.report, BenchJob(cfg), outputs))
-    if prg:
-        from privit.launch import bench_prg
-
-        rows.extend({**row, "network": "none (in process)"} for row in bench_prg.run())
-    if transport:
-        from privit.launch import bench_transport
-
-        for channels in ("curve", "insecure"):
-            for row in bench_transport.run_plan(bench_transport.default_plan(), channels=channels):
-                rows.append({**row, "network": "none (loopback, no emulation)"})
     return rows
 
 

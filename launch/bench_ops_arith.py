@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from privit.launch.bench import BenchOp, Plain, Shares
+from privit.launch.bench_op import BenchOp, Plain, Shares
 from privit.parties.session import Session
 from privit.protocols import beaver, sharing, truncation
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from privit.launch.bench import BenchOp, Plain, Shares, default_check
+from privit.launch.bench_op import BenchOp, Plain, Shares, default_check
 from privit.parties.config import MIN_FRAC_BITS
 from privit.parties.session import Session
 from privit.protocols import circa, compare

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from privit.launch.bench import BenchOp, Plain, Shares, default_check
+from privit.launch.bench_op import BenchOp, Plain, Shares, default_check
 from privit.parties.session import Session
 from privit.protocols import exp, gelu, layernorm, reciprocal, rsqrt, softmax
 from privit.protocols.approx_config import (

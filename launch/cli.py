@@ -388,7 +388,7 @@ def _merge_reference(cfg: RunConfig, reports: list[dict[str, Any]],
                      inputs: RoleInputs) -> tuple[dict[str, Any] | None, str]:
     """The plaintext reference for `privit report`, or None and why: it takes the model and
     the images together, which only someone holding both (a test, a benchmark) has."""
-    from privit.launch.jobs import make_job
+    from privit.launch.job_registry import make_job
 
     by_role = {r["role"]: r for r in reports}
     party1 = by_role.get(DATA_OWNER, {})
@@ -423,7 +423,7 @@ def arch_command(checkpoint: str | None, model: str | None, mu: float | None, se
     Shapes, the attention mode of every head (from alpha), MPCViT+ gates, and its hash;
     never a weight. CHECKPOINT defaults to the embedded digits model.
     """
-    from privit.launch.jobs import make_job
+    from privit.launch.job_registry import make_job
     from privit.launch.vit_job import VitJob
 
     params: dict[str, Any] = {}
@@ -457,9 +457,9 @@ def arch_command(checkpoint: str | None, model: str | None, mu: float | None, se
 @main.command()
 def jobs() -> None:
     """List the jobs `privit run --job` accepts."""
-    from privit.launch.jobs import job_registry
+    from privit.launch.job_registry import JOBS
 
-    for name, cls in sorted(job_registry().items()):
+    for name, cls in sorted(JOBS.items()):
         click.echo(f"{name:<16}{cls.description}")
 
 
@@ -477,7 +477,8 @@ def jobs() -> None:
 def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops: str | None,
           reps: int, transport: bool, prg: bool, json_path: str | None) -> None:
     """Microbenchmarks of the ops on real processes (2 parties + dealer)."""
-    from privit.launch.bench import format_rows, run_bench
+    from privit.launch.bench import format_rows
+    from privit.launch.bench_runner import run_bench
 
     net = network_from_options(network, rtt_ms, bandwidth_mbps)
     try:
@@ -506,9 +507,10 @@ def accuracy(out: str, seed: int) -> None:
 
 def _register_training_commands() -> None:
     from privit.launch.key_commands import KEY_COMMANDS
+    from privit.launch.profile_commands import PROFILE_COMMANDS
     from privit.launch.train_commands import TRAIN_COMMANDS
 
-    for command in (*TRAIN_COMMANDS, *KEY_COMMANDS):
+    for command in (*TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS):
         main.add_command(command)
 
 

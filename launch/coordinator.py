@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs, make_job
+from privit.launch.job_registry import make_job
+from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.launch.report import build_report, outputs_of
 from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from privit.launch.role_inputs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, RoleInputs
-from privit.parties.config import JobSpec, RunConfig
+from privit.parties.config import RunConfig
 from privit.parties.session import Session
 from privit.protocols import beaver, ring, sharing
 
-__all__ = ["ALL_INPUTS", "DATA_OWNER", "WEIGHT_OWNER", "Job", "RoleInputs", "make_job"]
+__all__ = ["ALL_INPUTS", "DATA_OWNER", "WEIGHT_OWNER", "Job", "MatmulChain", "RoleInputs", "SquareMlp"]
 
 
 def seeded_normal(seed: int, shape: tuple[int, ...], std: float) -> torch.Tensor:
@@ -161,22 +161,3 @@ class SquareMlp(Job):
         w1, b1, w2, b2 = (seeded_normal(self.cfg.seed + off, shape, std)
                           for off, shape, std in self._shapes())
         return {"output": ((x @ w1 + b1) ** 2) @ w2 + b2}
-
-
-JOBS: dict[str, type[Job]] = {MatmulChain.name: MatmulChain, SquareMlp.name: SquareMlp}
-
-
-def job_registry() -> dict[str, type[Job]]:
-    """Every job by name; jobs defined in other modules register when those are imported."""
-    import privit.launch.bench  # noqa: F401  (registers "bench")
-    import privit.launch.vit_job  # noqa: F401  (registers "vit")
-
-    return JOBS
-
-
-def make_job(cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> Job:
-    spec: JobSpec = cfg.job
-    registry = job_registry()
-    if spec.name not in registry:
-        raise ValueError(f"unknown job {spec.name!r}; available: {sorted(registry)}")
-    return registry[spec.name](cfg, inputs)

@@ -8,7 +8,7 @@
   teacher), measures test accuracy and one private run each, and writes a table and an
   accuracy-vs-WAN-time plot.
 
-Both are click commands registered through ``TRAIN_COMMANDS`` (launch/train_commands.py);
+Both are click commands registered by launch/cli.py (``PROFILE_COMMANDS``);
 the heavy imports happen inside the functions.
 """
 
@@ -254,7 +254,7 @@ def run_pareto(dataset: str = "digits", mus: tuple[float, ...] = (0.1, 0.3, 0.5,
     """
     import torch
 
-    from privit.launch.train_commands import _STUDENTS, DATASET_DEFAULTS
+    from privit.launch.train_settings import _STUDENTS, DATASET_DEFAULTS
     from privit.models.checkpoint import load_checkpoint
     from privit.models.data import load_dataset
     from privit.models.distill import retrain
@@ -370,4 +370,4 @@ def pareto_command(dataset: str, mus: str, teacher: str | None, no_teacher: bool
 
 
 PROFILE_COMMANDS = (profile_command, pareto_command)
-"""The commands of this module, appended to ``TRAIN_COMMANDS``."""
+"""The commands of this module, registered by launch/cli.py."""

@@ -27,7 +27,8 @@ import torch
 
 from privit import __version__
 from privit.launch.errors import debug_enabled, describe, format_traceback
-from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs, make_job
+from privit.launch.job_registry import make_job
+from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
 from privit.parties.channel import ChannelLimits, FramedChannel, PeerAborted
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, JOBS, WEIGHT_OWNER, Job, RoleInputs
+from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
 from privit.models.checkpoint import load_checkpoint
 from privit.models.config import ViTConfig, get_config
 from privit.models.private_vit import PrivateOptions, PrivateViT
@@ -364,6 +364,3 @@ def prepare_local_run(cfg: RunConfig, inputs: RoleInputs, folder: Path) -> tuple
         torch.save({"images": job.images, "labels": job.labels}, target)
         images = str(target)
     return RoleInputs(checkpoint=job.checkpoint, images=images, arch=str(arch_path)), job
-
-
-JOBS[VitJob.name] = VitJob

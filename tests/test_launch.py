@@ -340,12 +340,13 @@ def test_unexpected_error_is_one_line_with_its_place(monkeypatch: pytest.MonkeyP
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """An exception no check anticipated is one line with its type and module:line;
     --debug adds the traceback."""
-    from privit.launch import cli, jobs
+    from privit.launch import cli, job_registry
 
-    def broken() -> dict[str, type]:
-        raise RuntimeError("registry exploded")
+    class Broken(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("registry exploded")
 
-    monkeypatch.setattr(jobs, "job_registry", broken)
+    monkeypatch.setattr(job_registry, "JOBS", Broken())
     monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
     for argv, traceback_shown in ((["privit", "jobs"], False), (["privit", "--debug", "jobs"], True)):
         monkeypatch.setattr(sys, "argv", argv)
