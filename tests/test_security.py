@@ -213,6 +213,37 @@ def test_relay_sees_no_plaintext(tmp_path: Path) -> None:
             assert len(leaks) == 5, f"control: the insecure link should show everything, saw {leaks}"
 
 
+def test_a_recorded_session_replayed_is_refused() -> None:
+    """Everything role 1 sent to role 0 in one CURVE session, recorded by a relay, then
+    replayed byte for byte on a new connection: CURVE's per-connection keys and cookies
+    make it worthless; nothing reaches role 0's protocol."""
+    keys = _keys()
+    cluster = Cluster.local(1).with_keys(keys)
+    relay = _Relay(cluster.endpoint(0).port)
+    ep0 = cluster.endpoint(0)
+    via_relay = Cluster((Endpoint(ep0.host, relay.port, ep0.public_key),), cluster.dealer)
+    a, b = _open(0, cluster, keys[0]), _open(1, via_relay, keys[1])
+    try:
+        b.send(0, "data", "open", [FORGED])
+        np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], FORGED)
+        relay.stop()
+        recorded = bytes(relay.client_to_server)
+        assert len(recorded) > 200, "nothing recorded"
+        _raw_tcp(ep0.port, recorded)  # the replay: the old HELLO, INITIATE and MESSAGE
+        b.close()
+        b2 = _open(1, cluster, keys[1])  # the genuine role 1, reconnecting directly
+        try:
+            b2._send_seq[0] = 1  # it continues role 1's stream: message 1
+            b2.send(0, "data", "open", [GENUINE])
+            np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], GENUINE)
+            assert not a._early[1]
+        finally:
+            b2.close()
+    finally:
+        a.close()
+        b.close()
+
+
 class _Relay:
     """Forwards one TCP connection at a time to `target_port`, recording what it carries."""
 
@@ -224,6 +255,7 @@ class _Relay:
         self.port = self._server.getsockname()[1]
         self._target = target_port
         self._captured = bytearray()
+        self.client_to_server = bytearray()  # what the connecting side sent, in order
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,12 +269,12 @@ class _Relay:
             except OSError:
                 continue
             upstream = socket.create_connection(("127.0.0.1", self._target))
-            for src, dst in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+            for src, dst, outbound in ((client, upstream, True), (upstream, client, False)):
+                t = threading.Thread(target=self._pump, args=(src, dst, outbound), daemon=True)
                 t.start()
                 self._threads.append(t)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
         src.settimeout(0.2)
         while not self._stop.is_set():
             try:
@@ -255,6 +287,8 @@ class _Relay:
                 break
             with self._lock:
                 self._captured += data
+                if outbound:
+                    self.client_to_server += data
             try:
                 dst.sendall(data)
             except OSError:
