@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from privit import __version__
+from privit.launch import vit_spec
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
@@ -81,9 +82,12 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
     if truncation == "auto":
         truncation = "local" if n_parties == 2 else "dealer"
     try:
+        job_params = _parse_params(params)
+        if job == "vit":  # typed and checked once, so every role hashes the same values
+            job_params = vit_spec.VitSpec.from_params(job_params).to_params()
         return RunConfig(
             n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
-            job=JobSpec.make(job, **_parse_params(params)),
+            job=JobSpec.make(job, **job_params),
             network=network_from_options(network, rtt_ms, bandwidth_mbps),
             timeout_s=timeout_s, session_id=session_id or default_session, seed=seed,
             channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
@@ -124,40 +128,10 @@ def run_cli() -> None:
         sys.exit(1)
 
 
-VIT_PUBLIC_OPTIONS = ("model", "batch", "gelu", "relu", "circa_k", "compare", "softmax", "mu")
-VIT_OPTIONS = ("checkpoint", "images", *VIT_PUBLIC_OPTIONS)
-
-
-def vit_public_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The ViT job's public options: the same on every role (hashed into the handshake)."""
-    options = [
-        click.option("--model", default=None,
-                     help="vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); "
-                          "without a checkpoint a seeded random model"),
-        click.option("--mu", default=None, type=click.FloatRange(0, 1),
-                     help="vit, random student: share of ReLU-softmax heads"),
-        click.option("--batch", default=None, type=click.IntRange(min=1),
-                     help="vit: images per inference [all of the images file; 16 digits]"),
-        click.option("--gelu", type=click.Choice(["poly", "quad", "erf"]), default=None,
-                     help="vit: GeLU approximation [poly]"),
-        click.option("--relu", type=click.Choice(["exact", "stochastic"]), default=None,
-                     help="vit: ReLU of the ReLU-softmax heads; stochastic = Circa [exact]"),
-        click.option("--circa-k", "circa_k", type=click.IntRange(0, 40), default=None,
-                     help="vit: low bits Circa's stochastic ReLU drops [f - 6]"),
-        click.option("--compare", type=click.Choice(["auto", "fss", "adder"]), default=None,
-                     help="vit: comparison protocol [auto]"),
-        click.option("--softmax", type=click.Choice(["exact", "2quad"]), default=None,
-                     help="vit: the teacher's softmax [exact]"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def merge_vit_options(options: dict[str, Any]) -> None:
     """Move the typed ViT options into --param KEY=VALUE pairs (in place); refuse them, and
     a clash with --param, where they do not apply."""
-    given = {k: options.pop(k) for k in VIT_PUBLIC_OPTIONS}
+    given = {k: options.pop(k) for k in vit_spec.CLI_FIELDS}
     given = {k: v for k, v in given.items() if v is not None}
     if given and options["job"] != "vit":
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -177,7 +151,7 @@ def check_job_parties(cfg: RunConfig) -> None:
 
 @main.command()
 @run_options
-@vit_public_options
+@vit_spec.click_options
 @DEBUG_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report here")
 @click.option("--keep-dir", type=click.Path(file_okay=False), default=None,
@@ -313,7 +287,7 @@ ARCH_OPTION = click.option("--arch", type=click.Path(exists=True, dir_okay=False
                    "for a digits model, else seeded random images)")
 @ARCH_OPTION
 @run_options
-@vit_public_options
+@vit_spec.click_options
 @DEBUG_OPTION
 def party(**kwargs: Any) -> None:
     """Run one party of a multi-machine run (see README: across machines)."""
@@ -327,7 +301,7 @@ def party(**kwargs: Any) -> None:
 @KEY_OPTION
 @ARCH_OPTION
 @run_options
-@vit_public_options
+@vit_spec.click_options
 @DEBUG_OPTION
 def dealer(**kwargs: Any) -> None:
     """Run the dealer of a multi-machine run."""

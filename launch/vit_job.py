@@ -3,7 +3,8 @@
 Role inputs (`RoleInputs`, never shared, never hashed): party 0's `checkpoint` (an MPCViT
 .pth.tar; default: the embedded digits model, see `default_checkpoint`), party 1's `images`,
 and a public `arch` file any role may pin.
-Parameters (JobSpec params, the same on every role; `privit run` fills them from its options):
+Parameters (JobSpec params, the same on every role, typed and checked by `VitSpec` in
+launch/vit_spec.py, where each is one field; `privit run|party|dealer` offer them as options):
   model        registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); with a
                checkpoint it overrides the file's arch, without one it picks the random model
   mu | alpha   random students only: share of ReLU-softmax heads (seeded pattern), or an
@@ -14,7 +15,7 @@ Parameters (JobSpec params, the same on every role; `privit run` fills them from
                for digits test images)
   offset       first digits test image (default 0)
   gelu, relu, circa_k, circa_m, compare, softmax, scale_order, owner_matmul
-               `PrivateOptions` (models/private_vit.py)
+               `PrivateOptions` (models/private_options.py)
 Images (party 1's file: a torch file holding a float tensor (B, C, H, W), or a dict with
 "images" and optionally "labels", read with weights_only=True): the file if given; else,
 for a digits model, scikit-learn's digits test split (labels known); else seeded N(0, 1)
@@ -34,9 +35,10 @@ import torch
 from torch import nn
 
 from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
+from privit.launch.vit_spec import RANDOM_INITS, VitSpec
 from privit.models.checkpoint import load_checkpoint
 from privit.models.config import ViTConfig, get_config
-from privit.models.private_vit import PrivateOptions, PrivateViT
+from privit.models.private_vit import PrivateViT
 from privit.models.private_weights import (
     EncodedWeights,
     PrivateArch,
@@ -52,7 +54,6 @@ from privit.parties.session import Session
 DEFAULT_ASSET = "vit_digits_mu0.5.pth.tar"
 DIGITS_BATCH = 16
 DEFAULT_MU = 0.5
-RANDOM_INITS = ("unit", "vit")
 
 
 def assets_dir() -> Path:
@@ -129,19 +130,6 @@ def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Ten
             test.labels[offset:offset + count].clone())
 
 
-def options_from_params(params: dict[str, Any]) -> PrivateOptions:
-    k, m = params.get("circa_k"), params.get("circa_m")
-    return PrivateOptions(
-        gelu=str(params.get("gelu", "poly")), relu=str(params.get("relu", "exact")),
-        circa_k=None if k in (None, "") else int(k), circa_m=None if m in (None, "") else int(m),
-        compare=str(params.get("compare", "auto")), softmax=str(params.get("softmax", "exact")),
-        scale_order=str(params.get("scale_order", "auto")),
-        owner_matmul=bool(int(params.get("owner_matmul", 1))),
-    )
-
-
-KNOWN_PARAMS = {"model", "mu", "alpha", "init", "batch", "offset", "gelu", "relu", "circa_k",
-                "circa_m", "compare", "softmax", "scale_order", "owner_matmul"}
 ROLE_INPUT_PARAMS = {"checkpoint": "party 0's --checkpoint", "images": "party 1's --images"}
 
 
@@ -185,18 +173,13 @@ class VitJob(Job):
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        self.params = params = dict(cfg.job.params)
+        params = dict(cfg.job.params)
         misplaced = sorted(set(params) & set(ROLE_INPUT_PARAMS))
         if misplaced:
             raise ValueError(f"vit: {misplaced[0]} is not a shared parameter but "
                              f"{ROLE_INPUT_PARAMS[misplaced[0]]} (only that role reads it)")
-        unknown = sorted(set(params) - KNOWN_PARAMS)
-        if unknown:
-            raise ValueError(f"vit: unknown parameters {unknown}; known: {sorted(KNOWN_PARAMS)}")
-        batch = params.get("batch")
-        if batch is not None and int(batch) < 1:
-            raise ValueError(f"vit: batch must be >= 1, got {batch}")
-        self.options = options_from_params(params)
+        self.spec = VitSpec.from_params(params)
+        self.options = self.spec.private_options()
         self.expected_arch = load_arch_file(inputs.arch) if inputs.arch else None
         self.model: ViTLite | None = None
         self.checkpoint: str | None = None
@@ -209,7 +192,7 @@ class VitJob(Job):
         self.batch: int | None = None
         holds_weights = inputs.role in (None, WEIGHT_OWNER)
         if holds_weights:
-            self.model, self.checkpoint = self._load_model(params)
+            self.model, self.checkpoint = self._load_model()
             if self.checkpoint is not None:
                 self.checkpoint_sha256 = file_sha256(self.checkpoint)
             self._set_arch(PrivateArch.from_model(self.model), "this role's model")
@@ -267,27 +250,29 @@ class VitJob(Job):
         return fields
 
     # -- inputs ------------------------------------------------------------------------------
-    def _load_model(self, params: dict[str, Any]) -> tuple[ViTLite, str | None]:
+    def _load_model(self) -> tuple[ViTLite, str | None]:
+        spec = self.spec
         path = self.inputs.checkpoint
-        name = params.get("model")
-        if path in (None, "") and name in (None, ""):
+        if not path and not spec.model:
             found = default_checkpoint()
             path = str(found) if found else None
-        if path not in (None, ""):
-            if "mu" in params or "alpha" in params:
+        random_only = spec.mu is not None or spec.alpha is not None
+        if path:
+            if random_only:
                 raise ValueError("vit: mu/alpha apply to random models; a checkpoint has its own")
-            model, _ = load_checkpoint(str(path), model_name=name or None)
+            model, _ = load_checkpoint(str(path), model_name=spec.model or None)
             return model.eval(), str(path)
-        config = get_config(str(name or "vit_digits"))
+        config = get_config(spec.model or "vit_digits")
         alpha = None
         if not config.teacher:
-            if "alpha" in params:
-                alpha = parse_alpha(str(params["alpha"]), config)
+            if spec.alpha is not None:
+                alpha = parse_alpha(spec.alpha, config)
             else:
-                alpha = alpha_from_mu(config, float(params.get("mu", DEFAULT_MU)), self.cfg.seed)
-        elif "mu" in params or "alpha" in params:
+                alpha = alpha_from_mu(config, DEFAULT_MU if spec.mu is None else spec.mu,
+                                      self.cfg.seed)
+        elif random_only:
             raise ValueError(f"vit: {config.name} is a softmax teacher: no mu/alpha")
-        return random_model(config, alpha, self.cfg.seed, str(params.get("init", "unit"))), None
+        return random_model(config, alpha, self.cfg.seed, spec.init), None
 
     def _load_images(self) -> None:
         """Party 1's images (once): its file, else digits test images for a digits model,
@@ -297,7 +282,7 @@ class VitJob(Job):
         if self.arch is None:
             raise ValueError("vit: the images are loaded after the architecture is known")
         c = self.arch.config
-        batch = self.params.get("batch")
+        batch = self.spec.batch
         if self.inputs.images:
             images, labels = load_images(str(self.inputs.images))
             self.image_source = "file"
@@ -309,7 +294,7 @@ class VitJob(Job):
                 labels = None if labels is None else labels[:int(batch)]
         elif c.name.startswith("vit_digits"):
             self.image_source = "digits"
-            images, labels = digits_test_images(int(self.params.get("offset", 0)),
+            images, labels = digits_test_images(self.spec.offset,
                                                 int(batch or DIGITS_BATCH))
         else:
             self.image_source = "random"

@@ -41,6 +41,7 @@ import torch
 
 from privit.models.attention import RELU_SOFTMAX_EPS, AttnMode
 from privit.models.config import ViTConfig
+from privit.models.private_options import PrivateOptions
 from privit.models.private_weights import (
     EncodedWeights,
     PlainWeights,
@@ -55,47 +56,8 @@ from privit.protocols.owner_matmul import OwnerWeight, owner_matmul, prepare_own
 from privit.protocols.products import truncate_many
 from privit.protocols.softmax import scale_attention
 
-GELU_KINDS = ("poly", "quad", "erf")
-RELU_KINDS = ("exact", "stochastic")
-COMPARE_METHODS = ("auto", "fss", "adder")
-SOFTMAX_KINDS = ("exact", "2quad")
-SCALE_ORDERS = ("auto", "qk", "kv")
 LN_EPS = 1e-5
 
-
-@dataclass(frozen=True)
-class PrivateOptions:
-    """How the private executor computes each non-linear step.
-
-    gelu: kind for protocols.gelu.gelu ("poly" close to erf, "quad" the MPCFormer quad).
-    relu: the ReLU inside ReLU-softmax heads: "exact" or Circa's "stochastic" ReLU with
-      `circa_k` low bits dropped and `circa_m` magnitude bits (None: circa.default_params,
-      k = f - 6 and m = f + 6).
-    compare: comparison method for every ReLU/DReLU ("auto", "fss", "adder").
-    softmax: the teacher's heads: "exact" softmax or MPCFormer's "2quad".
-    scale_order: ScaleAttn product order, "qk" = (Q K^T) V, "kv" = Q (K^T V), "auto" =
-      the one opening fewer elements for the shape.
-    owner_matmul: one-sided products for the owner's weights (2 parties only).
-    """
-
-    gelu: str = "poly"
-    relu: str = "exact"
-    circa_k: int | None = None
-    circa_m: int | None = None
-    compare: str = "auto"
-    softmax: str = "exact"
-    scale_order: str = "auto"
-    owner_matmul: bool = True
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (("gelu", self.gelu, GELU_KINDS), ("relu", self.relu, RELU_KINDS),
-                                     ("compare", self.compare, COMPARE_METHODS),
-                                     ("softmax", self.softmax, SOFTMAX_KINDS),
-                                     ("scale_order", self.scale_order, SCALE_ORDERS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.circa_k is not None and not 0 <= self.circa_k <= 40:
-            raise ValueError(f"circa_k must be in [0, 40], got {self.circa_k}")
 
 
 class NonLinearOps(Protocol):

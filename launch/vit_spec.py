@@ -1,0 +1,155 @@
+"""The vit job's public parameters as one typed spec (`VitSpec`).
+
+Every field is public: the same on every role and hashed into the handshake (the model
+and the images are role inputs, launch/role_inputs.py). A field's metadata makes it a
+command-line option of `privit run`, `privit party` and `privit dealer` too, so a new
+ViT option is one field here. `--param KEY=VALUE` sets any field as well (strings are
+converted by the field's type). No heavy imports: the command line reads this before
+torch is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from privit.models.private_options import (
+    COMPARE_METHODS,
+    GELU_KINDS,
+    RELU_KINDS,
+    SCALE_ORDERS,
+    SOFTMAX_KINDS,
+    PrivateOptions,
+)
+
+RANDOM_INITS = ("unit", "vit")
+
+
+def _option(help_text: str, choices: tuple[str, ...] | None = None,
+            value_range: tuple[float, float | None] | None = None, cli: bool = True) -> dict[str, Any]:
+    return {"help": help_text, "choices": choices, "range": value_range, "cli": cli}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VitSpec:
+    """The vit job's public parameters (defaults in brackets in `--help`)."""
+
+    model: str | None = field(default=None, metadata=_option(
+        "vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); without a "
+        "checkpoint a seeded random model"))
+    mu: float | None = field(default=None, metadata=_option(
+        "vit, random student: share of ReLU-softmax heads", value_range=(0.0, 1.0)))
+    alpha: str | None = field(default=None, metadata=_option(
+        "vit, random student: head pattern '1100,0011,...' (1 = ReLU-softmax)", cli=False))
+    init: str = field(default="unit", metadata=_option(
+        "vit, random model: weight initialisation", RANDOM_INITS, cli=False))
+    batch: int | None = field(default=None, metadata=_option(
+        "vit: images per inference [all of the images file; 16 digits; 1 random]",
+        value_range=(1, None)))
+    offset: int = field(default=0, metadata=_option(
+        "vit: first digits test image", value_range=(0, None), cli=False))
+    gelu: str = field(default="poly", metadata=_option("vit: GeLU approximation", GELU_KINDS))
+    relu: str = field(default="exact", metadata=_option(
+        "vit: ReLU of the ReLU-softmax heads; stochastic = Circa", RELU_KINDS))
+    circa_k: int | None = field(default=None, metadata=_option(
+        "vit: low bits Circa's stochastic ReLU drops [f - 6]", value_range=(0, 40)))
+    circa_m: int | None = field(default=None, metadata=_option(
+        "vit: magnitude bits of Circa's comparison [f + 6]", value_range=(1, 62), cli=False))
+    compare: str = field(default="auto", metadata=_option(
+        "vit: comparison protocol", COMPARE_METHODS))
+    softmax: str = field(default="exact", metadata=_option("vit: the teacher's softmax", SOFTMAX_KINDS))
+    scale_order: str = field(default="auto", metadata=_option(
+        "vit: ScaleAttn product order", SCALE_ORDERS, cli=False))
+    owner_matmul: bool = field(default=True, metadata=_option(
+        "vit: one-sided products for party 0's weights", cli=False))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            choices, bounds = f.metadata["choices"], f.metadata["range"]
+            if choices and value not in choices:
+                raise ValueError(f"vit: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+            if bounds is not None:
+                low, high = bounds
+                if value < low or (high is not None and value > high):
+                    top = "" if high is None else f", at most {high:g}"
+                    raise ValueError(f"vit: {f.name} must be at least {low:g}{top}, got {value!r}")
+
+    @staticmethod
+    def from_params(params: Mapping[str, Any]) -> VitSpec:
+        """A spec from JobSpec params (typed values, or strings from --param)."""
+        fields = {f.name: f for f in dataclasses.fields(VitSpec)}
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise ValueError(f"vit: unknown parameters {unknown}; known: {sorted(fields)}")
+        values: dict[str, Any] = {}
+        for name, raw in params.items():
+            convert = _CONVERTERS[name]
+            try:
+                values[name] = None if raw is None else convert(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"vit: {name}={raw!r} is not a valid "
+                                 f"{convert.__name__.strip('_').replace('to_', '')}") from None
+        return VitSpec(**values)
+
+    def to_params(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, typed (the hashed form)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default}
+
+    def private_options(self) -> PrivateOptions:
+        return PrivateOptions(gelu=self.gelu, relu=self.relu, circa_k=self.circa_k,
+                              circa_m=self.circa_m, compare=self.compare, softmax=self.softmax,
+                              scale_order=self.scale_order, owner_matmul=self.owner_matmul)
+
+
+def _converter(annotation: str) -> Callable[[Any], Any]:
+    if "bool" in annotation:
+        return _to_bool
+    if "float" in annotation:
+        return float
+    if "int" in annotation:
+        return int
+    return str
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    f.name: _converter(str(f.type)) for f in dataclasses.fields(VitSpec)}
+CLI_FIELDS = tuple(f.name for f in dataclasses.fields(VitSpec) if f.metadata["cli"])
+
+
+def click_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A click option per command-line field of VitSpec (--model, --mu, --batch, ...)."""
+    for f in reversed(dataclasses.fields(VitSpec)):
+        if not f.metadata["cli"]:
+            continue
+        kind: Any = None
+        choices, bounds = f.metadata["choices"], f.metadata["range"]
+        convert = _CONVERTERS[f.name]
+        if choices:
+            kind = click.Choice(list(choices))
+        elif bounds is not None:
+            low, high = bounds
+            kind = (click.FloatRange(low, high) if convert is float
+                    else click.IntRange(int(low), None if high is None else int(high)))
+        default = "" if f.default is None else f" [{f.default}]"
+        flag = "--" + f.name.replace("_", "-")
+        func = click.option(flag, f.name, type=kind, default=None,
+                            help=f.metadata["help"] + default)(func)
+    return func
