@@ -32,7 +32,6 @@ Online cost per layer (2 parties, local truncation), B images, N tokens, n_q que
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,8 +51,8 @@ from privit.models.private_weights import (
 )
 from privit.parties.session import Session
 from privit.protocols import beaver, ring, sharing
+from privit.protocols import products as batched
 from privit.protocols.owner_matmul import OwnerWeight, owner_matmul, prepare_owner_weights
-from privit.protocols.products import truncate_many
 from privit.protocols.softmax import scale_attention
 
 LN_EPS = 1e-5
@@ -110,57 +109,18 @@ class ProtocolOps:
 
     def relu_softmax(self, sess: Session, s: torch.Tensor) -> torch.Tensor:
         """ReLU(S) / (sum ReLU(S) + eps): softmax.relu_softmax, or with Circa's stochastic
-        ReLU in place of the exact one (the same division, softmax.py's configuration)."""
-        from dataclasses import replace
-
+        ReLU in place of the exact one (softmax.stochastic_relu_softmax)."""
+        from privit.protocols import circa
         from privit.protocols import softmax as sm
         from privit.protocols.approx_config import ReluSoftmaxConfig
 
         cfg = ReluSoftmaxConfig(method=self.options.compare)
         if self.options.relu == "exact":
             return sm.relu_softmax(sess, s, eps=RELU_SOFTMAX_EPS, cfg=cfg)
-        from privit.protocols import circa
-        from privit.protocols.reciprocal import divide
-
         k, m = circa.default_params(sess.frac_bits)
         k = self.options.circa_k if self.options.circa_k is not None else k
         m = self.options.circa_m if self.options.circa_m is not None else m
-        with sess.scope("relu"):
-            r = circa.stochastic_relu(sess, s, k=k, m=m, method=self.options.compare)
-        sum_bits = cfg.compare_bits + math.ceil(math.log2(max(s.shape[-1], 2))) + 1
-        rcfg = replace(cfg.reciprocal, method=cfg.method, compare_bits=min(64, sum_bits))
-        with sess.scope("divide"):
-            return divide(sess, r, r.sum(-1, keepdim=True), rcfg, eps=RELU_SOFTMAX_EPS,
-                          label="relu_softmax_div")
-
-
-# -- batched Beaver products -----------------------------------------------------------------
-def beaver_matmul_many(sess: Session, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                       label: str = "matmul_many", extra_bits: Sequence[int] | None = None
-                       ) -> list[torch.Tensor]:
-    """Shares of x_i @ y_i / 2^extra_bits_i (both secret, each pair with its own batch dims),
-    ONE opening for all, results truncated by f + extra_bits_i (default 0).
-
-    As beaver.beaver_matmul per pair, with every D_i = x_i - A_i and E_i = y_i - B_i in
-    one message. ROUNDS 1 (+ 1 for dealer truncation, all products in one message).
-    BYTES (n-1)(H + 8 sum(batch (nk + km))). OFFLINE 8 sum(batch n m) to party n-1.
-    """
-    extra = list(extra_bits) if extra_bits is not None else [0] * len(pairs)
-    mats, masked = [], []
-    for x, y in pairs:
-        if x.dim() < 2 or x.shape[:-2] != y.shape[:-2] or x.shape[-1] != y.shape[-2]:
-            raise ValueError(f"beaver_matmul_many: {tuple(x.shape)} @ {tuple(y.shape)}")
-        params = tuple(int(v) for v in (*x.shape[:-2], x.shape[-2], x.shape[-1], y.shape[-1]))
-        mat = sess.correlation("matmul_triple", params)
-        mats.append(mat)
-        masked += [x - mat["a"], y - mat["b"]]
-    opened = sharing.open_many(sess, masked, label=label)
-    out = []
-    for i, mat in enumerate(mats):
-        d, e = opened[2 * i], opened[2 * i + 1]
-        b = mat["b"] + e if sess.party_id == 0 else mat["b"]
-        out.append(mat["c"] + ring.ring_matmul(d, b) + ring.ring_matmul(mat["a"], e))
-    return truncate_many(sess, out, [sess.frac_bits + x for x in extra])
+        return sm.stochastic_relu_softmax(sess, s, k, m, eps=RELU_SOFTMAX_EPS, cfg=cfg)
 
 
 # -- weights on shares -----------------------------------------------------------------------
@@ -384,7 +344,7 @@ class PrivateViT:
             first.append((qs, ks.transpose(-2, -1)) if order == "qk" else (ks.transpose(-2, -1), vs))
             shifts.append(e_bits if order == "qk" else 0)
         with sess.scope("scores"):
-            products = beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in first],
+            products = batched.beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in first],
                                           label="attn_first", extra_bits=shifts)
         # step 2: normalise (ReLU-softmax, softmax); ScaleAttn divides by N (local)
         weights: list[torch.Tensor] = []
@@ -400,7 +360,7 @@ class PrivateViT:
             shifts.append(0 if order == "qk" else e_bits)
         # step 3: every head's second product, one opening
         with sess.scope("context"):
-            outs = beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in second],
+            outs = batched.beaver_matmul_many(sess, [(x.contiguous(), y.contiguous()) for x, y in second],
                                       label="attn_second", extra_bits=shifts)
         ctx = torch.empty((b, heads, n_q, dh), dtype=torch.int64)
         for m, o in zip(norm_modes, outs, strict=False):

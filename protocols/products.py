@@ -197,3 +197,31 @@ def linear(sess: Session, terms: Sequence[tuple[float, torch.Tensor]], const: fl
     if sess.party_id == 0 and const:
         out = out + int(round(const * scale * 2 ** sess.frac_bits))
     return out
+
+
+def beaver_matmul_many(sess: Session, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                       label: str = "matmul_many", extra_bits: Sequence[int] | None = None
+                       ) -> list[torch.Tensor]:
+    """Shares of x_i @ y_i / 2^extra_bits_i (both secret, each pair with its own batch dims),
+    ONE opening for all, results truncated by f + extra_bits_i (default 0).
+
+    As beaver.beaver_matmul per pair, with every D_i = x_i - A_i and E_i = y_i - B_i in
+    one message. ROUNDS 1 (+ 1 for dealer truncation, all products in one message).
+    BYTES (n-1)(H + 8 sum(batch (nk + km))). OFFLINE 8 sum(batch n m) to party n-1.
+    """
+    extra = list(extra_bits) if extra_bits is not None else [0] * len(pairs)
+    mats, masked = [], []
+    for x, y in pairs:
+        if x.dim() < 2 or x.shape[:-2] != y.shape[:-2] or x.shape[-1] != y.shape[-2]:
+            raise ValueError(f"beaver_matmul_many: {tuple(x.shape)} @ {tuple(y.shape)}")
+        params = tuple(int(v) for v in (*x.shape[:-2], x.shape[-2], x.shape[-1], y.shape[-1]))
+        mat = sess.correlation("matmul_triple", params)
+        mats.append(mat)
+        masked += [x - mat["a"], y - mat["b"]]
+    opened = open_many(sess, masked, label=label)
+    out = []
+    for i, mat in enumerate(mats):
+        d, e = opened[2 * i], opened[2 * i + 1]
+        b = mat["b"] + e if sess.party_id == 0 else mat["b"]
+        out.append(mat["c"] + ring.ring_matmul(d, b) + ring.ring_matmul(mat["a"], e))
+    return truncate_many(sess, out, [sess.frac_bits + x for x in extra])

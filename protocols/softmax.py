@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from privit.parties.session import Session
-from privit.protocols import compare, sharing
+from privit.protocols import circa, compare, sharing
 from privit.protocols.approx_config import (
     ReluSoftmaxConfig,
     SoftmaxConfig,
@@ -90,7 +90,26 @@ def relu_softmax(sess: Session, s: torch.Tensor, eps: float = 1e-5,
     cfg = with_method(cfg or ReluSoftmaxConfig(), method)
     with sess.scope("relu"):
         r = compare.relu(sess, s, method=cfg.method, bits=cfg.compare_bits)
-    sum_bits = cfg.compare_bits + math.ceil(math.log2(max(s.shape[-1], 2))) + 1
+    return _normalise_rows(sess, r, cfg, eps)
+
+
+def stochastic_relu_softmax(sess: Session, s: torch.Tensor, k: int, m: int, eps: float = 1e-5,
+                            cfg: ReluSoftmaxConfig | None = None, *, method: str | None = None
+                            ) -> torch.Tensor:
+    """RSAttn with Circa's stochastic ReLU (circa.stochastic_relu, k low bits dropped, m
+    magnitude bits) in place of the exact one, then the same division as relu_softmax.
+    The faults are Circa's (PosZero: a positive score below 2^k units may become 0).
+    ROUNDS and BYTES: circa.stochastic_relu's, then relu_softmax's division.
+    """
+    cfg = with_method(cfg or ReluSoftmaxConfig(), method)
+    with sess.scope("relu"):
+        r = circa.stochastic_relu(sess, s, k=k, m=m, method=cfg.method)
+    return _normalise_rows(sess, r, cfg, eps)
+
+
+def _normalise_rows(sess: Session, r: torch.Tensor, cfg: ReluSoftmaxConfig, eps: float) -> torch.Tensor:
+    """r / (sum_row r + eps), the division of both RSAttn variants."""
+    sum_bits = cfg.compare_bits + math.ceil(math.log2(max(r.shape[-1], 2))) + 1
     rcfg = replace(cfg.reciprocal, method=cfg.method, compare_bits=min(64, sum_bits))
     with sess.scope("divide"):
         return divide(sess, r, r.sum(-1, keepdim=True), rcfg, eps=eps, label="relu_softmax_div")
