@@ -26,7 +26,7 @@ DCF locally; material per element per party = 8 (r) + 8 (MSB(r)) + DCF(n-1) = 24
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,18 +198,41 @@ def _keygen_chunk(
     seed_cw: np.ndarray,
     value_cw: np.ndarray,
 ) -> np.ndarray:
-    """dcf_keygen's level loop on one chunk; fills seed_cw (n, m, 2), value_cw (n, m).
+    """dcf_keygen on one chunk; fills seed_cw (n, m, 2), value_cw (n, m). Returns the
+    final CW (m,): (-1)^t1 (s_1 - s_0 - V) on word 1 of the seeds."""
+    seeds, controls, path_sum = dcf_levels(
+        lambda seed: prg_expand(hash_, seed), alpha, beta[None, :], roots, n_bits, seed_cw,
+        value_cw[:, :, None])
+    return (1 - 2 * controls[1]) * (seeds[1][:, 1] - seeds[0][:, 1] - path_sum[0])
 
-    Returns the final CW (m,). All elementwise passes run on 1-D word views.
+
+def dcf_levels(
+    expand: Callable[[np.ndarray], np.ndarray],
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    roots: list[np.ndarray],
+    n_bits: int,
+    seed_cw: np.ndarray,
+    value_cw: np.ndarray,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The level loop of every DCF keygen here (steps 1-5 of dcf_keygen), for W payload
+    words: this one and relu_fss.py's two-word DCF differ only in their PRG and leaf.
+
+    expand(seeds (M, 2)) -> (M, 4, 2) blocks [child L, child R, value L, value R], word w
+    of a value block being payload word w's value; beta (W, M); fills seed_cw (n, M, 2)
+    and value_cw (n, M, W). Returns each party's last seeds and control bits and the path
+    sums V (W, M), from which the caller makes its leaf CW. All elementwise passes run on
+    1-D word views (numpy is slow on inner axes of length 2).
     """
     one = np.uint64(1)
+    words = beta.shape[0]
     seeds = [root.copy() for root in roots]
     controls = [np.zeros(alpha.shape[0], dtype=U64), np.ones(alpha.shape[0], dtype=U64)]
-    path_sum = np.zeros(alpha.shape[0], dtype=U64)
+    path_sum = np.zeros((words, alpha.shape[0]), dtype=U64)
     for level in range(n_bits):
         bit = (alpha >> np.uint64(n_bits - 1 - level)) & one
         lose_is_left = -bit  # all ones where alpha_i = 1: the left child leaves alpha's path
-        expanded = [prg_expand(hash_, seed) for seed in seeds]
+        expanded = [expand(seed) for seed in seeds]
         keep = [np.empty_like(seed) for seed in seeds]
         cw = seed_cw[level]
         for word in (0, 1):
@@ -224,19 +247,21 @@ def _keygen_chunk(
         cw[:, 0] &= CLEAR_TWEAK
         cw[:, 0] |= (t_left ^ bit ^ one) | ((t_right ^ bit) << one)
 
-        v_lose = [_select(lose_is_left, g[:, 2, 0], g[:, 3, 0]) for g in expanded]
-        v_keep = [_select(lose_is_left, g[:, 3, 0], g[:, 2, 0]) for g in expanded]
         sign = 1 - 2 * controls[1]  # (-1)^t1 in Z_2^64
-        value_cw[level] = sign * (v_lose[1] - v_lose[0] - path_sum + bit * beta)
-        path_sum += v_keep[0] - v_keep[1] + sign * value_cw[level]
+        for word in range(words):
+            v_lose = [_select(lose_is_left, g[:, 2, word], g[:, 3, word]) for g in expanded]
+            v_keep = [_select(lose_is_left, g[:, 3, word], g[:, 2, word]) for g in expanded]
+            value_cw[level, :, word] = sign * (v_lose[1] - v_lose[0] - path_sum[word]
+                                               + bit * beta[word])
+            path_sum[word] += v_keep[0] - v_keep[1] + sign * value_cw[level, :, word]
 
         for party in (0, 1):
             t_mask = -controls[party]
             for word in (0, 1):
                 keep[party][:, word] ^= cw[:, word] & t_mask
             controls[party] = (keep[party][:, 0] >> bit) & one
-            seeds[party] = keep[party]
-    return (1 - 2 * controls[1]) * (seeds[1][:, 1] - seeds[0][:, 1] - path_sum)
+        seeds = keep
+    return seeds, controls, path_sum
 
 
 def dcf_eval(party: int, keys: DcfKeys, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:

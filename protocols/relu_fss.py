@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dcf import check_key_arrays
+from .dcf import check_key_arrays, dcf_levels
 from .fss_prg import CLEAR_TWEAK, U64, FixedKeyHash
 
 EVAL_CHUNK = 8192
@@ -143,43 +143,10 @@ def pair_dcf_keygen(alpha: np.ndarray, n_bits: int, beta: np.ndarray,
 
 def _keygen_chunk(prg: _PairPrg, alpha: np.ndarray, beta: np.ndarray, roots: list[np.ndarray],
                   n_bits: int, seed_cw: np.ndarray, value_cw: np.ndarray) -> np.ndarray:
-    one = np.uint64(1)
-    size = alpha.shape[0]
-    seeds = roots
-    controls = [np.zeros(size, dtype=U64), np.ones(size, dtype=U64)]
-    path_sum = np.zeros((WORDS, size), dtype=U64)
-    for level in range(n_bits):
-        bit = (alpha >> np.uint64(n_bits - 1 - level)) & one
-        lose_is_left = -bit  # all ones where alpha_i = 1: the left child leaves alpha's path
-        expanded = [prg.expand(seed) for seed in seeds]
-        keep = [np.empty_like(seed) for seed in seeds]
-        cw = seed_cw[level]
-        for word in (0, 1):
-            lose = []
-            for party, blocks in enumerate(expanded):
-                left, right = blocks[:, 0, word], blocks[:, 1, word]
-                lose.append(_select(lose_is_left, left, right))
-                keep[party][:, word] = _select(lose_is_left, right, left)
-            np.bitwise_xor(lose[0], lose[1], out=cw[:, word])
-        t_left = (expanded[0][:, 0, 0] ^ expanded[1][:, 0, 0]) & one
-        t_right = ((expanded[0][:, 1, 0] ^ expanded[1][:, 1, 0]) >> one) & one
-        cw[:, 0] &= CLEAR_TWEAK
-        cw[:, 0] |= (t_left ^ bit ^ one) | ((t_right ^ bit) << one)
-
-        sign = 1 - 2 * controls[1]  # (-1)^t1 in Z_2^64
-        for word in range(WORDS):
-            v_lose = [_select(lose_is_left, g[:, 2, word], g[:, 3, word]) for g in expanded]
-            v_keep = [_select(lose_is_left, g[:, 3, word], g[:, 2, word]) for g in expanded]
-            value_cw[level, :, word] = sign * (v_lose[1] - v_lose[0] - path_sum[word]
-                                               + bit * beta[word])
-            path_sum[word] += v_keep[0] - v_keep[1] + sign * value_cw[level, :, word]
-
-        for party in (0, 1):
-            t_mask = -controls[party]
-            for word in (0, 1):
-                keep[party][:, word] ^= cw[:, word] & t_mask
-            controls[party] = (keep[party][:, 0] >> bit) & one
-        seeds = keep
+    """dcf.dcf_levels with this DCF's PRG, then the leaf CW per payload word,
+    (-1)^t1 (conv_w(s_1) - conv_w(s_0) - V_w)."""
+    seeds, controls, path_sum = dcf_levels(prg.expand, alpha, beta, roots, n_bits, seed_cw,
+                                           value_cw)
     conv = [prg.leaf(seed) for seed in seeds]
     sign = 1 - 2 * controls[1]
     return np.stack([sign * (conv[1][:, w] - conv[0][:, w] - path_sum[w]) for w in range(WORDS)],
