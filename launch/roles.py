@@ -35,7 +35,7 @@ from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.handshake import Hellos, exchange_hellos
 from privit.parties.keys import KeyFileError, RoleKeys
-from privit.parties.offline import dealer_send_plan, party_receive_plan
+from privit.parties.lifecycle import run_dealer_phases, run_party_phases
 from privit.parties.prg import new_seed
 from privit.parties.session import Session
 from privit.parties.transport import ZmqChannel, notify_abort
@@ -98,7 +98,6 @@ def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counter
         raise
 
 
-BYE_TIMEOUT_FACTOR = 10  # the dealer waits this many timeouts for the online phase to end
 INSECURE_WARNING = ("WARNING: --insecure: channels are neither authenticated nor encrypted; "
                     "any process that reaches the ports can read the shares and the seeds, or "
                     "inject messages. For measurements only.")
@@ -115,14 +114,6 @@ def _role_keys(cfg: RunConfig, role: int, key_path: str | None) -> RoleKeys | No
             f"writes one per role), or --insecure for a measurement without secure channels"
         )
     return RoleKeys.load(key_path)
-
-
-def _barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
-    others = [p for p in range(cfg.n_parties) if p != party_id]
-    for p in others:
-        channel.send(p, "data", "barrier")
-    for p in others:
-        channel.recv(p, "data", "barrier")
 
 
 def _progress_writer(path: str) -> Callable[[int, int, str], None]:
@@ -167,26 +158,10 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         _announce_and_bind(channel, cfg, party_id, job, hellos)
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
-        counters.set_phase("offline")
-        t_off = time.perf_counter()
-        prepared = party_receive_plan(channel, CORRELATIONS, cfg.dealer_id, party_id,
-                                      cfg.n_parties, seeds_in[cfg.dealer_id])
-        offline_s = time.perf_counter() - t_off
-        counters.set_phase("setup")
-        _barrier(channel, cfg, party_id)
-        counters.set_phase("online")
-        sess = Session(cfg, party_id, channel, counters, correlations=CORRELATIONS,
-                       prepared=prepared, pair_seeds=pair_seeds)
-        if progress_path:
-            sess.progress_sink = _progress_writer(progress_path)
-        t0 = time.perf_counter()
-        outputs = job.run(sess)
-        online_s = time.perf_counter() - t0
-        counters.set_phase("setup")
-        if prepared.remaining:
-            raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
-        channel.send(cfg.dealer_id, "bye", "bye")  # the dealer exits 0 only after every bye
-        counters.finish()
+        sink = _progress_writer(progress_path) if progress_path else None
+        outcome = run_party_phases(channel, counters, cfg, party_id, CORRELATIONS,
+                                   seeds_in[cfg.dealer_id], pair_seeds, job.run, sink)
+        outputs, offline_s, online_s = outcome.result, outcome.offline_s, outcome.online_s
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
@@ -217,24 +192,18 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
         job.run(tracer)
         assert tracer.trace is not None
         trace_s = time.perf_counter() - t0
-        request_bytes = dealer_send_plan(channel, CORRELATIONS, tracer.trace, seeds)
+        request_bytes, deal_s = run_dealer_phases(channel, counters, cfg, CORRELATIONS,
+                                                  tracer.trace, seeds)
         by_scope: dict[str, int] = {}
         for scope, nbytes in zip(tracer.trace_scopes, request_bytes, strict=True):
             by_scope[scope] = by_scope.get(scope, 0) + nbytes
         kinds: dict[str, int] = {}
         for kind, _ in tracer.trace:
             kinds[kind] = kinds.get(kind, 0) + 1
-        deal_s = time.perf_counter() - t0
-        # The run succeeded only if every party finished: wait for each one's 'bye' (a
-        # party that fails aborts, one that dies is noticed by the link monitor).
-        counters.set_phase("setup")
-        for party in range(cfg.n_parties):
-            channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
-        counters.finish()
         return {"role": dealer, "name": "dealer", "ok": True, "config": cfg.to_dict(),
                 **job.report_fields(),
                 "trace_wall_s": trace_s,
-                "offline_wall_s": deal_s, "requests": len(tracer.trace),
+                "offline_wall_s": trace_s + deal_s, "requests": len(tracer.trace),
                 "request_kinds": kinds, "offline_payload_by_scope": by_scope,
                 "counters": counters.report()}
     except BaseException as exc:

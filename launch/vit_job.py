@@ -40,6 +40,7 @@ from privit.models.checkpoint import load_checkpoint
 from privit.models.config import ViTConfig, get_config
 from privit.models.private_vit import PrivateViT
 from privit.models.private_weights import (
+    ArchitectureMismatch,
     EncodedWeights,
     PrivateArch,
     alpha_from_mu,
@@ -209,7 +210,7 @@ class VitJob(Job):
     # -- the public architecture -------------------------------------------------------------
     def _set_arch(self, arch: PrivateArch, source: str) -> None:
         if self.expected_arch is not None and arch != self.expected_arch:
-            raise ValueError(
+            raise ArchitectureMismatch(
                 f"architecture mismatch: {source} is {arch.summary()} [{arch.digest()}], the "
                 f"architecture file says {self.expected_arch.summary()} "
                 f"[{self.expected_arch.digest()}]")

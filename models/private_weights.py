@@ -36,6 +36,10 @@ from privit.protocols import ring
 Shape = tuple[int, ...]
 
 
+class ArchitectureMismatch(ValueError):
+    """Two roles hold different public architectures; the text names both (one line)."""
+
+
 @dataclass(frozen=True)
 class PrivateArch:
     """The public part of a model: shapes, attention mode per head, MPCViT+ gates.

@@ -5,9 +5,9 @@ per role and ZeroMQ, launch/): the bytes and rounds a test reads here are the on
 processes produce. Steps:
 1. Trace the job on a tracing session of every party; the plans must be identical.
 2. Generate the dealer seeds (one per party) and the pairwise seeds directly.
-3. Dealer thread: offline phase, `dealer_send_plan`.
-4. Party threads: offline phase, `party_receive_plan`; online phase, `job(session)`;
-   every planned correlation must have been used.
+3. Dealer thread and party threads: the same phases as the role processes
+   (parties/lifecycle.py): deal / receive the plan, barrier, `job(session)`, every planned
+   correlation used, bye.
 5. Join with a timeout; the first failure (in time) is re-raised naming its role, after
    the failing role has told the others to stop (`channel.abort`).
 """
@@ -21,8 +21,8 @@ from typing import Any, Generic, TypeVar
 
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
+from privit.parties.lifecycle import run_dealer_phases, run_party_phases
 from privit.parties.memory import MemoryChannel, MemoryHub
-from privit.parties.offline import dealer_send_plan, party_receive_plan
 from privit.parties.prg import new_seed
 from privit.parties.session import CorrelationRegistry, Params, Session
 
@@ -88,23 +88,13 @@ def run_in_memory_detailed(
     lock = threading.Lock()
 
     def dealer() -> None:
-        counters[cfg.dealer_id].set_phase("offline")
-        dealer_send_plan(channels[cfg.dealer_id], registry, plan, dealer_seeds)
-        counters[cfg.dealer_id].finish()
+        run_dealer_phases(channels[cfg.dealer_id], counters[cfg.dealer_id], cfg, registry, plan,
+                          dealer_seeds)
 
     def party(pid: int) -> None:
-        c = counters[pid]
-        c.set_phase("offline")
-        prepared = party_receive_plan(channels[pid], registry, cfg.dealer_id, pid, n,
-                                      dealer_seeds[pid])
-        c.set_phase("online")
-        sess = Session(cfg, pid, channels[pid], c, correlations=registry, prepared=prepared,
-                       pair_seeds=pair_seeds[pid])
-        results[pid] = job(sess)
-        c.set_phase("setup")
-        c.finish()
-        if prepared.remaining:
-            raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
+        outcome = run_party_phases(channels[pid], counters[pid], cfg, pid, registry,
+                                   dealer_seeds[pid], pair_seeds[pid], job)
+        results[pid] = outcome.result
 
     def guarded(role: int, body: Callable[[], None]) -> None:
         try:

@@ -347,7 +347,8 @@ def test_unexpected_error_is_one_line_with_its_place(monkeypatch: pytest.MonkeyP
             raise RuntimeError("registry exploded")
 
     monkeypatch.setattr(job_registry, "JOBS", Broken())
-    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
+    # setenv records the variable's absence, so the teardown removes what --debug sets.
+    monkeypatch.setenv("PRIVIT_DEBUG", "")
     for argv, traceback_shown in ((["privit", "jobs"], False), (["privit", "--debug", "jobs"], True)):
         monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as exit_info:
@@ -357,7 +358,6 @@ def test_unexpected_error_is_one_line_with_its_place(monkeypatch: pytest.MonkeyP
         first = err.strip().splitlines()[0]
         assert first.startswith("privit: error: RuntimeError: registry exploded (privit.launch.cli:"), err
         assert ("Traceback (most recent call last)" in err) == traceback_shown, err
-    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
 
 
 def test_report_of_a_file_that_is_no_role_report_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,87 @@
+"""The phases every role goes through after its handshake, shared by the role processes
+(launch/roles.py) and the in-memory runner for tests (parties/inmemory_run.py), so that
+both count the same bytes and rounds in the same phases.
+
+Party: 1. offline: receive and expand the dealer's plan (phase `offline`); 2. a barrier
+with the other parties (`setup`); 3. online: the job on a `Session` (`online`); 4. every
+planned correlation must have been used; 5. a `bye` to the dealer (`setup`).
+Dealer: 1. deal the plan (`offline`); 2. wait for every party's `bye` (`setup`), so that
+it ends successfully only when the whole run did.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from privit.parties.channel import FramedChannel
+from privit.parties.config import RunConfig
+from privit.parties.counters import Counters
+from privit.parties.offline import dealer_send_plan, party_receive_plan
+from privit.parties.session import CorrelationRegistry, Params, Session
+
+T = TypeVar("T")
+BYE_TIMEOUT_FACTOR = 10  # the dealer waits this many timeouts for the online phase to end
+
+
+@dataclass
+class PartyOutcome(Generic[T]):
+    result: T
+    offline_s: float
+    online_s: float
+
+
+def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
+    """Every party tells every other it is ready, then waits for theirs (one round)."""
+    others = [p for p in range(cfg.n_parties) if p != party_id]
+    for p in others:
+        channel.send(p, "data", "barrier")
+    for p in others:
+        channel.recv(p, "data", "barrier")
+
+
+def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig, party_id: int,
+                     registry: CorrelationRegistry, dealer_seed: bytes,
+                     pair_seeds: Mapping[int, bytes], job: Callable[[Session], T],
+                     progress_sink: Callable[[int, int, str], None] | None = None
+                     ) -> PartyOutcome[T]:
+    """Offline, barrier, online, the plan used up, bye (see the module docstring)."""
+    counters.set_phase("offline")
+    start = time.perf_counter()
+    prepared = party_receive_plan(channel, registry, cfg.dealer_id, party_id, cfg.n_parties,
+                                  dealer_seed)
+    offline_s = time.perf_counter() - start
+    counters.set_phase("setup")
+    barrier(channel, cfg, party_id)
+    counters.set_phase("online")
+    sess = Session(cfg, party_id, channel, counters, correlations=registry, prepared=prepared,
+                   pair_seeds=dict(pair_seeds))
+    if progress_sink is not None:
+        sess.progress_sink = progress_sink
+    start = time.perf_counter()
+    result = job(sess)
+    online_s = time.perf_counter() - start
+    counters.set_phase("setup")
+    if prepared.remaining:
+        raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
+    channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
+    counters.finish()
+    return PartyOutcome(result, offline_s, online_s)
+
+
+def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
+                      registry: CorrelationRegistry, plan: Sequence[tuple[str, Params]],
+                      seeds: Sequence[bytes]) -> tuple[list[int], float]:
+    """Deal `plan` with one seed per party, then wait for every party's bye (a party that
+    fails aborts; one that dies is noticed by the channel). Returns each request's payload
+    bytes and the seconds the dealing took."""
+    counters.set_phase("offline")
+    start = time.perf_counter()
+    request_bytes = dealer_send_plan(channel, registry, list(plan), list(seeds))
+    deal_s = time.perf_counter() - start
+    counters.set_phase("setup")
+    for party in range(cfg.n_parties):
+        channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
+    counters.finish()
+    return request_bytes, deal_s
