@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privit.parties.jsonfile import read_json_object
 from privit.parties.keys import KeyFileError, RoleKeys, check_public_key
 
 LOCALHOST = "127.0.0.1"
@@ -156,19 +157,7 @@ class Cluster:
     def load(path: str | Path) -> Cluster:
         """Read a cluster file; any problem is a one-line `ClusterError`."""
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise ClusterError(f"cluster file {p} does not exist") from None
-        except OSError as exc:
-            raise ClusterError(f"cannot read cluster file {p}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ClusterError(
-                f"cluster file {p} is not valid JSON: {exc.msg} "
-                f"at line {exc.lineno} column {exc.colno}"
-            ) from None
+        data = read_json_object(p, "cluster file", ClusterError)
         return Cluster.from_dict(data, where=f"cluster file {p}")
 
     # -- localhost --------------------------------------------------------------------

@@ -126,12 +126,17 @@ def _public_of(text: str, who: str) -> dict[str, Any] | None:
         return None
     if len(text) > MAX_PUBLIC_CHARS:
         raise HandshakeError(f"bad hello from {who}: 'public' is {len(text)} characters")
+    return _json_object(text, who, "public")
+
+
+def _json_object(text: str, who: str, field: str) -> dict[str, Any]:
+    """The JSON object in a hello field; anything else is a HandshakeError naming it."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        raise HandshakeError(f"bad hello from {who}: 'public' is not JSON") from None
+        raise HandshakeError(f"bad hello from {who}: field {field!r} is not JSON") from None
     if not isinstance(value, dict):
-        raise HandshakeError(f"bad hello from {who}: 'public' is not a JSON object")
+        raise HandshakeError(f"bad hello from {who}: field {field!r} is not a JSON object")
     return value
 
 
@@ -193,12 +198,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _compare_config(theirs_json: str, their_hash: str, cfg: RunConfig, who: str) -> None:
-    try:
-        theirs = json.loads(theirs_json)
-    except json.JSONDecodeError:
-        raise HandshakeError(f"bad hello from {who}: field 'config' is not JSON") from None
-    if not isinstance(theirs, dict):
-        raise HandshakeError(f"bad hello from {who}: field 'config' is not a JSON object")
+    theirs = _json_object(theirs_json, who, "config")
     ours = _flatten(json.loads(json.dumps(cfg.hash_fields(), sort_keys=True, default=str)))
     theirs_flat = _flatten(theirs)
     missing = object()

@@ -21,6 +21,8 @@ from typing import Any
 
 import zmq
 
+from privit.parties.jsonfile import read_json_object
+
 Z85_KEY_CHARS = 40
 _Z85_ALPHABET = frozenset(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
@@ -109,16 +111,4 @@ def load_public_key(path: str | Path) -> str:
 
 
 def _read_json(p: Path, what: str) -> dict[str, Any]:
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise KeyFileError(f"{what} {p} does not exist") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {p}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KeyFileError(f"{what} {p} is not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise KeyFileError(f"{what} {p} must hold a JSON object")
-    return data
+    return read_json_object(p, what, KeyFileError)

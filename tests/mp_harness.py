@@ -128,3 +128,21 @@ def kill_children() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5.0)
+
+
+def finish_popens(procs: dict[str, subprocess.Popen[str]],
+                  timeout: float = 60) -> dict[str, tuple[int, str]]:
+    """Wait for every process (all within `timeout` seconds together); return each one's
+    (exit code, stderr). Whatever is still running then is killed and reaped."""
+    out = {}
+    deadline = time.monotonic() + timeout
+    try:
+        for name, p in procs.items():
+            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            out[name] = (p.returncode, err)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out

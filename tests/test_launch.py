@@ -13,8 +13,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mp_harness import finish_popens
 
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.keys import RoleKeys
@@ -133,17 +135,16 @@ def _start_roles(tmp_path: Path, cluster: Path, common: list[str],
 
 
 def _finish(procs: dict[str, subprocess.Popen[str]], timeout: float = 60) -> dict[str, tuple[int, str]]:
-    out = {}
-    try:
-        for name, p in procs.items():
-            _, err = p.communicate(timeout=timeout)
-            out[name] = (p.returncode, err)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
+    return finish_popens(procs, timeout)
+
+
+def _merged_report(tmp_path: Path) -> dict[str, Any]:
+    """`privit report` over the three role reports in tmp_path."""
+    merged = tmp_path / "merged.json"
+    proc = run_cli(["report", str(tmp_path / "dealer.json"), str(tmp_path / "p0.json"),
+                    str(tmp_path / "p1.json"), "--json", str(merged)])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(merged.read_text())
 
 
 def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
@@ -151,11 +152,7 @@ def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
     common = ["--job", "mlp", "--session-id", "t1", "--timeout", "30"]
     results = _finish(_start_roles(tmp_path, cluster, common))
     assert all(code == 0 for code, _ in results.values()), results
-    merged = tmp_path / "merged.json"
-    proc = run_cli(["report", str(tmp_path / "dealer.json"), str(tmp_path / "p0.json"),
-                    str(tmp_path / "p1.json"), "--json", str(merged)])
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(merged.read_text())
+    report = _merged_report(tmp_path)
     assert report["online"]["rounds"] == 4
     assert report["accuracy"]["max_abs_error"] < 1e-2
 
@@ -269,11 +266,7 @@ def test_run_under_injection_attack_is_intact(tmp_path: Path) -> None:
         attacker.join(10)
     assert sent[0] > 0
     assert all(code == 0 for code, _ in results.values()), results
-    merged = tmp_path / "merged.json"
-    proc = run_cli(["report", str(tmp_path / "dealer.json"), str(tmp_path / "p0.json"),
-                    str(tmp_path / "p1.json"), "--json", str(merged)])
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(merged.read_text())
+    report = _merged_report(tmp_path)
     assert report["security"]["channels"] == "curve"
     assert report["accuracy"]["max_abs_error"] < 1e-2
 

@@ -12,13 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from mp_harness import track_popen
+from mp_harness import finish_popens, track_popen
 
 from privit.launch.vit_job import default_checkpoint
 
@@ -70,18 +69,7 @@ def _start(folder: Path, args: list[str], audit: Path | None = None) -> subproce
 
 
 def _finish(procs: dict[str, subprocess.Popen[str]], timeout: float = 180) -> dict[str, tuple[int, str]]:
-    out = {}
-    deadline = time.monotonic() + timeout
-    try:
-        for name, p in procs.items():
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            out[name] = (p.returncode, err)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
+    return finish_popens(procs, timeout)
 
 
 def _role_args(name: str, extra: dict[str, list[str]] | None = None) -> list[str]:
