@@ -20,9 +20,11 @@ import torch
 
 from privit.launch.bench_op import BenchOp, Plain, Shares, default_check
 from privit.parties.config import MIN_FRAC_BITS
+from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
-from privit.protocols import circa, compare
+from privit.protocols import binary, circa, compare
 from privit.protocols.cost_model import CostModel, PathConstants
+from privit.protocols.fss_correlations import DreluFss, ReluFss
 
 ELEMENTWISE = (197, 768)
 SCORES = (3, 197, 197)
@@ -168,10 +170,6 @@ def _best_s(fn: Callable[[], Any], reps: int) -> float:
 def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
     """Measure the per-element compute constants of both paths on this machine (one party's
     local work, best of `reps`; the network terms are left to the run's config)."""
-    from privit.parties.prg import Prg, new_seed
-    from privit.protocols import binary, compare
-    from privit.protocols.fss_correlations import DreluFss, ReluFss
-
     torch.set_num_threads(1)
     x = torch.randint(-(1 << 40), 1 << 40, (numel,))
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cryptography
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -65,8 +66,6 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, reps: int = 5,
 
 
 def main(argv: list[str] | None = None) -> None:
-    import cryptography
-
     parser = argparse.ArgumentParser(prog="python -m privit.launch.bench_prg")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
     parser.add_argument("--reps", type=int, default=5)

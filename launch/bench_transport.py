@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import zmq
 
+from privit.launch.roles import keep_freed_memory
 from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
@@ -154,8 +155,6 @@ def _role_main(role: int, cluster: Cluster, plan: Plan, tune_malloc: bool, pin: 
         if cpus is not None:
             os.sched_setaffinity(0, {cpus[role]})
         if tune_malloc:
-            from privit.launch.roles import keep_freed_memory
-
             keep_freed_memory()  # as every role process does
         rows = []
         for op, _, count in plan:

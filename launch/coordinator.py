@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
@@ -145,8 +146,6 @@ class ProgressBar:
                 continue
             done, total = int(parts[0]), int(parts[1])
             if self._bar is None:
-                from tqdm import tqdm
-
                 self._bar = tqdm(total=total, desc="online", unit="step", leave=False)
             self._bar.n = done
             self._bar.set_postfix_str(parts[2] if len(parts) > 2 else "")

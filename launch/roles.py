@@ -14,6 +14,9 @@ Dealer:
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import sys
@@ -60,9 +63,6 @@ def keep_freed_memory() -> None:
     17 ms instead of 0.3 ms). Protocols allocate many same-sized tensors, so reuse wins.
     No-op where glibc's mallopt is not available.
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name:
         return
@@ -242,7 +242,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         profile_dir = os.environ.get("PRIVIT_PROFILE")  # developer aid: cProfile per role
         profiler = None
         if profile_dir:
-            import cProfile
+            import cProfile  # here: a developer aid that ordinary runs never load
 
             profiler = cProfile.Profile()
             profiler.enable()
@@ -282,8 +282,6 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m privit.launch.roles --config C --cluster K --role R [--report P]`."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="privit-role")
     parser.add_argument("--config", required=True)
     parser.add_argument("--cluster", required=True)

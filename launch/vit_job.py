@@ -121,6 +121,8 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Digits test images [offset, offset + count) (normalised as in training) and labels."""
+    # Here, not at the top: models.data imports scikit-learn (~1 s), which only a role that
+    # loads the default digits images needs.
     from privit.models.data import load_digits
 
     test = load_digits().test
