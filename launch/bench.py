@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 
 from privit.launch import bench_ops_arith, bench_ops_compare, bench_ops_math
 from privit.launch.bench_op import BenchOp, default_check
+from privit.launch.job_spec import spec_from_params
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.parties.config import RunConfig
 from privit.parties.session import Session
@@ -40,21 +42,29 @@ BENCH_OPS: Mapping[str, BenchOp] = MappingProxyType(_ops())
 """Every op `privit bench` knows, by name (static: declared in the bench_ops_* modules)."""
 
 
+@dataclass(frozen=True)
+class BenchSpec:
+    ops: str | None = field(default=None, metadata={"help": "comma-separated op names [all]"})
+    reps: int = field(default=3, metadata={"help": "timed repetitions per op (best kept)"})
+
+
 class BenchJob(Job):
-    """params: ops (comma-separated names), reps."""
+    """One run of the selected ops, each repetition in its own scope."""
 
     name = "bench"
     description = "microbenchmarks (see `privit bench`)"
+    spec_class = BenchSpec
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
+        spec = spec_from_params(BenchSpec, dict(cfg.job.params), self.name)
         registry = BENCH_OPS
-        names = str(cfg.job.param("ops", ",".join(registry))).split(",")
+        names = (spec.ops or ",".join(registry)).split(",")
         unknown = [n for n in names if n not in registry]
         if unknown:
             raise ValueError(f"unknown bench ops {unknown}; available: {sorted(registry)}")
         self.ops = [registry[n] for n in names]
-        self.reps = int(cfg.job.param("reps", 3))
+        self.reps = spec.reps
         if self.reps < 1:
             raise ValueError("reps must be >= 1")
 

@@ -10,10 +10,12 @@ can plan the job's correlations without any party's inputs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from privit.launch.job_spec import spec_from_params
 from privit.launch.role_inputs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import RunConfig
 from privit.parties.session import Session
@@ -29,6 +31,11 @@ def seeded_normal(seed: int, shape: tuple[int, ...], std: float) -> torch.Tensor
 
 
 
+@dataclass(frozen=True)
+class NoParams:
+    """A job without parameters."""
+
+
 class Job(ABC):
     """A private computation with a plaintext reference.
 
@@ -40,6 +47,7 @@ class Job(ABC):
 
     name: str = ""
     description: str = ""
+    spec_class: type = NoParams  # the job's parameters, a frozen dataclass (launch/job_spec.py)
     client_announces: bool = False  # party 1 announces its public input shape after the hello
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
@@ -79,19 +87,41 @@ class Job(ABC):
         """Plaintext float64 outputs, or None when the job checks itself (bench)."""
 
 
+def _int_list(text: str, field: str, job: str) -> list[int]:
+    try:
+        return [int(d) for d in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{job}: {field} must be comma-separated integers, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class MatmulChainSpec:
+    rows: int = field(default=197, metadata={"help": "rows of X"})
+    dims: str = field(default="192,768,192",
+                      metadata={"help": "d0,d1,...: X is rows x d0, W_i is d_i x d_i+1"})
+
+
+@dataclass(frozen=True)
+class MlpSpec:
+    batch: int = field(default=4, metadata={"help": "inputs per inference"})
+    dims: str = field(default="64,128,10", metadata={"help": "input, hidden and output widths"})
+
+
 class MatmulChain(Job):
     """X (rows x d0) @ W1 (d0 x d1) @ W2 (d1 x d2) ...: secret x secret Beaver matmuls.
 
-    params: rows (default 197), dims (default "192,768,192"). Each product is truncated.
+    Each product is truncated.
     """
 
     name = "matmul_chain"
     description = "chain of secret x secret matmuls (X from party 1, W_i from party 0)"
+    spec_class = MatmulChainSpec
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        self.rows = int(cfg.job.param("rows", 197))
-        self.dims = [int(d) for d in str(cfg.job.param("dims", "192,768,192")).split(",")]
+        spec = spec_from_params(MatmulChainSpec, dict(cfg.job.params), self.name)
+        self.rows = spec.rows
+        self.dims = _int_list(spec.dims, "dims", self.name)
         if self.rows < 1 or len(self.dims) < 2 or min(self.dims) < 1:
             raise ValueError(f"matmul_chain needs rows >= 1 and >= 2 positive dims, got "
                              f"rows={self.rows} dims={self.dims}")
@@ -121,17 +151,18 @@ class MatmulChain(Job):
 class SquareMlp(Job):
     """A private MLP with square activations (CryptoNets-style): logits = W2 (W1 x + b1)^2 + b2.
 
-    params: batch (default 4), dims (default "64,128,10"). Shows linear layers, an
-    element-wise product and truncation end to end before the non-linear protocols exist.
+    Shows linear layers, an element-wise product and truncation end to end.
     """
 
     name = "mlp"
     description = "2-layer MLP with x^2 activation (weights from party 0, inputs from party 1)"
+    spec_class = MlpSpec
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        self.batch = int(cfg.job.param("batch", 4))
-        self.dims = [int(d) for d in str(cfg.job.param("dims", "64,128,10")).split(",")]
+        spec = spec_from_params(MlpSpec, dict(cfg.job.params), self.name)
+        self.batch = spec.batch
+        self.dims = _int_list(spec.dims, "dims", self.name)
         if self.batch < 1 or len(self.dims) != 3 or min(self.dims) < 1:
             raise ValueError(f"mlp needs batch >= 1 and 3 positive dims, got {self.dims}")
 

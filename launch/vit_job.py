@@ -172,6 +172,7 @@ class VitJob(Job):
 
     name = "vit"
     description = "private ViT-Lite inference (MPCViT); default: embedded digits model"
+    spec_class = VitSpec
     client_announces = True
 
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from privit.launch.job_spec import field_converter, spec_from_params, spec_to_params
 from privit.models.private_options import (
     COMPARE_METHODS,
     GELU_KINDS,
@@ -31,17 +32,6 @@ RANDOM_INITS = ("unit", "vit")
 def _option(help_text: str, choices: tuple[str, ...] | None = None,
             value_range: tuple[float, float | None] | None = None, cli: bool = True) -> dict[str, Any]:
     return {"help": help_text, "choices": choices, "range": value_range, "cli": cli}
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -94,24 +84,11 @@ class VitSpec:
     @staticmethod
     def from_params(params: Mapping[str, Any]) -> VitSpec:
         """A spec from JobSpec params (typed values, or strings from --param)."""
-        fields = {f.name: f for f in dataclasses.fields(VitSpec)}
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise ValueError(f"vit: unknown parameters {unknown}; known: {sorted(fields)}")
-        values: dict[str, Any] = {}
-        for name, raw in params.items():
-            convert = _CONVERTERS[name]
-            try:
-                values[name] = None if raw is None else convert(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"vit: {name}={raw!r} is not a valid "
-                                 f"{convert.__name__.strip('_').replace('to_', '')}") from None
-        return VitSpec(**values)
+        return spec_from_params(VitSpec, params, "vit")
 
     def to_params(self) -> dict[str, Any]:
         """The fields that differ from their defaults, typed (the hashed form)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) != f.default}
+        return spec_to_params(self)
 
     def private_options(self) -> PrivateOptions:
         return PrivateOptions(gelu=self.gelu, relu=self.relu, circa_k=self.circa_k,
@@ -119,18 +96,6 @@ class VitSpec:
                               scale_order=self.scale_order, owner_matmul=self.owner_matmul)
 
 
-def _converter(annotation: str) -> Callable[[Any], Any]:
-    if "bool" in annotation:
-        return _to_bool
-    if "float" in annotation:
-        return float
-    if "int" in annotation:
-        return int
-    return str
-
-
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    f.name: _converter(str(f.type)) for f in dataclasses.fields(VitSpec)}
 CLI_FIELDS = tuple(f.name for f in dataclasses.fields(VitSpec) if f.metadata["cli"])
 
 
@@ -141,7 +106,7 @@ def click_options(func: Callable[..., Any]) -> Callable[..., Any]:
             continue
         kind: Any = None
         choices, bounds = f.metadata["choices"], f.metadata["range"]
-        convert = _CONVERTERS[f.name]
+        convert = field_converter(f)
         if choices:
             kind = click.Choice(list(choices))
         elif bounds is not None:
