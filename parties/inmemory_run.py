@@ -6,8 +6,8 @@ processes produce. Steps:
 1. Trace the job on a tracing session of every party; the plans must be identical.
 2. Generate the dealer seeds (one per party) and the pairwise seeds directly.
 3. Dealer thread and party threads: the same phases as the role processes
-   (parties/lifecycle.py): deal / receive the plan, barrier, `job(session)`, every planned
-   correlation used, bye.
+   (parties/lifecycle.py): deal / receive the plan, `job(session)`, every planned
+   correlation used; without the barrier and the bye, which only separate processes need.
 5. Join with a timeout; the first failure (in time) is re-raised naming its role, after
    the failing role has told the others to stop (`channel.abort`).
 """
@@ -89,11 +89,11 @@ def run_in_memory_detailed(
 
     def dealer() -> None:
         run_dealer_phases(channels[cfg.dealer_id], counters[cfg.dealer_id], cfg, registry, plan,
-                          dealer_seeds)
+                          dealer_seeds, sync=False)
 
     def party(pid: int) -> None:
         outcome = run_party_phases(channels[pid], counters[pid], cfg, pid, registry,
-                                   dealer_seeds[pid], pair_seeds[pid], job)
+                                   dealer_seeds[pid], pair_seeds[pid], job, sync=False)
         results[pid] = outcome.result
 
     def guarded(role: int, body: Callable[[], None]) -> None:

@@ -7,6 +7,11 @@ with the other parties (`setup`); 3. online: the job on a `Session` (`online`); 
 planned correlation must have been used; 5. a `bye` to the dealer (`setup`).
 Dealer: 1. deal the plan (`offline`); 2. wait for every party's `bye` (`setup`), so that
 it ends successfully only when the whole run did.
+
+The barrier and the bye synchronise separate processes. The in-memory runner, whose
+threads end together at one join, passes `sync=False` and skips both: its counters then
+hold exactly the offline and online messages (the sequence numbers of a party's online
+messages start at 0), which is what the protocol tests assert to the byte.
 """
 from __future__ import annotations
 
@@ -44,8 +49,8 @@ def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
 def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig, party_id: int,
                      registry: CorrelationRegistry, dealer_seed: bytes,
                      pair_seeds: Mapping[int, bytes], job: Callable[[Session], T],
-                     progress_sink: Callable[[int, int, str], None] | None = None
-                     ) -> PartyOutcome[T]:
+                     progress_sink: Callable[[int, int, str], None] | None = None,
+                     sync: bool = True) -> PartyOutcome[T]:
     """Offline, barrier, online, the plan used up, bye (see the module docstring)."""
     counters.set_phase("offline")
     start = time.perf_counter()
@@ -53,7 +58,8 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                                   dealer_seed)
     offline_s = time.perf_counter() - start
     counters.set_phase("setup")
-    barrier(channel, cfg, party_id)
+    if sync:
+        barrier(channel, cfg, party_id)
     counters.set_phase("online")
     sess = Session(cfg, party_id, channel, counters, correlations=registry, prepared=prepared,
                    pair_seeds=dict(pair_seeds))
@@ -65,14 +71,15 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     counters.set_phase("setup")
     if prepared.remaining:
         raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
-    channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
+    if sync:
+        channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
     counters.finish()
     return PartyOutcome(result, offline_s, online_s)
 
 
 def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                       registry: CorrelationRegistry, plan: Sequence[tuple[str, Params]],
-                      seeds: Sequence[bytes]) -> tuple[list[int], float]:
+                      seeds: Sequence[bytes], sync: bool = True) -> tuple[list[int], float]:
     """Deal `plan` with one seed per party, then wait for every party's bye (a party that
     fails aborts; one that dies is noticed by the channel). Returns each request's payload
     bytes and the seconds the dealing took."""
@@ -81,7 +88,7 @@ def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig
     request_bytes = dealer_send_plan(channel, registry, list(plan), list(seeds))
     deal_s = time.perf_counter() - start
     counters.set_phase("setup")
-    for party in range(cfg.n_parties):
+    for party in range(cfg.n_parties if sync else 0):
         channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
     counters.finish()
     return request_bytes, deal_s
