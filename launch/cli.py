@@ -346,6 +346,13 @@ def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str
     if failed:
         raise click.ClickException("; ".join(f"{r['name']}: {r.get('error')}" for r in failed))
     cfg = RunConfig.from_dict(reports[0]["config"])
+    for r in reports[1:]:
+        other = RunConfig.from_dict(r["config"])
+        if (other.session_id, other.config_hash()) != (cfg.session_id, cfg.config_hash()):
+            raise click.ClickException(
+                f"{r['name']}'s report is from another run (session {other.session_id!r}, "
+                f"config {other.config_hash()}) than {reports[0]['name']}'s "
+                f"(session {cfg.session_id!r}, config {cfg.config_hash()})")
     roles = sorted(r["role"] for r in reports)
     if roles != list(range(cfg.n_parties + 1)):
         raise click.ClickException(f"need a report from every role 0..{cfg.n_parties}, got {roles}")

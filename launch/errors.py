@@ -21,7 +21,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     # in torch (~2 s) that `privit --help` or a refused option must not wait for.
     from privit.models.checkpoint import CheckpointError
     from privit.models.data import DatasetError
-    from privit.models.private_weights import ArchitectureMismatch
+    from privit.models.private_weights import ArchitectureError, ArchitectureMismatch
     from privit.parties.channel import PeerError
     from privit.parties.cluster import ClusterError
     from privit.parties.handshake import HandshakeError
@@ -30,7 +30,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from privit.parties.wire import WireError
 
     return (PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
-            DatasetError, KeyFileError, ArchitectureMismatch)
+            DatasetError, KeyFileError, ArchitectureMismatch, ArchitectureError)
 
 
 DEBUG_ENV = "PRIVIT_DEBUG"

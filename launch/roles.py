@@ -116,6 +116,14 @@ def _role_keys(cfg: RunConfig, role: int, key_path: str | None) -> RoleKeys | No
     return RoleKeys.load(key_path)
 
 
+def _close_after_failure(channel: ZmqChannel) -> None:
+    """Close a failed role's channel; a problem closing it must not hide the failure."""
+    try:
+        channel.close()
+    except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        pass
+
+
 def _progress_writer(path: str) -> Callable[[int, int, str], None]:
     """Append `done total label` lines to `path` (the coordinator tails it)."""
     def write(done: int, total: int, label: str) -> None:
@@ -169,6 +177,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
                 "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
     except BaseException as exc:
         channel.abort(f"{cfg.role_name(party_id)} failed: {exc}")
+        _close_after_failure(channel)
         raise
     finally:
         channel.close()
@@ -208,6 +217,7 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
                 "counters": counters.report()}
     except BaseException as exc:
         channel.abort(f"dealer failed: {exc}")
+        _close_after_failure(channel)
         raise
     finally:
         channel.close()

@@ -40,6 +40,7 @@ from privit.models.checkpoint import load_checkpoint
 from privit.models.config import ViTConfig, get_config
 from privit.models.private_vit import PrivateViT
 from privit.models.private_weights import (
+    ArchitectureError,
     ArchitectureMismatch,
     EncodedWeights,
     PrivateArch,
@@ -54,6 +55,7 @@ from privit.parties.session import Session
 
 DEFAULT_ASSET = "vit_digits_mu0.5.pth.tar"
 DIGITS_BATCH = 16
+MAX_BATCH = 4096  # images per inference a role accepts from party 1's announcement
 DEFAULT_MU = 0.5
 
 
@@ -212,7 +214,7 @@ class VitJob(Job):
 
     # -- the public architecture -------------------------------------------------------------
     def _set_arch(self, arch: PrivateArch, source: str) -> None:
-        if self.expected_arch is not None and arch != self.expected_arch:
+        if self.expected_arch is not None and arch.digest() != self.expected_arch.digest():
             raise ArchitectureMismatch(
                 f"architecture mismatch: {source} is {arch.summary()} [{arch.digest()}], the "
                 f"architecture file says {self.expected_arch.summary()} "
@@ -232,14 +234,22 @@ class VitJob(Job):
     def bind_public(self, owner: dict[str, Any] | None, client: dict[str, Any] | None) -> None:
         if self.inputs.role != WEIGHT_OWNER:
             if not isinstance(owner, dict) or "arch" not in owner:
-                raise ValueError("party 0 announced no architecture")
-            self._set_arch(PrivateArch.from_dict(owner["arch"]), "party 0's model")
+                raise ArchitectureError("party 0 announced none")
+            arch = PrivateArch.from_dict(owner["arch"])
+            if self.spec.model and arch.config.name != self.spec.model:
+                raise ArchitectureMismatch(f"architecture mismatch: party 0's model is "
+                                           f"{arch.summary()}, the run names {self.spec.model}")
+            self._set_arch(arch, "party 0's model")
         if self.inputs.role == DATA_OWNER:
             self._load_images()
         elif client is not None:
             batch = client.get("batch")
-            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-                raise ValueError(f"party 1 announced a bad batch size {batch!r}")
+            if type(batch) is not int or not 1 <= batch <= MAX_BATCH:
+                raise ValueError(f"party 1 announced a bad batch size {batch!r:.20} "
+                                 f"(1..{MAX_BATCH})")
+            if self.spec.batch is not None and batch != self.spec.batch:
+                raise ValueError(f"party 1 announced a batch of {batch}, the run says "
+                                 f"{self.spec.batch}")
             self.batch = batch
 
     def report_fields(self) -> dict[str, Any]:

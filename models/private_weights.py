@@ -40,6 +40,19 @@ class ArchitectureMismatch(ValueError):
     """Two roles hold different public architectures; the text names both (one line)."""
 
 
+class ArchitectureError(ValueError):
+    """An announced public architecture that is malformed or too large (one line)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"bad public architecture: {problem}")
+
+
+# Bounds on an announced architecture, well above ViT-Base (d 768, MLP 3072, 12 layers,
+# 12 heads, 197 tokens, 1000 classes) and below what would exhaust a role's memory.
+ARCH_LIMITS = {"img_size": 1024, "in_chans": 16, "patch_size": 1024, "dim": 4096, "depth": 64,
+               "heads": 64, "mlp_hidden": 16384, "num_classes": 100_000, "tokens": 4097}
+
+
 @dataclass(frozen=True)
 class PrivateArch:
     """The public part of a model: shapes, attention mode per head, MPCViT+ gates.
@@ -110,25 +123,45 @@ class PrivateArch:
 
     @staticmethod
     def from_dict(data: Any) -> PrivateArch:
-        """The inverse of `to_dict`; anything malformed is a ValueError naming the field."""
+        """The inverse of `to_dict`, strict: it comes from another role. Exact types, and
+        sizes within ARCH_LIMITS (a party 0 announcing an absurd model must not make the
+        others allocate it); anything else is an ArchitectureError naming the field."""
         if not isinstance(data, dict) or set(data) != {"config", "modes", "betas"}:
-            raise ValueError("public architecture: expected the fields config, modes, betas")
+            raise ArchitectureError("expected the fields config, modes, betas")
         raw = data["config"]
-        fields = {f.name for f in dataclasses.fields(ViTConfig)}
-        if not isinstance(raw, dict) or set(raw) != fields:
-            raise ValueError(f"public architecture: config needs exactly the fields {sorted(fields)}")
-        config = ViTConfig(**raw)
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in dataclasses.fields(ViTConfig)}:
+            raise ArchitectureError(
+                f"config needs exactly the fields {[f.name for f in dataclasses.fields(ViTConfig)]}")
+        for name, value in raw.items():
+            want: type = str if name == "name" else bool if name in ("teacher", "linear_gelu") else int
+            if type(value) is not want:
+                raise ArchitectureError(f"config.{name} must be {want.__name__}, got {value!r:.40}")
+            if type(value) is int and not 1 <= value <= ARCH_LIMITS[name]:
+                raise ArchitectureError(f"config.{name} = {value} is outside [1, {ARCH_LIMITS[name]}]")
         try:
-            modes = tuple(tuple(AttnMode(m) for m in row) for row in data["modes"])
+            config = ViTConfig(**raw)
+        except ValueError as exc:
+            raise ArchitectureError(str(exc)) from None
+        if config.n_tokens > ARCH_LIMITS["tokens"]:
+            raise ArchitectureError(f"{config.n_tokens} tokens exceed {ARCH_LIMITS['tokens']}")
+        rows = data["modes"]
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise ArchitectureError("modes must be lists of head modes")
+        try:
+            modes = tuple(tuple(AttnMode(m) for m in row) for row in rows)
         except (TypeError, ValueError):
-            raise ValueError("public architecture: modes must be lists of "
-                             f"{[m.value for m in AttnMode]}") from None
+            raise ArchitectureError(
+                f"modes must be lists of {[m.value for m in AttnMode]}") from None
         betas = data["betas"]
         if betas is not None:
-            if not isinstance(betas, list) or not all(isinstance(r, list) for r in betas):
-                raise ValueError("public architecture: betas must be lists of 0/1")
-            betas = tuple(tuple(int(v) for v in row) for row in betas)
-        return PrivateArch(config, modes, betas)
+            if not isinstance(betas, list) or not all(
+                    isinstance(r, list) and all(type(v) is int for v in r) for r in betas):
+                raise ArchitectureError("betas must be lists of the integers 0 and 1")
+            betas = tuple(tuple(row) for row in betas)
+        try:
+            return PrivateArch(config, modes, betas)
+        except ValueError as exc:
+            raise ArchitectureError(str(exc)) from None
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -39,6 +39,8 @@ def abort_message(role: int, reason: str) -> Message:
     return Message("abort", role, 0, "abort", [], {"reason": reason[:500]})
 
 
+MAX_MESSAGES_AHEAD = 100_000  # as the transport's high-water mark
+MESSAGE_OVERHEAD_BYTES = 4096  # counted per buffered message besides its arrays
 POLL_S = 0.25  # a receive wakes at least this often to check deadlines and peer liveness
 STALL_S = 2.0  # a gap this much longer than a poll means this process was suspended
 
@@ -207,6 +209,10 @@ class FramedChannel(ABC):
             raise PeerAborted(who, str(reason))
         if msg.seq < self._recv_seq[msg.src] or msg.seq in self._early[msg.src]:
             raise WireError(f"duplicate message {msg.seq} ({msg.label!r}) from {who}")
+        if msg.seq - self._recv_seq[msg.src] > MAX_MESSAGES_AHEAD:
+            raise PeerError(f"{who} sent message {msg.seq} while {self.role_name(self.role)} "
+                            f"waits for message {self._recv_seq[msg.src]}: more than "
+                            f"{MAX_MESSAGES_AHEAD} ahead")
         held = self._early_bytes[msg.src] + _payload_bytes(msg)
         if held > self.limits.max_buffer_bytes:
             raise PeerError(
@@ -219,4 +225,6 @@ class FramedChannel(ABC):
 
 
 def _payload_bytes(msg: Message) -> int:
-    return sum(a.nbytes for a in msg.arrays)
+    """What a buffered message holds: its arrays, plus a flat allowance for its header and
+    meta (at most the wire's header limit), so that array-less messages count too."""
+    return sum(a.nbytes for a in msg.arrays) + MESSAGE_OVERHEAD_BYTES

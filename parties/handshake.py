@@ -133,7 +133,7 @@ def _json_object(text: str, who: str, field: str) -> dict[str, Any]:
     """The JSON object in a hello field; anything else is a HandshakeError naming it."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; nesting bombs
         raise HandshakeError(f"bad hello from {who}: field {field!r} is not JSON") from None
     if not isinstance(value, dict):
         raise HandshakeError(f"bad hello from {who}: field {field!r} is not a JSON object")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils import z85
 
 from privit.parties.jsonfile import read_json_object
 
@@ -37,6 +39,12 @@ def check_public_key(key: Any, where: str) -> str:
     """`key` if it is a Z85 CURVE key (40 characters of the Z85 alphabet), else KeyFileError."""
     if not isinstance(key, str) or len(key) != Z85_KEY_CHARS or not set(key) <= _Z85_ALPHABET:
         raise KeyFileError(f"{where}: not a CURVE key (expected {Z85_KEY_CHARS} Z85 characters)")
+    try:
+        raw = z85.decode(key.encode("ascii"))
+    except (ValueError, struct.error):  # a 5-character group above 2^32 - 1
+        raw = b""
+    if len(raw) != 32:
+        raise KeyFileError(f"{where}: not a CURVE key (its Z85 text does not decode to 32 bytes)")
     return key
 
 
@@ -96,7 +104,11 @@ class RoleKeys:
             raise KeyFileError(f"secret key file {p}: 'name' must be a string")
         public = check_public_key(data["public_key"], f"secret key file {p}: public_key")
         secret = check_public_key(data["secret_key"], f"secret key file {p}: secret_key")
-        if zmq.curve_public(secret.encode("ascii")).decode("ascii") != public:
+        try:
+            derived = zmq.curve_public(secret.encode("ascii")).decode("ascii")
+        except zmq.ZMQError:
+            raise KeyFileError(f"secret key file {p}: the secret key is not a CURVE key") from None
+        if derived != public:
             raise KeyFileError(f"secret key file {p}: the public key does not match the secret key")
         return RoleKeys(name, public, secret)
 

@@ -27,7 +27,10 @@ from privit.parties.offline import dealer_send_plan, party_receive_plan
 from privit.parties.session import CorrelationRegistry, Params, Session
 
 T = TypeVar("T")
-BYE_TIMEOUT_FACTOR = 10  # the dealer waits this many timeouts for the online phase to end
+# The dealer hears nothing while the parties compute online, for as long as that takes: its
+# wait for their byes is bounded by their liveness (a party that fails aborts, one that dies
+# closes its link, which the channel notices), and only this generous cap besides.
+BYE_WAIT_S = 24 * 3600.0
 
 
 @dataclass
@@ -89,6 +92,6 @@ def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig
     deal_s = time.perf_counter() - start
     counters.set_phase("setup")
     for party in range(cfg.n_parties if sync else 0):
-        channel.recv(party, "bye", "bye", timeout_s=BYE_TIMEOUT_FACTOR * cfg.timeout_s)
+        channel.recv(party, "bye", "bye", timeout_s=max(BYE_WAIT_S, cfg.timeout_s))
     counters.finish()
     return request_bytes, deal_s

@@ -6,8 +6,9 @@ parties/wire.py); ZeroMQ keeps each link FIFO and the framing layer checks the s
 numbers anyway. A PUSH socket may connect before its peer has bound: ZeroMQ queues and
 retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
 
-- Sends never block: SNDHWM = RCVHWM = 0 (unbounded queues), so two parties that both
-  send a large message before receiving cannot deadlock. Array frames of 64 KiB or more
+- High-water marks are finite but far above need (HWM_MESSAGES per socket): two parties
+  that both send a large message before receiving do not block, and a peer cannot queue
+  without bound. Array frames of 64 KiB or more
   (`COPY_THRESHOLD`) are handed to ZeroMQ without copying, so an array passed to `send`
   must not be changed in place afterwards (protocols build new tensors; with network
   emulation the frames are copied anyway). Smaller frames are copied, which is faster.
@@ -49,7 +50,7 @@ from privit.parties.config import NETWORK_PRESETS, NetworkConfig
 from privit.parties.counters import Counters
 from privit.parties.keys import RoleKeys
 from privit.parties.netem import DelaySender
-from privit.parties.wire import MAX_HEADER_BYTES, encode, message_nbytes
+from privit.parties.wire import MAX_ARRAYS, MAX_HEADER_BYTES, encode, message_nbytes
 
 COPY_THRESHOLD = 1 << 16
 GONE_GRACE_S = 0.5
@@ -59,11 +60,13 @@ RECONNECT_IVL_MS = 20
 RECONNECT_IVL_MAX_MS = 200
 # A link is up once its ZMTP handshake (CURVE or NULL) succeeded; a TCP connection whose
 # handshake keeps failing is a peer that does not accept our key, or a wrong key on file.
+_MECHANISM_MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 HANDSHAKE_FAILURE_GRACE_S = 2.0  # failed handshakes for this long, and none succeeded: an error
 HWM_MESSAGES = 100_000  # per socket: far above any protocol step's outstanding messages
+CURVE_FRAME_OVERHEAD = 64  # CURVE adds 33 bytes to every frame; this leaves a margin
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 
@@ -108,12 +111,16 @@ class _RoleAuthenticator(ThreadAuthenticator):
         return str(self._key_roles[z85.encode(client_public_key).decode("ascii")])
 
 
-def _handshake_failure_text(event: int, value: int) -> str:
+def _handshake_failure_text(event: int, value: int, secure: bool) -> str:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return f"it refused our key (ZAP status {value})"
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        return "the CURVE handshake failed (wrong key for it in the cluster file, or it is not a privit role)"
-    return "the connection closed during the handshake (is it --insecure while we are not, or the reverse?)"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+        return ("one side runs --insecure and the other CURVE" if secure
+                else "it runs CURVE and this role --insecure")
+    if secure:
+        return ("the CURVE handshake failed: the cluster file's public key for it is not its "
+                "key, or it is not a privit role")
+    return "the handshake failed (it is not a privit role, or it expects CURVE)"
 
 
 class ZmqChannel(FramedChannel):
@@ -175,7 +182,9 @@ class ZmqChannel(FramedChannel):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IPV6, int(":" in host))
         # A peer that sends a larger frame is disconnected by ZeroMQ before it is buffered.
-        sock.setsockopt(zmq.MAXMSGSIZE, max(self.limits.max_frame_bytes, MAX_HEADER_BYTES))
+        # libzmq checks the frame as it arrives, CURVE's 33 bytes of box and nonce included.
+        sock.setsockopt(zmq.MAXMSGSIZE,
+                        max(self.limits.max_frame_bytes, MAX_HEADER_BYTES) + CURVE_FRAME_OVERHEAD)
         if self.keys is not None:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
@@ -195,13 +204,20 @@ class ZmqChannel(FramedChannel):
 
     def _connect(self, ep: Endpoint) -> _Link:
         sock = self._push_ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.SNDHWM, HWM_MESSAGES)
-        if self.keys is not None:
-            if ep.public_key is None:  # check_own_key/public_key ran first; kept for mypy
-                raise TransportError(f"no public key for {ep}")
-            sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public_key.encode("ascii"))
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
+        try:
+            sock.setsockopt(zmq.SNDHWM, HWM_MESSAGES)
+            if self.keys is not None:
+                if ep.public_key is None:  # check_own_key/public_key ran first; for mypy
+                    raise TransportError(f"no public key for {ep}")
+                sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
+                sock.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public_key.encode("ascii"))
+                sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(f"cannot set up the link to {ep}: {exc.strerror}") from None
+        except BaseException:
+            sock.close(linger=0)
+            raise
         sock.setsockopt(zmq.LINGER, self._linger_ms)
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
@@ -257,8 +273,15 @@ class ZmqChannel(FramedChannel):
             return None
         # The other parts of a multipart message are already here. recv_multipart would
         # cost ~3 us more per message (its RCVMORE checks go through enum conversions).
+        overflow = False
         while self._pull.get(_RCVMORE):
-            frames.append(self._pull.recv(copy=False))
+            frame = self._pull.recv(copy=False)
+            if len(frames) <= MAX_ARRAYS:
+                frames.append(frame)
+            else:
+                overflow = True  # read and drop the rest; not kept in memory
+        if overflow:
+            frames.append(b"")  # one frame more than a header may list: decode refuses it
         self._last_arrival = time.monotonic()
         return frames, sender
 
@@ -281,7 +304,8 @@ class ZmqChannel(FramedChannel):
                 elif kind & _HANDSHAKE_FAILED and not link.connected:
                     if link.handshake_failed_at is None:
                         link.handshake_failed_at = time.monotonic()
-                    link.handshake_failure = _handshake_failure_text(kind, int(event["value"]))
+                    link.handshake_failure = _handshake_failure_text(
+                        kind, int(event["value"]), self.keys is not None)
 
     def link_state(self, peer: int) -> str:
         if self._closed or peer not in self._links:
@@ -337,11 +361,12 @@ class ZmqChannel(FramedChannel):
         self._closed = True
         error: BaseException | None = None
         if self._delay is not None:
+            wait_s = ABORT_LINGER_S if self._aborted else self.timeout_s
             try:
-                if not self._delay.close(ABORT_LINGER_S if self._aborted else self.timeout_s):
+                if not self._delay.close(wait_s):
                     error = TransportError(
                         f"{self.role_name(self.role)} could not hand every delayed message "
-                        f"to ZeroMQ within {self.timeout_s:g} s of its emulated delivery time"
+                        f"to ZeroMQ within {wait_s:g} s of its emulated delivery time"
                     )
             except BaseException as exc:  # report after the sockets are released
                 error = exc
@@ -397,24 +422,30 @@ def notify_abort(cluster: Cluster, role: int, peers: Sequence[int], reason: str,
     still be starting). Never raises.
     """
     ctx = zmq.Context()
+    linger_ms = int(linger_s * 1000)
     try:
         frames = encode(abort_message(role, reason))
         for peer in peers:
             try:
                 ep = cluster.endpoint(peer)
-                sock = ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
-                if keys is not None:  # the peer admits only this run's keys
-                    if ep.public_key is None:
-                        continue
+            except ValueError:
+                continue
+            if keys is not None and ep.public_key is None:
+                continue  # the peer admits only this run's keys: nothing to reach it with
+            sock = ctx.socket(zmq.PUSH)
+            try:
+                sock.setsockopt(zmq.LINGER, linger_ms)
+                if keys is not None and ep.public_key is not None:
                     sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
                     sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public_key.encode("ascii"))
                     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret_key.encode("ascii"))
                 sock.setsockopt(zmq.IPV6, int(":" in ep.host))
                 sock.connect(tcp_address(ep.host, ep.port))
-                sock.send_multipart(frames)
-                sock.close()
-            except (zmq.ZMQError, ValueError):
-                continue
+                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            finally:
+                sock.close(linger=linger_ms)
     finally:
-        ctx.term()  # waits up to LINGER for the queued aborts to reach the peers
+        # Waits up to LINGER for the queued aborts to reach the peers, never longer.
+        ctx.destroy(linger=linger_ms)

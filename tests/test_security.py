@@ -419,3 +419,65 @@ def test_shares_received_are_uniform_and_independent_of_the_input(monkeypatch) -
     pooled = (a + b) / (a.sum() + b.sum())
     stat_ab = _chi_square(a, pooled * a.sum()) + _chi_square(b, pooled * b.sum())
     assert stat_ab < bound, f"the two inputs' shares differ: chi-square {stat_ab:.0f}"
+
+
+# -- found in review ------------------------------------------------------------------------
+
+def test_notify_abort_returns_when_a_peer_cannot_be_reached() -> None:
+    """A peer without a key on file (nothing to reach it with) or one that is down: the
+    best-effort abort gives up within its linger, it never hangs the failing role."""
+    from privit.parties.transport import notify_abort
+
+    keys = _keys()
+    no_key_for_dealer = Cluster((Endpoint("127.0.0.1", Cluster.local(1).endpoint(0).port,
+                                          keys[0].public_key),), Endpoint("127.0.0.1", 9))
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (notify_abort(no_key_for_dealer, 0, [1], "x", keys[0],
+                                                           linger_s=0.5), done.set()), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done.is_set(), "notify_abort hung"
+
+
+def test_a_frame_at_the_limit_passes_over_curve() -> None:
+    """ZMQ_MAXMSGSIZE leaves room for CURVE's per-frame bytes: a frame of exactly the
+    frame limit arrives (the sender refuses anything larger)."""
+    from privit.parties.channel import ChannelLimits
+
+    keys = _keys()
+    cluster = Cluster.local(1).with_keys(keys)
+    limits = ChannelLimits(max_frame_bytes=1 << 20)
+    a = ZmqChannel(0, cluster, [1], Counters(), 10.0, _name, keys=keys[0], limits=limits)
+    b = ZmqChannel(1, cluster, [0], Counters(), 10.0, _name, keys=keys[1], limits=limits)
+    try:
+        full = np.arange((1 << 20) // 8, dtype=np.int64)
+        b.send(0, "data", "open", [full])
+        np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], full)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"name": 5}, "config.name must be str"),
+    ({"teacher": 0}, "config.teacher must be bool"),
+    ({"dim": 1 << 20}, "config.dim = 1048576 is outside"),
+    ({"depth": True}, "config.depth must be int"),
+])
+def test_an_announced_architecture_is_checked_strictly(change: dict, message: str) -> None:
+    """What party 0 announces is another role's input: exact types, bounded sizes."""
+    from privit.models.config import get_config
+    from privit.models.private_weights import ArchitectureError, PrivateArch, alpha_from_mu
+
+    config = get_config("vit_7_4_32")
+    data = PrivateArch.from_alpha(config, alpha_from_mu(config, 0.5, 0)).to_dict()
+    data["config"].update(change)
+    with pytest.raises(ArchitectureError, match=message):
+        PrivateArch.from_dict(data)
+
+
+def test_a_key_that_does_not_decode_is_refused() -> None:
+    from privit.parties.keys import check_public_key
+
+    with pytest.raises(KeyFileError, match="does not decode to 32 bytes"):
+        check_public_key("#" * 40, "cluster file")
