@@ -154,8 +154,8 @@ def test_architecture_mismatch_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["party", "--id", "1", "--checkpoint", "{model}"], "party 1 must not hold the weights"),
     (["party", "--id", "0", "--images", "{model}"], "party 0 must not hold the images"),
-    (["dealer", "--checkpoint", "{model}"], "No such option '--checkpoint'"),
-    (["dealer", "--images", "{model}"], "No such option '--images'"),
+    (["dealer", "--checkpoint", "{model}"], "No such option"),  # click's words vary by version
+    (["dealer", "--images", "{model}"], "No such option"),
     (["run", "--parties", "3"], "exactly 2 parties"),
     (["party", "--id", "0", "--parties", "3"], "exactly 2 parties"),
     (["party", "--id", "0"], "needs --key FILE"),
@@ -173,6 +173,8 @@ def test_role_options_are_checked_before_anything_starts(tmp_path: Path, args: l
     proc = subprocess.run(PRIVIT + args, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr, proc.stderr
+    assert all(flag in proc.stderr for flag in args if flag in ("--checkpoint", "--images")) \
+        or "party" in message, proc.stderr
     # The check came from the command line alone: torch was never imported.
     probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "privit.launch.cli", *args],
                            capture_output=True, text=True, timeout=60)

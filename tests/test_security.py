@@ -67,15 +67,24 @@ def _forged_frames(kind: str = "data", seq: int = 0, label: str = "open") -> lis
 
 
 def _plain_push(port: int, messages: list[list[bytes]]) -> None:
+    """Queue `messages` on a plain (NULL-mechanism) connection to `port`, wait until the
+    server has answered the handshake (it refuses it), then drop the socket without waiting
+    (what could not be delivered is discarded: a CURVE server never takes it)."""
     ctx = zmq.Context()
     try:
         push = ctx.socket(zmq.PUSH)
+        monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                          | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                          | zmq.EVENT_DISCONNECTED)
         push.connect(f"tcp://127.0.0.1:{port}")
         for frames in messages:
-            push.send_multipart(frames)
-        push.close(linger=1000)
+            push.send_multipart(frames, flags=zmq.NOBLOCK)
+        monitor.poll(3000)  # the server's verdict (or a plain server's acceptance)
+        push.disable_monitor()
+        monitor.close(linger=0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=500)  # an --insecure server takes the frames within this
 
 
 def _raw_tcp(port: int, payload: bytes) -> None:
@@ -150,9 +159,8 @@ def test_a_stranger_with_its_own_curve_key_is_refused(pair) -> None:
         assert monitor.poll(5000), "the stranger was never refused"
         push.disable_monitor()
         monitor.close(linger=0)
-        push.close(linger=0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
     b.send(0, "data", "open", [GENUINE])
     np.testing.assert_array_equal(a.recv(1, "data", "open").arrays[0], GENUINE)
 
@@ -188,10 +196,11 @@ def test_relay_sees_no_plaintext(tmp_path: Path) -> None:
     marker = np.full(64, 0x1122334455667788, dtype=np.int64)
     for secure in (True, False):
         keys = _keys() if secure else [None, None]
+        relay = _Relay()  # listening before the roles' ports are picked: no collision
         cluster = Cluster.local(1)
         if secure:
             cluster = cluster.with_keys(keys)  # type: ignore[arg-type]
-        relay = _Relay(cluster.endpoint(0).port)
+        relay.target = cluster.endpoint(0).port
         # Role 1 reaches role 0 through the relay; role 0 listens on its real port.
         ep0 = cluster.endpoint(0)
         via_relay = Cluster((Endpoint(ep0.host, relay.port, ep0.public_key),), cluster.dealer)
@@ -218,8 +227,9 @@ def test_a_recorded_session_replayed_is_refused() -> None:
     replayed byte for byte on a new connection: CURVE's per-connection keys and cookies
     make it worthless; nothing reaches role 0's protocol."""
     keys = _keys()
+    relay = _Relay()  # listening before the roles' ports are picked: no collision
     cluster = Cluster.local(1).with_keys(keys)
-    relay = _Relay(cluster.endpoint(0).port)
+    relay.target = cluster.endpoint(0).port
     ep0 = cluster.endpoint(0)
     via_relay = Cluster((Endpoint(ep0.host, relay.port, ep0.public_key),), cluster.dealer)
     a, b = _open(0, cluster, keys[0]), _open(1, via_relay, keys[1])
@@ -247,13 +257,15 @@ def test_a_recorded_session_replayed_is_refused() -> None:
 class _Relay:
     """Forwards one TCP connection at a time to `target_port`, recording what it carries."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int = 0) -> None:
+        """Listens at once (so no port picked later can be its own); `target` may be set
+        after, before the first connection."""
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
         self._server.listen()
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]
-        self._target = target_port
+        self.target = target_port
         self._captured = bytearray()
         self.client_to_server = bytearray()  # what the connecting side sent, in order
         self._lock = threading.Lock()
@@ -268,7 +280,7 @@ class _Relay:
                 client, _ = self._server.accept()
             except OSError:
                 continue
-            upstream = socket.create_connection(("127.0.0.1", self._target))
+            upstream = socket.create_connection(("127.0.0.1", self.target))
             for src, dst, outbound in ((client, upstream, True), (upstream, client, False)):
                 t = threading.Thread(target=self._pump, args=(src, dst, outbound), daemon=True)
                 t.start()
