@@ -26,7 +26,6 @@ import torch
 
 from privit.launch import bench_ops_arith, bench_ops_compare, bench_ops_math
 from privit.launch.bench_op import BenchOp, default_check
-from privit.launch.job_spec import spec_from_params
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.parties.config import RunConfig
 from privit.parties.session import Session
@@ -55,16 +54,17 @@ class BenchJob(Job):
     description = "microbenchmarks (see `privit bench`)"
     spec_class = BenchSpec
 
+    spec: BenchSpec
+
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        spec = spec_from_params(BenchSpec, dict(cfg.job.params), self.name)
         registry = BENCH_OPS
-        names = (spec.ops or ",".join(registry)).split(",")
+        names = (self.spec.ops or ",".join(registry)).split(",")
         unknown = [n for n in names if n not in registry]
         if unknown:
             raise ValueError(f"unknown bench ops {unknown}; available: {sorted(registry)}")
         self.ops = [registry[n] for n in names]
-        self.reps = spec.reps
+        self.reps = self.spec.reps
         if self.reps < 1:
             raise ValueError("reps must be >= 1")
 

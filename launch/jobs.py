@@ -53,6 +53,11 @@ class Job(ABC):
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         self.cfg = cfg
         self.inputs = inputs
+        self.spec = self.parse_spec(dict(cfg.job.params))
+
+    def parse_spec(self, params: dict[str, Any]) -> Any:
+        """The job's typed parameters (`spec_class`) from the run config's params."""
+        return spec_from_params(self.spec_class, params, self.name)
 
     def own_public(self) -> dict[str, Any] | None:
         """Public facts this role announces to every peer in its hello (None: nothing)."""
@@ -117,11 +122,12 @@ class MatmulChain(Job):
     description = "chain of secret x secret matmuls (X from party 1, W_i from party 0)"
     spec_class = MatmulChainSpec
 
+    spec: MatmulChainSpec
+
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        spec = spec_from_params(MatmulChainSpec, dict(cfg.job.params), self.name)
-        self.rows = spec.rows
-        self.dims = _int_list(spec.dims, "dims", self.name)
+        self.rows = self.spec.rows
+        self.dims = _int_list(self.spec.dims, "dims", self.name)
         if self.rows < 1 or len(self.dims) < 2 or min(self.dims) < 1:
             raise ValueError(f"matmul_chain needs rows >= 1 and >= 2 positive dims, got "
                              f"rows={self.rows} dims={self.dims}")
@@ -158,11 +164,12 @@ class SquareMlp(Job):
     description = "2-layer MLP with x^2 activation (weights from party 0, inputs from party 1)"
     spec_class = MlpSpec
 
+    spec: MlpSpec
+
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        spec = spec_from_params(MlpSpec, dict(cfg.job.params), self.name)
-        self.batch = spec.batch
-        self.dims = _int_list(spec.dims, "dims", self.name)
+        self.batch = self.spec.batch
+        self.dims = _int_list(self.spec.dims, "dims", self.name)
         if self.batch < 1 or len(self.dims) != 3 or min(self.dims) < 1:
             raise ValueError(f"mlp needs batch >= 1 and 3 positive dims, got {self.dims}")
 

@@ -135,7 +135,6 @@ def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Ten
             test.labels[offset:offset + count].clone())
 
 
-ROLE_INPUT_PARAMS = {"checkpoint": "party 0's --checkpoint", "images": "party 1's --images"}
 
 
 def file_sha256(path: str) -> str:
@@ -177,14 +176,13 @@ class VitJob(Job):
     spec_class = VitSpec
     client_announces = True
 
+    spec: VitSpec
+
+    def parse_spec(self, params: dict[str, Any]) -> VitSpec:
+        return VitSpec.from_params(params)
+
     def __init__(self, cfg: RunConfig, inputs: RoleInputs = ALL_INPUTS) -> None:
         super().__init__(cfg, inputs)
-        params = dict(cfg.job.params)
-        misplaced = sorted(set(params) & set(ROLE_INPUT_PARAMS))
-        if misplaced:
-            raise ValueError(f"vit: {misplaced[0]} is not a shared parameter but "
-                             f"{ROLE_INPUT_PARAMS[misplaced[0]]} (only that role reads it)")
-        self.spec = VitSpec.from_params(params)
         self.options = self.spec.private_options()
         self.expected_arch = load_arch_file(inputs.arch) if inputs.arch else None
         self.model: ViTLite | None = None

@@ -27,6 +27,8 @@ from privit.models.private_options import (
 )
 
 RANDOM_INITS = ("unit", "vit")
+# Role inputs, never parameters: a role's own file stays with that role (role_inputs.py).
+ROLE_INPUT_PARAMS = {"checkpoint": "party 0's --checkpoint", "images": "party 1's --images"}
 
 
 def _option(help_text: str, choices: tuple[str, ...] | None = None,
@@ -84,6 +86,10 @@ class VitSpec:
     @staticmethod
     def from_params(params: Mapping[str, Any]) -> VitSpec:
         """A spec from JobSpec params (typed values, or strings from --param)."""
+        misplaced = sorted(set(params) & set(ROLE_INPUT_PARAMS))
+        if misplaced:
+            raise ValueError(f"vit: {misplaced[0]} is not a shared parameter but "
+                             f"{ROLE_INPUT_PARAMS[misplaced[0]]} (only that role reads it)")
         return spec_from_params(VitSpec, params, "vit")
 
     def to_params(self) -> dict[str, Any]:
