@@ -111,6 +111,13 @@ class _RoleAuthenticator(ThreadAuthenticator):
         return str(self._key_roles[z85.encode(client_public_key).decode("ascii")])
 
 
+def _set_curve_client(sock: zmq.Socket, server_key: str, keys: RoleKeys) -> None:
+    """Make `sock` a CURVE client of the server whose public key is `server_key`."""
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public_key.encode("ascii"))
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret_key.encode("ascii"))
+
+
 def _handshake_failure_text(event: int, value: int, secure: bool) -> str:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return f"it refused our key (ZAP status {value})"
@@ -209,9 +216,7 @@ class ZmqChannel(FramedChannel):
             if self.keys is not None:
                 if ep.public_key is None:  # check_own_key/public_key ran first; for mypy
                     raise TransportError(f"no public key for {ep}")
-                sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
-                sock.setsockopt(zmq.CURVE_PUBLICKEY, self.keys.public_key.encode("ascii"))
-                sock.setsockopt(zmq.CURVE_SECRETKEY, self.keys.secret_key.encode("ascii"))
+                _set_curve_client(sock, ep.public_key, self.keys)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise TransportError(f"cannot set up the link to {ep}: {exc.strerror}") from None
@@ -436,9 +441,7 @@ def notify_abort(cluster: Cluster, role: int, peers: Sequence[int], reason: str,
             try:
                 sock.setsockopt(zmq.LINGER, linger_ms)
                 if keys is not None and ep.public_key is not None:
-                    sock.setsockopt(zmq.CURVE_SERVERKEY, ep.public_key.encode("ascii"))
-                    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public_key.encode("ascii"))
-                    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret_key.encode("ascii"))
+                    _set_curve_client(sock, ep.public_key, keys)
                 sock.setsockopt(zmq.IPV6, int(":" in ep.host))
                 sock.connect(tcp_address(ep.host, ep.port))
                 sock.send_multipart(frames, flags=zmq.NOBLOCK)

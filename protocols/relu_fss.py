@@ -108,10 +108,6 @@ class _PairPrg:
         return self.value(blocks, out=blocks)
 
 
-def _select(mask: np.ndarray, if_one: np.ndarray, if_zero: np.ndarray) -> np.ndarray:
-    return if_zero ^ ((if_one ^ if_zero) & mask)
-
-
 def pair_dcf_keygen(alpha: np.ndarray, n_bits: int, beta: np.ndarray,
                     roots: tuple[np.ndarray, np.ndarray]) -> PairDcfCorrections:
     """Correction words sharing (beta_0, beta_1) * [y < alpha] on n-bit y.
