@@ -73,6 +73,10 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-buffer-mb", default=2048, show_default=True,
                      type=click.IntRange(min=1),
                      help="most a peer may send ahead of what a role has read (MiB)"),
+        click.option("--memory-budget-mb", default=2048, show_default=True,
+                     type=click.IntRange(min=64),
+                     help="resident memory each party may use (MiB): the dealer's material "
+                          "streams in during the online phase when it would not fit"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -83,7 +87,7 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
                  rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
                  truncation: str, timeout_s: float, seed: int, session_id: str | None,
                  insecure: bool, max_frame_mb: int, max_buffer_mb: int,
-                 default_session: str) -> RunConfig:
+                 memory_budget_mb: int, default_session: str) -> RunConfig:
     if truncation == "auto":
         truncation = "local" if n_parties == 2 else "dealer"
     try:
@@ -96,7 +100,7 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
             network=network_from_options(network, rtt_ms, bandwidth_mbps),
             timeout_s=timeout_s, session_id=session_id or default_session, seed=seed,
             channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
-            max_buffer_mb=max_buffer_mb,
+            max_buffer_mb=max_buffer_mb, memory_budget_mb=memory_budget_mb,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -191,12 +195,14 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     # Imported only now, after the options are checked: they pull in torch (~2 s).
     from privit.launch.coordinator import RunFailed, run_local
     from privit.launch.report import format_report
+    from privit.parties.resources import process_start_time
     if not cfg.secure:
         from privit.launch.roles import INSECURE_WARNING
 
         click.secho(f"privit run: {INSECURE_WARNING}", err=True, fg="red", bold=True)
     try:
-        result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty(), inputs=inputs)
+        result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty(), inputs=inputs,
+                           command_start=process_start_time())
     except RunFailed as exc:
         click.echo(f"privit run: failed: {exc}", err=True)
         if debug_enabled() and exc.details:

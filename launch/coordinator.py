@@ -220,13 +220,15 @@ def _wait(roles: list[RoleProcess], deadline: float, bar: ProgressBar) -> None:
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
               keep_dir: str | None = None, progress: bool = False,
-              inputs: RoleInputs = ALL_INPUTS) -> RunResult:
+              inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
 
     `inputs` are the roles' own files (one user holds them all here): the checkpoint goes
     to party 0 only, the images to party 1 only. Raises RunFailed (one line per failed
-    role) if any role fails or the run times out.
+    role) if any role fails or the run times out. The report's `total` counts from
+    `command_start` (time.time(); default: now), e.g. the CLI process's start.
     """
+    command_start = time.time() if command_start is None else command_start
     timeout = overall_timeout_s if overall_timeout_s is not None else max(120.0, 10 * cfg.timeout_s)
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
@@ -254,4 +256,5 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
         reports = [json.loads(rp.report_path.read_text()) for rp in roles]
     party0 = next(r for r in reports if r["role"] == 0)
     reference = job.reference()
-    return RunResult(build_report(cfg, reports, reference), outputs_of(party0), reference)
+    report = build_report(cfg, reports, reference, (command_start, time.time()))
+    return RunResult(report, outputs_of(party0), reference)

@@ -21,6 +21,13 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
                     what a symmetric exchange round costs under the transport's emulation
                     (and Cheetah's tc netem); compute_s is the measured online wall less
                     the emulated network's own share of it (bytes/bandwidth + rounds x RTT/2)
+  total             the whole command (`privit run`; absent where one process did not
+                    start every role): wall_s from the command's process start to its
+                    result, and apart: startup_s (to the last role ready: imports, inputs,
+                    job), handshake_s, offline_s (the parties reading and expanding dealer
+                    material, streamed chunks included), online_s, other_s (the rest:
+                    barrier, bye, the plaintext reference, exits); bytes = online.bytes +
+                    offline.bytes (dealer material); peak_rss_mb per role
   accuracy          max abs error of the opened outputs against the plaintext reference;
                     for a `logits` output also images, argmax_agreement (private vs
                     plaintext argmax), max_abs_logit_error and, when the job knows the
@@ -47,7 +54,10 @@ def outputs_of(rep: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
-                 reference: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+                 reference: dict[str, torch.Tensor] | None,
+                 command_span: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The run report from every role's report; `command_span` (start, end as time.time())
+    of the whole command gives the `total` block, when one process ran every role."""
     parties = [r for r in roles if r["role"] != cfg.dealer_id]
     dealer = next(r for r in roles if r["role"] == cfg.dealer_id)
     online_bytes = sum(_phase(r, "online")["bytes"] for r in parties)
@@ -100,6 +110,9 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
              "offline_bytes": _phase(r, "offline")["bytes"],
              "online_rounds": _phase(r, "online")["rounds"],
              "online_wall_s": r.get("online_wall_s", 0.0),
+             "offline_wall_s": r.get("offline_wall_s", 0.0),
+             "peak_rss_mb": r.get("peak_rss_mb"),
+             **({"stream": r["stream"]} if "stream" in r else {}),
              "bytes_to": r["counters"]["bytes_to"]}
             for r in sorted(roles, key=lambda r: r["role"])
         ],
@@ -111,10 +124,31 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
            for value in [next((r[key] for r in roles if r.get(key)), None)] if value},
         "projected": {**projected, "compute_s": compute_s},
     }
+    if command_span is not None:
+        report["total"] = whole_run(command_span, roles, parties, online_bytes + offline_bytes,
+                                    online_wall)
     if reference is not None:
         report["accuracy"] = accuracy(outputs_of(parties[0]), reference,
                                       [outputs_of(r) for r in parties])
     return report
+
+
+def whole_run(span: tuple[float, float], roles: list[dict[str, Any]],
+              parties: list[dict[str, Any]], total_bytes: int, online_s: float) -> dict[str, Any]:
+    """The `total` block: the command's wall time split at the roles' marks (the slowest
+    role at each step), its bytes, and each role's peak resident memory."""
+    start, end = span
+    marks = [r.get("marks", {}) for r in roles]
+    ready = max((m.get("ready", start) for m in marks), default=start)
+    handshake = max((m.get("handshake_done", ready) for m in marks), default=ready)
+    offline_s = max((r.get("offline_wall_s", 0.0) for r in parties), default=0.0)
+    wall = end - start
+    parts = {"startup_s": ready - start, "handshake_s": handshake - ready,
+             "offline_s": offline_s, "online_s": online_s}
+    return {"wall_s": wall, **parts, "other_s": max(wall - sum(parts.values()), 0.0),
+            "bytes": total_bytes,
+            "peak_rss_mb": {r["name"]: r.get("peak_rss_mb")
+                            for r in sorted(roles, key=lambda r: r["role"])}}
 
 
 def network_dict(net: NetworkConfig) -> dict[str, Any]:
@@ -171,6 +205,17 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.2f} GB"
 
 
+def format_total(total: dict[str, Any]) -> list[str]:
+    """The whole command, first: wall time and its parts, bytes, peak memory per role."""
+    peaks = ", ".join(f"{name} {mb:.0f} MB" for name, mb in total["peak_rss_mb"].items()
+                      if mb is not None)
+    return [f"whole run {total['wall_s']:.2f} s: start-up {total['startup_s']:.2f} s, handshake "
+            f"{total['handshake_s']:.2f} s, offline {total['offline_s']:.2f} s, online "
+            f"{total['online_s']:.2f} s, other {total['other_s']:.2f} s; "
+            f"{_fmt_bytes(total['bytes'])} online + dealer material",
+            f"peak resident memory: {peaks}"]
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     job = report["job"]
@@ -180,6 +225,8 @@ def format_report(report: dict[str, Any]) -> str:
                 else channels)
     lines.append(f"job {job['name']} {job['params'] or ''}  network {report['network']['name']}  "
                  f"channels {security}")
+    if "total" in report:
+        lines.extend(format_total(report["total"]))
     header = f"{'scope':<28}{'online':>12}{'offline':>12}{'rounds':>8}{'wall ms':>10}"
     lines.append(header)
     lines.append("-" * len(header))

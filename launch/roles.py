@@ -39,7 +39,9 @@ from privit.parties.counters import Counters
 from privit.parties.handshake import Hellos, exchange_hellos
 from privit.parties.keys import KeyFileError, RoleKeys
 from privit.parties.lifecycle import run_dealer_phases, run_party_phases
+from privit.parties.offline import UNBOUNDED, StreamLimits
 from privit.parties.prg import new_seed
+from privit.parties.resources import current_rss_bytes, peak_rss_bytes, process_start_time
 from privit.parties.session import Session
 from privit.parties.transport import ZmqChannel, notify_abort
 from privit.protocols.registry import CORRELATIONS
@@ -155,24 +157,31 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
               bind_host: str | None = None, progress_path: str | None = None,
               inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
     counters = Counters()
+    marks = {"process_start": process_start_time()}
     channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys)
     try:
         # After the channel, so a failure here (a bad checkpoint) reaches the peers.
         job = make_job(cfg, inputs.for_role(party_id))
+        marks["ready"] = time.time()
         peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
-        hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public())
+        limits = stream_limits(cfg)
+        hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public(),
+                                 limits.window_bytes)
         seeds_in = hellos.seeds
         _announce_and_bind(channel, cfg, party_id, job, hellos)
+        marks["handshake_done"] = time.time()
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
         sink = _progress_writer(progress_path) if progress_path else None
         outcome = run_party_phases(channel, counters, cfg, party_id, CORRELATIONS,
-                                   seeds_in[cfg.dealer_id], pair_seeds, job.run, sink)
+                                   seeds_in[cfg.dealer_id], pair_seeds, job.run, sink,
+                                   limits=limits)
         outputs, offline_s, online_s = outcome.result, outcome.offline_s, outcome.online_s
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
+                "stream": outcome.stream, "marks": {**marks, "done": time.time()},
                 "counters": counters.report(),
                 "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
     except BaseException as exc:
@@ -183,26 +192,38 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         channel.close()
 
 
+def stream_limits(cfg: RunConfig) -> StreamLimits:
+    """This party's streaming limits: its memory budget less what it already uses (the
+    interpreter, torch, its own inputs), and a window the channel's buffer admits."""
+    limits = StreamLimits.for_budget(cfg.memory_budget_mb << 20, current_rss_bytes())
+    window = min(limits.window_bytes, (cfg.max_buffer_mb << 20) // 2)
+    return StreamLimits(window_bytes=window, held_bytes=limits.held_bytes)
+
+
 def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
                bind_host: str | None = None, inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
     counters = Counters()
     dealer = cfg.dealer_id
+    marks = {"process_start": process_start_time()}
     channel = _open_channel(cfg, cluster, dealer, counters, bind_host, keys)
     try:
         # The dealer holds neither weights nor images: only the public architecture.
         job = make_job(cfg, inputs.for_role(dealer))
+        marks["ready"] = time.time()
         seeds = [new_seed() for _ in range(cfg.n_parties)]
         hellos = exchange_hellos(channel, cfg, dealer, list(range(cfg.n_parties)),
                                  dict(enumerate(seeds)))
         _announce_and_bind(channel, cfg, dealer, job, hellos)
+        marks["handshake_done"] = time.time()
         counters.set_phase("offline")
         t0 = time.perf_counter()
         tracer = Session.tracing(cfg, 0, CORRELATIONS)
         job.run(tracer)
         assert tracer.trace is not None
         trace_s = time.perf_counter() - t0
+        windows = [hellos.windows.get(p, UNBOUNDED) for p in range(cfg.n_parties)]
         request_bytes, deal_s = run_dealer_phases(channel, counters, cfg, CORRELATIONS,
-                                                  tracer.trace, seeds)
+                                                  tracer.trace, seeds, windows=windows)
         by_scope: dict[str, int] = {}
         for scope, nbytes in zip(tracer.trace_scopes, request_bytes, strict=True):
             by_scope[scope] = by_scope.get(scope, 0) + nbytes
@@ -214,6 +235,8 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
                 "trace_wall_s": trace_s,
                 "offline_wall_s": trace_s + deal_s, "requests": len(tracer.trace),
                 "request_kinds": kinds, "offline_payload_by_scope": by_scope,
+                "marks": {**marks, "dealt": marks["handshake_done"] + trace_s + deal_s,
+                          "done": time.time()},
                 "counters": counters.report()}
     except BaseException as exc:
         channel.abort(f"dealer failed: {exc}")
@@ -279,6 +302,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         if debug_enabled():
             print(format_traceback(exc), file=sys.stderr, flush=True)
         code = 1
+    report["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
     report["privit_version"] = __version__
     report["security"] = {"channels": cfg.channels if cfg is not None else "unknown"}
     if report_path:

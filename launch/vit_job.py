@@ -5,7 +5,7 @@ Role inputs (`RoleInputs`, never shared, never hashed): party 0's `checkpoint` (
 and a public `arch` file any role may pin.
 Parameters (JobSpec params, the same on every role, typed and checked by `VitSpec` in
 launch/vit_spec.py, where each is one field; `privit run|party|dealer` offer them as options):
-  model        registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); with a
+  model        registry name (vit_7_4_32, vit_9_12_64, vit_digits, vit_base_16, *_teacher); with a
                checkpoint it overrides the file's arch, without one it picks the random model
   mu | alpha   random students only: share of ReLU-softmax heads (seeded pattern), or an
                explicit pattern "1100,0011,..." (one group of head digits per layer)
@@ -201,8 +201,12 @@ class VitJob(Job):
                 self.checkpoint_sha256 = file_sha256(self.checkpoint)
             self._set_arch(PrivateArch.from_model(self.model), "this role's model")
             # Folded and encoded now, before any online phase (the owner's plaintext work).
-            self.weights = encode_weights(export_weights(self.model), self.model.config,
-                                          cfg.frac_bits)
+            config, plain = self.model.config, export_weights(self.model)
+            if inputs.role is not None:
+                # A party process needs only the encoded weights (the plaintext reference
+                # is the coordinator's): free the model before encoding.
+                self.model = None
+            self.weights = encode_weights(plain, config, cfg.frac_bits, consume=True)
         elif inputs.checkpoint:
             raise ValueError(f"vit: only party 0 reads a checkpoint, not role {inputs.role}")
         if inputs.role not in (None, DATA_OWNER) and inputs.images:

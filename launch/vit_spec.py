@@ -41,8 +41,8 @@ class VitSpec:
     """The vit job's public parameters (defaults in brackets in `--help`)."""
 
     model: str | None = field(default=None, metadata=_option(
-        "vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, *_teacher); without a "
-        "checkpoint a seeded random model"))
+        "vit: registry name (vit_7_4_32, vit_9_12_64, vit_digits, vit_base_16, *_teacher); "
+        "without a checkpoint a seeded random model"))
     mu: float | None = field(default=None, metadata=_option(
         "vit, random student: share of ReLU-softmax heads", value_range=(0.0, 1.0)))
     alpha: str | None = field(default=None, metadata=_option(

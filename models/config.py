@@ -108,6 +108,9 @@ def _registry() -> dict[str, ViTConfig]:
         ("vit_7_4_32", 32, 3, 4, 256, 7, 4, 512, 10),
         ("vit_9_12_64", 64, 3, 4, 192, 9, 12, 384, 200),
         ("vit_digits", 8, 1, 2, 32, 2, 4, 64, 10),
+        # ViT-Base/16 at 224 x 224 (197 tokens, 86 M parameters), ImageNet's 1000 classes:
+        # no MPCViT checkpoint; it runs with seeded random weights to measure cost at scale.
+        ("vit_base_16", 224, 3, 16, 768, 12, 12, 3072, 1000),
     ]
     out: dict[str, ViTConfig] = {}
     for name, img, chans, patch, dim, depth, heads, mlp, classes in bases:

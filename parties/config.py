@@ -14,7 +14,7 @@ from typing import Any
 RING_BITS = 64
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
-PROTOCOL_VERSION = 2  # 2: CURVE channels, the dealer waits for every party's 'bye'
+PROTOCOL_VERSION = 3  # 2: CURVE channels, the bye; 3: streamed offline phase, hello window
 CHANNEL_MODES = ("curve", "insecure")
 
 
@@ -92,6 +92,8 @@ class RunConfig:
     channels: "curve" (every link authenticated and encrypted, the default) or
       "insecure" (plain TCP, for measurements only).
     max_frame_mb / max_buffer_mb: the channel's bounds (parties/channel.ChannelLimits).
+    memory_budget_mb: the resident memory a party may use; the dealer's material streams
+      within it (parties/offline.StreamLimits.for_budget). Per process, like the timeout.
     """
 
     n_parties: int = 2
@@ -105,12 +107,15 @@ class RunConfig:
     channels: str = "curve"
     max_frame_mb: int = 1024
     max_buffer_mb: int = 2048
+    memory_budget_mb: int = 2048
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNEL_MODES:
             raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
         if self.max_frame_mb < 1 or self.max_buffer_mb < 1:
             raise ValueError("max_frame_mb and max_buffer_mb must be >= 1")
+        if self.memory_budget_mb < 64:
+            raise ValueError(f"memory_budget_mb must be >= 64, got {self.memory_budget_mb}")
         if self.n_parties < 2:
             raise ValueError(f"need at least 2 parties, got {self.n_parties}")
         if not MIN_FRAC_BITS <= self.frac_bits <= MAX_FRAC_BITS:
@@ -148,7 +153,8 @@ class RunConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunConfig:
         known = {"n_parties", "frac_bits", "truncation", "job", "network", "timeout_s",
-                 "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb"}
+                 "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb",
+                 "memory_budget_mb"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown run-config fields: {sorted(unknown)}")
@@ -162,9 +168,10 @@ class RunConfig:
         )
 
     def hash_fields(self) -> dict[str, Any]:
-        """The fields the handshake compares (timeouts may differ per process)."""
+        """The fields the handshake compares (timeouts and budgets may differ per process)."""
         d = self.to_dict()
         d.pop("timeout_s")
+        d.pop("memory_budget_mb")
         d["ring_bits"] = self.ring_bits
         d["protocol_version"] = PROTOCOL_VERSION
         return d

@@ -5,7 +5,9 @@ Steps (counted in the 'setup' phase, one round):
    (cfg.session_id), role (our role id), n_parties, config_hash (cfg.config_hash()),
    config (the JSON of cfg.hash_fields()), seed (16 bytes or nil) and public (a JSON
    object as text, or "": what the job lets this role announce, e.g. party 0's public
-   architecture; never a secret).
+   architecture; never a secret) and window (in a party's hello to the dealer: the
+   bytes of material the dealer may send it ahead of its reading, parties/offline.py,
+   nil for no limit; nil in every other hello).
 2. Receive the hello of every peer and check each field's type, then its value; the
    first disagreement raises `HandshakeError` naming the peer and the field. Both sides
    check, so both fail, each with its own one-line message.
@@ -27,12 +29,14 @@ from typing import Any
 
 from privit.parties.channel import FramedChannel
 from privit.parties.config import PROTOCOL_VERSION, RunConfig
+from privit.parties.offline import MIN_WINDOW_BYTES
 from privit.parties.prg import SEED_BYTES
 
 # The hello's meta fields and their types.
 HELLO_FIELDS: dict[str, tuple[type, ...]] = {
     "version": (int,), "session": (str,), "role": (int,), "n_parties": (int,),
     "config_hash": (str,), "config": (str,), "seed": (bytes, type(None)), "public": (str,),
+    "window": (int, type(None)),
 }
 MAX_PUBLIC_CHARS = 1 << 15  # well inside the wire's header limit
 
@@ -49,7 +53,7 @@ def expects_seed(sender: int, receiver: int, dealer: int) -> bool:
 
 
 def hello_meta(cfg: RunConfig, role: int, seed: bytes | None,
-               public: dict[str, Any] | None = None) -> dict[str, Any]:
+               public: dict[str, Any] | None = None, window: int | None = None) -> dict[str, Any]:
     text = "" if public is None else json.dumps(public, sort_keys=True, separators=(",", ":"))
     if len(text) > MAX_PUBLIC_CHARS:
         raise ValueError(f"{cfg.role_name(role)}'s public announcement is {len(text)} characters "
@@ -63,15 +67,18 @@ def hello_meta(cfg: RunConfig, role: int, seed: bytes | None,
         "config": json.dumps(cfg.hash_fields(), sort_keys=True, default=str),
         "seed": seed,
         "public": text,
+        "window": window,
     }
 
 
 @dataclass(frozen=True)
 class Hellos:
-    """What the peers' hellos brought: seeds and public announcements, by peer."""
+    """What the peers' hellos brought: seeds, public announcements and (to the dealer) the
+    parties' windows, by peer."""
 
     seeds: dict[int, bytes]
     public: dict[int, dict[str, Any] | None]
+    windows: dict[int, int]
 
 
 def handshake(
@@ -92,8 +99,10 @@ def exchange_hellos(
     peers: Sequence[int],
     seeds_out: Mapping[int, bytes],
     public: dict[str, Any] | None = None,
+    window: int | None = None,
 ) -> Hellos:
-    """Run the handshake with every peer, announcing `public`; returns what they sent."""
+    """Run the handshake with every peer, announcing `public` (and to the dealer, a party's
+    `window`); returns what they sent."""
     dealer = cfg.dealer_id
     for peer in peers:
         seed = seeds_out.get(peer)
@@ -106,11 +115,15 @@ def exchange_hellos(
             raise ValueError(
                 f"seed for {cfg.role_name(peer)} has {len(seed)} bytes, not {SEED_BYTES}"
             )
+    if window is not None and role == dealer:
+        raise ValueError("the dealer grants no window; parties grant it one")
     for peer in peers:
         seed = seeds_out.get(peer)
-        channel.send(peer, "hello", "hello", meta=hello_meta(cfg, role, seed, public))
+        to_dealer = window if peer == dealer else None
+        channel.send(peer, "hello", "hello", meta=hello_meta(cfg, role, seed, public, to_dealer))
     received: dict[int, bytes] = {}
     announced: dict[int, dict[str, Any] | None] = {}
+    windows: dict[int, int] = {}
     for peer in peers:
         msg = channel.recv(peer, "hello", "hello")
         seed = check_hello(msg.meta, cfg, role, peer)
@@ -118,7 +131,9 @@ def exchange_hellos(
             received[peer] = seed
         meta = msg.meta if isinstance(msg.meta, dict) else {}  # check_hello vetted it
         announced[peer] = _public_of(str(meta.get("public", "")), cfg.role_name(peer))
-    return Hellos(received, announced)
+        if isinstance(meta.get("window"), int):
+            windows[peer] = meta["window"]
+    return Hellos(received, announced, windows)
 
 
 def _public_of(text: str, who: str) -> dict[str, Any] | None:
@@ -184,6 +199,12 @@ def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None
         raise HandshakeError(f"{who} sent a seed; expected none")
     if seed is not None and len(seed) != SEED_BYTES:
         raise HandshakeError(f"{who} sent a {len(seed)}-byte seed; expected {SEED_BYTES} bytes")
+    window = meta["window"]
+    if role == cfg.dealer_id and window is not None and window < MIN_WINDOW_BYTES:
+        raise HandshakeError(f"{who} granted the dealer a window of {window} bytes; the minimum "
+                             f"is {MIN_WINDOW_BYTES}")
+    if role != cfg.dealer_id and window is not None:
+        raise HandshakeError(f"{who} sent a window; only the dealer receives one")
     return seed
 
 

@@ -13,6 +13,7 @@ processes produce. Steps:
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.lifecycle import run_dealer_phases, run_party_phases
 from privit.parties.memory import MemoryChannel, MemoryHub
-from privit.parties.prg import new_seed
+from privit.parties.offline import UNLIMITED, StreamLimits
+from privit.parties.prg import SEED_BYTES, new_seed
 from privit.parties.session import CorrelationRegistry, Params, Session
 
 T = TypeVar("T")
@@ -45,6 +47,7 @@ class InMemoryRun(Generic[T]):
     reports: list[dict[str, Any]]
     dealer_report: dict[str, Any]
     plan: list[tuple[str, Params]] = field(default_factory=list)
+    streams: list[dict[str, int | None]] = field(default_factory=list)
 
 
 def trace_plan(cfg: RunConfig, job: Callable[[Session], Any], registry: CorrelationRegistry,
@@ -62,8 +65,15 @@ def run_in_memory_detailed(
     registry: CorrelationRegistry,
     *,
     check_plans: bool = True,
+    limits: StreamLimits = UNLIMITED,
+    seed_source: bytes | None = None,
 ) -> InMemoryRun[T]:
-    """Run `job` on every party; results, counter reports, the dealer's report and the plan."""
+    """Run `job` on every party; results, counter reports, the dealer's report and the plan.
+
+    limits: every party's streaming limits (parties/offline.py; default: the whole plan
+    before the online phase). seed_source: derive every seed from these bytes instead of
+    drawing fresh ones, so that two runs share their randomness (tests compare them).
+    """
     n = cfg.n_parties
     plan = trace_plan(cfg, job, registry, 0)
     if check_plans:
@@ -72,11 +82,16 @@ def run_in_memory_detailed(
             if other != plan:
                 raise InMemoryRunError(cfg.role_name(p), ValueError(
                     "the job's correlation plan differs between party 0 and this party"))
-    dealer_seeds = [new_seed() for _ in range(n)]
+    def seed(*name: int) -> bytes:
+        if seed_source is None:
+            return new_seed()
+        return hashlib.sha256(seed_source + bytes(name)).digest()[:SEED_BYTES]
+
+    dealer_seeds = [seed(0, p) for p in range(n)]
     pair_seeds: dict[int, dict[int, bytes]] = {p: {} for p in range(n)}
     for i in range(n):
         for j in range(i + 1, n):
-            pair_seeds[i][j] = pair_seeds[j][i] = new_seed()
+            pair_seeds[i][j] = pair_seeds[j][i] = seed(1, i, j)
 
     hub = MemoryHub(range(n + 1))
     roles = list(range(n + 1))
@@ -84,17 +99,20 @@ def run_in_memory_detailed(
     channels = {r: MemoryChannel(hub, r, [p for p in roles if p != r], counters[r], cfg.timeout_s,
                                  cfg.role_name) for r in roles}
     results: dict[int, Any] = {}
+    streams: dict[int, dict[str, int | None]] = {}
     errors: list[tuple[float, int, BaseException]] = []
     lock = threading.Lock()
 
     def dealer() -> None:
         run_dealer_phases(channels[cfg.dealer_id], counters[cfg.dealer_id], cfg, registry, plan,
-                          dealer_seeds, sync=False)
+                          dealer_seeds, sync=False, windows=[limits.window_bytes] * n)
 
     def party(pid: int) -> None:
         outcome = run_party_phases(channels[pid], counters[pid], cfg, pid, registry,
-                                   dealer_seeds[pid], pair_seeds[pid], job, sync=False)
+                                   dealer_seeds[pid], pair_seeds[pid], job, sync=False,
+                                   limits=limits)
         results[pid] = outcome.result
+        streams[pid] = outcome.stream
 
     def guarded(role: int, body: Callable[[], None]) -> None:
         try:
@@ -125,6 +143,7 @@ def run_in_memory_detailed(
         reports=[counters[p].report() for p in range(n)],
         dealer_report=counters[cfg.dealer_id].report(),
         plan=plan,
+        streams=[streams[p] for p in range(n)],
     )
 
 

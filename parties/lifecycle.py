@@ -23,7 +23,14 @@ from typing import Generic, TypeVar
 from privit.parties.channel import FramedChannel
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
-from privit.parties.offline import dealer_send_plan, party_receive_plan
+from privit.parties.offline import (
+    UNBOUNDED,
+    UNLIMITED,
+    DealerStream,
+    PartyWindows,
+    StreamedCorrelations,
+    StreamLimits,
+)
 from privit.parties.session import CorrelationRegistry, Params, Session
 
 T = TypeVar("T")
@@ -35,9 +42,13 @@ BYE_WAIT_S = 24 * 3600.0
 
 @dataclass
 class PartyOutcome(Generic[T]):
+    """The job's result; offline_s counts reading and expanding the dealer's chunks (also
+    those read during the online phase), online_s the online phase less that."""
+
     result: T
     offline_s: float
     online_s: float
+    stream: dict[str, int | None]
 
 
 def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
@@ -53,13 +64,13 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                      registry: CorrelationRegistry, dealer_seed: bytes,
                      pair_seeds: Mapping[int, bytes], job: Callable[[Session], T],
                      progress_sink: Callable[[int, int, str], None] | None = None,
-                     sync: bool = True) -> PartyOutcome[T]:
-    """Offline, barrier, online, the plan used up, bye (see the module docstring)."""
+                     sync: bool = True, limits: StreamLimits = UNLIMITED) -> PartyOutcome[T]:
+    """Offline, barrier, online, the plan used up, bye (see the module docstring); the
+    dealer's material streams within `limits` (parties/offline.py)."""
     counters.set_phase("offline")
-    start = time.perf_counter()
-    prepared = party_receive_plan(channel, registry, cfg.dealer_id, party_id, cfg.n_parties,
-                                  dealer_seed)
-    offline_s = time.perf_counter() - start
+    prepared = StreamedCorrelations(channel, counters, registry, cfg.dealer_id, party_id,
+                                    cfg.n_parties, dealer_seed, limits)
+    prepared.prefetch()
     counters.set_phase("setup")
     if sync:
         barrier(channel, cfg, party_id)
@@ -69,28 +80,37 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     if progress_sink is not None:
         sess.progress_sink = progress_sink
     start = time.perf_counter()
+    read_before = prepared.read_s
     result = job(sess)
-    online_s = time.perf_counter() - start
+    online_s = time.perf_counter() - start - (prepared.read_s - read_before)
     counters.set_phase("setup")
     if prepared.remaining:
         raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
     if sync:
         channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
     counters.finish()
-    return PartyOutcome(result, offline_s, online_s)
+    stream = {"chunks_read_online": prepared.late_chunks, "peak_prepared_bytes": prepared.peak_held_bytes,
+              "window_bytes": limits.window_bytes if limits.window_bytes < UNBOUNDED else None,
+              "payload_bytes": prepared.read_bytes}
+    return PartyOutcome(result, prepared.read_s, online_s, stream)
 
 
 def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                       registry: CorrelationRegistry, plan: Sequence[tuple[str, Params]],
-                      seeds: Sequence[bytes], sync: bool = True) -> tuple[list[int], float]:
+                      seeds: Sequence[bytes], sync: bool = True,
+                      windows: Sequence[int] | None = None) -> tuple[list[int], float]:
     """Deal `plan` with one seed per party, then wait for every party's bye (a party that
-    fails aborts; one that dies is noticed by the channel). Returns each request's payload
-    bytes and the seconds the dealing took."""
+    fails aborts; one that dies is noticed by the channel), within the `windows` the parties
+    granted (None: no flow control). Returns each request's payload bytes and the seconds
+    the dealing took."""
     counters.set_phase("offline")
     start = time.perf_counter()
-    request_bytes = dealer_send_plan(channel, registry, list(plan), list(seeds))
+    flow = None if windows is None else PartyWindows(channel, windows, max(BYE_WAIT_S, cfg.timeout_s))
+    stream = DealerStream(channel, registry, seeds, flow)
+    request_bytes = stream.send_plan(plan)
     deal_s = time.perf_counter() - start
     counters.set_phase("setup")
+    stream.finish()
     for party in range(cfg.n_parties if sync else 0):
         channel.recv(party, "bye", "bye", timeout_s=max(BYE_WAIT_S, cfg.timeout_s))
     counters.finish()

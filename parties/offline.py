@@ -1,4 +1,4 @@
-"""The offline phase: the dealer sends each party its correction payloads for the whole plan.
+"""The offline phase: the dealer sends each party its correction payloads, streamed.
 
 Steps:
 1. The dealer traces the job (`Session.tracing`) and gets the plan: the ordered list of
@@ -9,75 +9,205 @@ Steps:
    is one 'corr' message per party whose meta lists [kind, params, number of arrays]
    for every request in it, so a party learns the plan with its payloads. A final chunk
    with an empty list and `end: true` closes the phase.
-4. Each party expands every request with its own PRG (the same streams) and its payload,
-   before the online phase starts: the online phase only reads prepared tensors.
-All of this is counted in the 'offline' phase.
+4. Each party expands requests with its own PRG (the same streams) and its payload, into
+   prepared tensors that the online phase reads in plan order.
+
+Streaming and memory (`StreamLimits`): in its hello (parties/handshake.py) each party grants
+the dealer a window of payload bytes; the dealer never has more than that sent to a party
+and not yet read by it (the party acknowledges each chunk it reads with an 'ack' carrying
+its running total of payload bytes read). A party prepares material ahead of use only up to its
+`held_bytes`: it reads and expands chunks before the online phase until that much is
+prepared (everything, for a plan that fits) and then, during the online phase, reads and
+expands the next chunk when the job asks for a request it does not hold yet. So a party's
+memory for dealer material is bounded by window + held + one chunk whatever the model
+size, and the dealer, which deals while the parties compute, holds one chunk and what its
+parties' windows let through. Time and rounds spent reading chunks during the online
+phase are counted in the `offline` phase; acks are flow control, counted in `setup` like
+the barrier. A party with an unbounded window (the in-memory runner's default) sends no
+acks and reads the whole plan before its online phase. The result is the same material in
+the same order whatever the limits: the same logits, online bytes and rounds.
+
+Deadlock freedom: the dealer sends chunks in plan order to party 0, 1, ..., so it can be
+blocked on one party's window only while that party has unread chunks, i.e. while it is at
+most one protocol step behind the others. A window that holds one step's material and a
+chunk keeps the others supplied: the dealer refuses (with the figures) a request whose
+payload exceeds half of a party's window, and a window is at least MIN_WINDOW_BYTES.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from privit.parties.channel import FramedChannel, PeerError
+from privit.parties.counters import Counters
 from privit.parties.prg import Prg
 from privit.parties.session import CorrelationRegistry, Params, PreparedCorrelations
 from privit.parties.wire import MAX_ARRAYS
 
+if TYPE_CHECKING:
+    import torch
+
 CHUNK_REQUESTS = 256
 CHUNK_BYTES = 8 << 20
+MIN_WINDOW_BYTES = 4 * CHUNK_BYTES
+UNBOUNDED = 1 << 62
 
 
-def dealer_send_plan(
-    channel: FramedChannel,
-    registry: CorrelationRegistry,
-    plan: Sequence[tuple[str, Params]],
-    seeds: Sequence[bytes],
-) -> list[int]:
-    """Deal every request of `plan` to the parties whose seeds are `seeds` (steps 2-3).
+@dataclass(frozen=True)
+class StreamLimits:
+    """How far a party lets dealer material run ahead of its use (see the module docstring).
 
-    Returns the payload bytes of each request (all parties together), so that a report
-    can attribute offline traffic to the scope that asked for it.
+    window_bytes: payload bytes the dealer may have sent to this party and it not yet read.
+    held_bytes: expanded material the party prepares ahead of the request being used.
     """
-    n = len(seeds)
-    request_bytes: list[int] = []
-    r0 = 0
-    per_party: list[list[Any]] = [[] for _ in range(n)]
-    payloads: list[list[np.ndarray]] = [[] for _ in range(n)]
-    size = 0
-    for r, (kind, params) in enumerate(plan):
-        prgs = [Prg(seed, r) for seed in seeds]
-        dealt = registry[kind].deal(params, prgs)
-        if len(dealt) != n:
-            raise ValueError(f"{kind}.deal returned payloads for {len(dealt)} parties, expected {n}")
-        request_bytes.append(sum(a.nbytes for arrays in dealt for a in arrays))
-        # Close the chunk before this request if it is full, or if this request's arrays
-        # would take a message past the wire's MAX_ARRAYS.
-        full = (len(per_party[0]) >= CHUNK_REQUESTS or size >= CHUNK_BYTES
-                or any(len(payloads[p]) + len(dealt[p]) > MAX_ARRAYS for p in range(n)))
-        if per_party[0] and full:
-            _send_chunk(channel, n, r0, per_party, payloads, end=False)
-            r0 = r
-            per_party = [[] for _ in range(n)]
-            payloads = [[] for _ in range(n)]
-            size = 0
-        for party in range(n):
-            per_party[party].append((kind, params, dealt[party]))
-            payloads[party].extend(dealt[party])
-            size += sum(a.nbytes for a in dealt[party])
-    _send_chunk(channel, n, r0, per_party, payloads, end=True)
-    return request_bytes
+
+    window_bytes: int = UNBOUNDED
+    held_bytes: int = UNBOUNDED
+
+    def __post_init__(self) -> None:
+        if self.window_bytes < MIN_WINDOW_BYTES:
+            raise ValueError(f"a dealer window of {self.window_bytes / 2**20:.0f} MB is below the "
+                             f"minimum of {MIN_WINDOW_BYTES / 2**20:.0f} MB (4 chunks); raise "
+                             f"--max-buffer-mb or --memory-budget-mb")
+        if self.held_bytes < 0:
+            raise ValueError(f"held_bytes must be >= 0, got {self.held_bytes}")
+
+    @staticmethod
+    def for_budget(budget_bytes: int, in_use_bytes: int) -> StreamLimits:
+        """Limits that keep a party within `budget_bytes` of resident memory when it already
+        uses `in_use_bytes` (interpreter, libraries, weights): of what is left, a quarter
+        for the window, half for prepared material, a quarter for the online working set.
+        A budget that leaves less than the minimum window is refused with both figures."""
+        free = budget_bytes - in_use_bytes
+        if free // 4 < MIN_WINDOW_BYTES:
+            raise ValueError(
+                f"memory budget of {budget_bytes / 2**20:.0f} MB is too small: this role already "
+                f"uses {in_use_bytes / 2**20:.0f} MB and streaming needs at least "
+                f"{(in_use_bytes + 4 * MIN_WINDOW_BYTES) / 2**20:.0f} MB (--memory-budget-mb)")
+        return StreamLimits(window_bytes=free // 4, held_bytes=free // 2)
 
 
-def _send_chunk(channel: FramedChannel, n: int, r0: int, per_party: list[list[Any]],
-                payloads: list[list[np.ndarray]], end: bool) -> None:
-    for party in range(n):
-        entries = [[kind, list(params), len(arrays)] for kind, params, arrays in per_party[party]]
-        channel.send(party, "corr", "corr", payloads[party],
-                     meta={"r0": r0, "plan": entries, "end": end})
+UNLIMITED = StreamLimits()
+"""No streaming: a party reads and expands the whole plan before its online phase."""
 
 
+def _material_bytes(material: dict[str, Any]) -> int:
+    return sum(int(t.numel()) * t.element_size() for t in material.values())
+
+
+# -- dealer -------------------------------------------------------------------------------
+class PartyWindows:
+    """The dealer's view of each party's window: what it sent and what the party read.
+    `windows` are what the parties granted (in their hellos); `wait_s` bounds the wait for
+    an ack (a party computing online may take long to read its next chunk)."""
+
+    def __init__(self, channel: FramedChannel, windows: Sequence[int], wait_s: float) -> None:
+        self.channel, self.wait_s = channel, wait_s
+        self.window = list(windows)
+        self.sent = [0] * len(self.window)
+        self.read = [0] * len(self.window)
+
+    def _ack(self, party: int) -> None:
+        meta = self.channel.recv(party, "corr", "ack", timeout_s=self.wait_s).meta or {}
+        read = meta.get("read")
+        if not (isinstance(read, int) and not isinstance(read, bool)
+                and self.read[party] < read <= self.sent[party]):
+            raise PeerError(f"party {party} acknowledged {read!r:.40} bytes; "
+                            f"{self.read[party]} < read <= {self.sent[party]} expected")
+        self.read[party] = read
+
+    def check_fits(self, r: int, kind: str, nbytes: Sequence[int]) -> None:
+        """Refuse a request whose payload would take more than half a party's window: the
+        window must hold one protocol step's material and a chunk besides, or the parties
+        could wait on each other while the dealer waits on a window (module docstring)."""
+        for party, size in enumerate(nbytes):
+            if 2 * size > self.window[party]:
+                raise ValueError(
+                    f"request {r} ({kind}) gives party {party} {size / 2**20:.0f} MB of material, "
+                    f"more than half of the {self.window[party] / 2**20:.0f} MB window it "
+                    f"granted; raise its --memory-budget-mb")
+
+    def make_room(self, party: int, nbytes: int) -> None:
+        """Wait until `nbytes` more fit in the party's window (a lone chunk always fits)."""
+        while self.sent[party] > self.read[party] and \
+                self.sent[party] - self.read[party] + nbytes > self.window[party]:
+            self._ack(party)
+
+    def drain(self) -> None:
+        """Wait until every party with a bounded window has read everything sent to it."""
+        for party in range(len(self.sent)):
+            while self.window[party] < UNBOUNDED and self.read[party] < self.sent[party]:
+                self._ack(party)
+
+
+class DealerStream:
+    """Deals a plan chunk by chunk within each party's window (steps 2-3); `windows` None
+    sends without flow control (a channel that only counts, in tests)."""
+
+    def __init__(self, channel: FramedChannel, registry: CorrelationRegistry,
+                 seeds: Sequence[bytes], windows: PartyWindows | None) -> None:
+        self.channel, self.registry, self.seeds = channel, registry, list(seeds)
+        self.windows = windows
+
+
+    def send_plan(self, plan: Sequence[tuple[str, Params]]) -> list[int]:
+        """Deal every request of `plan`; returns the payload bytes of each request (all
+        parties together), so that a report can attribute offline traffic to its scope."""
+        n = len(self.seeds)
+        request_bytes: list[int] = []
+        r0 = 0
+        per_party: list[list[Any]] = [[] for _ in range(n)]
+        payloads: list[list[np.ndarray]] = [[] for _ in range(n)]
+        size = 0
+        for r, (kind, params) in enumerate(plan):
+            prgs = [Prg(seed, r) for seed in self.seeds]
+            dealt = self.registry[kind].deal(params, prgs)
+            if len(dealt) != n:
+                raise ValueError(f"{kind}.deal returned payloads for {len(dealt)} parties, expected {n}")
+            request_bytes.append(sum(a.nbytes for arrays in dealt for a in arrays))
+            if self.windows is not None:
+                self.windows.check_fits(r, kind, [sum(a.nbytes for a in arrays) for arrays in dealt])
+            # Close the chunk before this request if it is full, or if this request's arrays
+            # would take a message past the wire's MAX_ARRAYS.
+            full = (len(per_party[0]) >= CHUNK_REQUESTS or size >= CHUNK_BYTES
+                    or any(len(payloads[p]) + len(dealt[p]) > MAX_ARRAYS for p in range(n)))
+            if per_party[0] and full:
+                self._send_chunk(r0, per_party, payloads, end=False)
+                r0 = r
+                per_party = [[] for _ in range(n)]
+                payloads = [[] for _ in range(n)]
+                size = 0
+            for party in range(n):
+                per_party[party].append((kind, params, dealt[party]))
+                payloads[party].extend(dealt[party])
+                size += sum(a.nbytes for a in dealt[party])
+        self._send_chunk(r0, per_party, payloads, end=True)
+        return request_bytes
+
+    def _send_chunk(self, r0: int, per_party: list[list[Any]], payloads: list[list[np.ndarray]],
+                    end: bool) -> None:
+        for party, entries in enumerate(per_party):
+            nbytes = sum(a.nbytes for a in payloads[party])
+            if self.windows is not None:
+                self.windows.make_room(party, nbytes)
+            plan = [[kind, list(params), len(arrays)] for kind, params, arrays in entries]
+            self.channel.send(party, "corr", "corr", payloads[party],
+                              meta={"r0": r0, "plan": plan, "end": end})
+            if self.windows is not None:
+                self.windows.sent[party] += nbytes
+
+    def finish(self) -> None:
+        """Wait until every party has read the whole plan (it may do so late in its online
+        phase: the wait is as long as the parties' lives, like the wait for their bye)."""
+        if self.windows is not None:
+            self.windows.drain()
+
+
+# -- party --------------------------------------------------------------------------------
 def _check_entry(entry: Any, registry: CorrelationRegistry) -> tuple[str, Params, int]:
     if not (isinstance(entry, list) and len(entry) == 3):
         raise PeerError(f"dealer sent a malformed plan entry {entry!r:.80}")
@@ -93,35 +223,99 @@ def _check_entry(entry: Any, registry: CorrelationRegistry) -> tuple[str, Params
     return kind, tuple(params), count
 
 
-def party_receive_plan(
-    channel: FramedChannel,
-    registry: CorrelationRegistry,
-    dealer_id: int,
-    party_id: int,
-    n_parties: int,
-    seed: bytes,
-) -> PreparedCorrelations:
-    """Receive every chunk from the dealer and expand it (step 4)."""
-    prepared = PreparedCorrelations()
-    while True:
-        msg = channel.recv(dealer_id, "corr", "corr")
+class StreamedCorrelations(PreparedCorrelations):
+    """The dealer's material as a party receives it: read and expanded chunk by chunk,
+    ahead of use within `limits` (see the module docstring), served in plan order."""
+
+    def __init__(self, channel: FramedChannel, counters: Counters, registry: CorrelationRegistry,
+                 dealer_id: int, party_id: int, n_parties: int, seed: bytes,
+                 limits: StreamLimits = UNLIMITED) -> None:
+        super().__init__()
+        self.channel, self.counters, self.registry = channel, counters, registry
+        self.dealer_id, self.party_id, self.n_parties, self.seed = dealer_id, party_id, n_parties, seed
+        self.limits = limits
+        self.ended = False
+        self.read_bytes = 0  # payload bytes read so far (what the acks carry)
+        self.held_bytes = 0  # expanded material prepared and not yet taken
+        self.peak_held_bytes = 0
+        self.late_chunks = 0  # chunks read during the online phase
+        self.read_s = 0.0  # seconds spent reading and expanding chunks
+        self._planned = 0  # requests the dealer listed, expanded or not
+
+    def _phase(self, phase: str) -> _PhaseSwitch:
+        return _PhaseSwitch(self.counters, phase)
+
+    def prefetch(self) -> None:
+        """Read and expand chunks until `held_bytes` are prepared or the plan has ended."""
+        while not self.ended and self.held_bytes < self.limits.held_bytes:
+            self._read_chunk(expand=True)
+
+    def take(self, kind: str, params: Params) -> dict[str, torch.Tensor]:
+        while self._next >= len(self._items) and not self.ended:
+            self.late_chunks += 1
+            self._read_chunk(expand=True)
+        material = super().take(kind, params)
+        self.held_bytes -= _material_bytes(material)
+        return material
+
+    @property
+    def remaining(self) -> int:
+        """Planned requests not yet used; reads (without expanding) what is still unread."""
+        while not self.ended:
+            self._read_chunk(expand=False)
+        return self._planned - self._next
+
+    def _read_chunk(self, expand: bool) -> None:
+        start = time.perf_counter()
+        with self._phase("offline"):
+            msg = self.channel.recv(self.dealer_id, "corr", "corr")
         meta = msg.meta or {}
         entries, r0, end = meta.get("plan"), meta.get("r0"), meta.get("end")
-        if not isinstance(entries, list) or r0 != len(prepared) or not isinstance(end, bool):
-            raise PeerError(f"dealer sent a malformed offline chunk (r0={r0!r}, have {len(prepared)})")
+        if not isinstance(entries, list) or r0 != self._planned or not isinstance(end, bool):
+            raise PeerError(f"dealer sent a malformed offline chunk (r0={r0!r}, have {self._planned})")
+        nbytes = sum(a.nbytes for a in msg.arrays)
+        self.read_bytes += nbytes
+        if nbytes and self.limits.window_bytes < UNBOUNDED:  # the dealer counts on acks
+            with self._phase("setup"):
+                self.channel.send(self.dealer_id, "corr", "ack", meta={"read": self.read_bytes})
         offset = 0
-        for i, entry in enumerate(entries):
-            kind, params, count = _check_entry(entry, registry)
-            arrays = msg.arrays[offset:offset + count]
-            if len(arrays) != count:
-                raise PeerError(f"dealer's chunk at request {r0 + i} is missing payload arrays")
-            offset += count
-            try:
-                material = registry[kind].expand(params, party_id, n_parties, Prg(seed, r0 + i), arrays)
-            except (ValueError, TypeError) as exc:
-                raise PeerError(f"dealer's payload for request {r0 + i} ({kind}) is invalid: {exc}") from None
-            prepared.add(kind, params, material)
-        if offset != len(msg.arrays):
-            raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
-        if end:
-            return prepared
+        with self._phase("offline"):
+            for i, entry in enumerate(entries):
+                kind, params, count = _check_entry(entry, self.registry)
+                arrays = msg.arrays[offset:offset + count]
+                if len(arrays) != count:
+                    raise PeerError(f"dealer's chunk at request {r0 + i} is missing payload arrays")
+                offset += count
+                if expand:
+                    self._expand(r0 + i, kind, params, arrays)
+            if offset != len(msg.arrays):
+                raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
+        self._planned += len(entries)
+        self.ended = end
+        self.read_s += time.perf_counter() - start
+
+    def _expand(self, r: int, kind: str, params: Params, arrays: Sequence[np.ndarray]) -> None:
+        try:
+            material = self.registry[kind].expand(params, self.party_id, self.n_parties,
+                                                  Prg(self.seed, r), arrays)
+        except (ValueError, TypeError) as exc:
+            raise PeerError(f"dealer's payload for request {r} ({kind}) is invalid: {exc}") from None
+        self.add(kind, params, material)
+        self.held_bytes += _material_bytes(material)
+        self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
+
+
+class _PhaseSwitch:
+    """Counts what happens inside a `with` in `phase`, then returns to the phase before."""
+
+    def __init__(self, counters: Counters, phase: str) -> None:
+        self.counters, self.phase, self.before = counters, phase, counters.phase
+
+    def __enter__(self) -> None:
+        self.before = self.counters.phase
+        if self.before != self.phase:
+            self.counters.set_phase(self.phase)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.counters.phase != self.before:
+            self.counters.set_phase(self.before)

@@ -77,6 +77,11 @@ class PreparedCorrelations:
     def remaining(self) -> int:
         return len(self._items) - self._next
 
+    @property
+    def used(self) -> int:
+        """How many requests the job has taken: the plan index of the next one."""
+        return self._next
+
     def take(self, kind: str, params: Params) -> dict[str, torch.Tensor]:
         if self._next >= len(self._items):
             raise PeerError(
@@ -208,7 +213,7 @@ class Session:
             return len(self.trace)
         if self.prepared is None:
             raise RuntimeError("no prepared correlations: the offline phase did not run")
-        return len(self.prepared) - self.prepared.remaining
+        return self.prepared.used
 
     def pair_prg(self, peer: int) -> Prg:
         """A fresh PRG stream known to us and `peer` only (both must call in the same order)."""

@@ -155,10 +155,10 @@ def plan_of(cfg: RunConfig, job: Callable[[Session], Any]) -> list[tuple[str, Pa
 
 def dealer_header_bytes(plan: Sequence[tuple[str, Params]]) -> int:
     """Bytes of the offline chunk messages' headers for this plan (2 parties): replays
-    parties/offline.dealer_send_plan into a channel that only counts."""
+    parties/offline.DealerStream (without flow control) into a channel that only counts."""
     from privit.parties.channel import FramedChannel
     from privit.parties.counters import Counters
-    from privit.parties.offline import dealer_send_plan
+    from privit.parties.offline import DealerStream
     from privit.parties.prg import new_seed
 
     class Counting(FramedChannel):
@@ -171,7 +171,7 @@ def dealer_header_bytes(plan: Sequence[tuple[str, Params]]) -> int:
     counters = Counters()
     counters.set_phase("offline")
     channel = Counting(2, [0, 1], counters, 1.0)
-    payload = dealer_send_plan(channel, CORRELATIONS, plan, [new_seed(), new_seed()])
+    payload = DealerStream(channel, CORRELATIONS, [new_seed(), new_seed()], None).send_plan(plan)
     return counters.phases["offline"].bytes - sum(payload)
 
 

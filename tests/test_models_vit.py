@@ -23,9 +23,13 @@ def test_registry_shapes() -> None:
     assert (c9.n_tokens, c9.head_dim, c9.dim, c9.depth, c9.heads, c9.mlp_hidden,
             c9.num_classes) == (257, 16, 192, 9, 12, 384, 200)
     assert (cd.n_tokens, cd.in_chans, cd.img_size, cd.patch_size) == (17, 1, 8, 2)
+    cb = MODEL_CONFIGS["vit_base_16"]
+    assert (cb.n_tokens, cb.head_dim, cb.dim, cb.depth, cb.heads, cb.mlp_hidden,
+            cb.num_classes) == (197, 64, 768, 12, 12, 3072, 1000)
     assert MODEL_CONFIGS["vit_7_4_32_teacher"].teacher
     assert set(MODEL_CONFIGS) == {"vit_7_4_32", "vit_7_4_32_teacher", "vit_9_12_64",
-                                  "vit_9_12_64_teacher", "vit_digits", "vit_digits_teacher"}
+                                  "vit_9_12_64_teacher", "vit_digits", "vit_digits_teacher",
+                                  "vit_base_16", "vit_base_16_teacher"}
     assert get_config("vit_7_4_32", num_classes=100).num_classes == 100
     assert get_config("vit_7_4_32", linear_gelu=True).linear_gelu
 
