@@ -301,16 +301,66 @@ class TwoQuadConfig:
 
 
 # -- GeLU --------------------------------------------------------------------------------------------
+def _gelu_tail(t: np.ndarray) -> np.ndarray:
+    """g(t) = t Phi(-t) = t erfc(t / sqrt 2) / 2, the correction GeLU(x) = ReLU(x) - g(|x|)."""
+    return t * 0.5 * np.vectorize(math.erfc)(t / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class GeluErfConfig:
+    """The pieces of the "erf" GeLU (gelu.py `gelu_erf`): g(t) = t Phi(-t) ~ p_j(t) on
+    [b_(j-1), b_j) for 0 = b_0 < b_1 < ... < b_m = cutoff, 0 from the cutoff on.
+
+    breakpoints: b_1 .. b_(m-1); p_j has degree 4, the Chebyshev interpolant of g on its
+      piece (monomial coefficients in t itself). Defaults (0.95, 2.2, cutoff 4.25): 3.9e-5
+      inside, g(4.25) = 4.5e-5 beyond; both below 1e-4 with the fixed-point rounding.
+    coeff_bits: fractional bits of the coefficients beyond f; their rounding costs at most
+      2^-(coeff_bits + 1) sum_k |x|^k (24 bits: 1.3e-5 at |x| = 4.25). The correction is
+      summed at f + coeff_bits bits before ONE truncation, so keep f + coeff_bits <= 44
+      (local truncation fails with probability |value| / 2^64).
+    """
+
+    cutoff: float = 4.25
+    breakpoints: tuple[float, ...] = (0.95, 2.2)
+    coeff_bits: int = 24
+
+    def __post_init__(self) -> None:
+        ends = (0.0, *self.breakpoints, self.cutoff)
+        if any(lo >= hi for lo, hi in zip(ends[:-1], ends[1:], strict=True)):
+            raise ValueError(f"need 0 < breakpoints < cutoff, increasing; got {ends[1:]}")
+        if not 0 < self.cutoff < 16:
+            raise ValueError(f"cutoff must be in (0, 16), got {self.cutoff}")
+        if not 8 <= self.coeff_bits <= 28:
+            raise ValueError(f"coeff_bits must be in [8, 28], got {self.coeff_bits}")
+
+    def pieces(self) -> tuple[tuple[float, float], ...]:
+        """[(b_0, b_1), (b_1, b_2), ..., (b_(m-1), cutoff)]."""
+        ends = (0.0, *self.breakpoints, self.cutoff)
+        return tuple(zip(ends[:-1], ends[1:], strict=True))
+
+    def coefficients(self) -> tuple[tuple[float, ...], ...]:
+        """Per piece, p_j(t) = c_0 + c_1 t + ... + c_4 t^4 ~ t Phi(-t), lowest first."""
+        return _gelu_piece_coefficients(self.pieces())
+
+
+@lru_cache(maxsize=32)
+def _gelu_piece_coefficients(pieces: tuple[tuple[float, float], ...]) -> tuple[tuple[float, ...], ...]:
+    return tuple(_monomial_fit(_gelu_tail, 4, lo, hi) for lo, hi in pieces)
+
+
 @dataclass(frozen=True)
 class GeluConfig:
-    """GeLU(x) = ReLU(x) - g(|x|), g(t) = t Phi(-t) ~ t h(t) on [0, cutoff), 0 beyond.
+    """GeLU(x) = ReLU(x) - g(|x|), g(t) = t Phi(-t), for both accurate kinds of gelu.py.
 
+    "poly": g ~ t h(t) on [0, cutoff), 0 beyond.
     coefficients: h(t) = c0 + c1 t + c2 t^2 + c3 t^3, the minimax (LP on 3000 points) of
       |t (Phi(-t) - h(t))| on [0, 3.3]: 2.07e-3; the tail cutoff Phi(-cutoff) = 1.6e-3.
       Max abs error of the approximation 2.1e-3 on the whole line.
-    compare_bits: the three comparisons (x, x + a, x - a) look at this many low bits:
-      exact for |x| < 2^(bits - 1 - f) - cutoff (32 bits, f = 16: |x| < 32764).
     coeff_bits: extra fractional bits of the coefficients.
+    "erf": the pieces in `erf` (GeluErfConfig): max abs error 4.5e-5 of the approximation,
+      5.8e-5 with the fixed-point rounding (f = 16), on the whole line.
+    compare_bits: the comparisons (x against 0 and +-each piece end) look at this many low
+      bits: exact for |x| < 2^(bits - 1 - f) - cutoff (32 bits, f = 16: |x| < 32764).
     """
 
     cutoff: float = 3.3
@@ -318,6 +368,7 @@ class GeluConfig:
     compare_bits: int = 32
     coeff_bits: int = 4
     method: str = "auto"
+    erf: GeluErfConfig = field(default_factory=GeluErfConfig)
 
     def __post_init__(self) -> None:
         _check_method(self.method)

@@ -43,10 +43,8 @@ def test_gelu_poly_accuracy_range_and_costs() -> None:
     check_offline(res, 40 * n, e.plan[:1])
 
 
-def test_gelu_erf_alias_and_unknown_kind() -> None:
+def test_gelu_unknown_kind() -> None:
     x = torch.tensor([[-1.0, 0.5], [2.0, -0.1]], dtype=torch.float64)
-    res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "erf", GeluConfig(method=FSS)))
-    assert (res.value - torch.nn.functional.gelu(x)).abs().max() <= 2.3e-3
     with pytest.raises(ValueError, match="unknown GeLU kind"):
         run(lambda s: gelu.gelu(s, shared(s, 1, x), "tanh"))
 
