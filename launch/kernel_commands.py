@@ -80,7 +80,8 @@ def calibrate_command(threads: int, remeasure: bool, compare: bool, reps: int) -
     forced = ring.forced_matmul_method()
     if forced:
         click.echo(f"{ring.MATMUL_ENV}={forced} forces every `auto` product to {forced}")
-    header = f"{'product':<20}{'shape':<28}{'int64 ms':>12}{'limbs ms':>12}  auto"
+    width = 20 if compare else 10
+    header = f"{'product':<20}{'shape':<28}{'int64 ms':>{width}}{'limbs ms':>{width}}  auto"
     click.echo("ViT products, ms: model" + (" / measured" if compare else ""))
     click.echo(header)
     gen = torch.Generator().manual_seed(0)
@@ -96,7 +97,7 @@ def calibrate_command(threads: int, remeasure: bool, compare: bool, reps: int) -
                 cell += f" / {measured * 1e3:.2f}"
             cells.append(cell)
         choice = ring.choose_matmul_method(sa, sb, threads, cal)
-        click.echo(f"{name:<20}{_shape(sa, sb):<28}{cells[0]:>12}{cells[1]:>12}  {choice}")
+        click.echo(f"{name:<20}{_shape(sa, sb):<28}{cells[0]:>{width}}{cells[1]:>{width}}  {choice}")
 
 
 KERNEL_COMMANDS = (calibrate_command,)

@@ -12,9 +12,9 @@ supplies (`ring.matmul_features`), e.g. int64: c0 + c1 * MACs; limbs: c0 + c1 * 
 MACs) + c2 * (elements passed over outside BLAS).
 
 Steps of `MatmulCalibrator.calibration(threads)`:
-1. The key: CPU model name and architecture, torch version, thread count, MODEL_VERSION.
-2. In this process already: return it (memoised per key, under a lock: in-memory runs put
-   every role in one process, on threads).
+1. In this process already: return it (memoised per thread count, under a lock: in-memory
+   runs put every role in one process, on threads).
+2. The key: CPU model name and architecture, torch version, thread count, MODEL_VERSION.
 3. Else read `cache_dir()/matmul-<hash of key>.json`; if it parses, its key matches and it
    has every kernel's coefficients: use it. Anything else (missing, unreadable, corrupt,
    another model version) is ignored and replaced.
@@ -204,7 +204,7 @@ class MatmulCalibrator:
         self.shapes = tuple(shapes)
         self.reps = reps
         self.budget_s = budget_s
-        self._memo: dict[CalibrationKey, Calibration] = {}
+        self._memo: dict[int, Calibration] = {}
         self._lock = threading.Lock()
 
     def n_features(self) -> dict[str, int]:
@@ -215,16 +215,18 @@ class MatmulCalibrator:
 
     def calibration(self, threads: int, remeasure: bool = False) -> Calibration:
         """This machine's calibration for `threads` torch threads (steps 1-4 above)."""
-        key = CalibrationKey.here(threads)
         with self._lock:
-            if not remeasure and key in self._memo:
-                return self._memo[key]
+            # by thread count alone: CPU and torch do not change within a process, and the
+            # key's /proc/cpuinfo read costs ~1 ms, too much for every product
+            if not remeasure and threads in self._memo:
+                return self._memo[threads]
+            key = CalibrationKey.here(threads)
             path = cache_dir() / key.file_name()
             found = None if remeasure else self._read(path, key)
             if found is None:
                 found = self.measure(threads)
                 _write_atomically(path, found.to_json())
-            self._memo[key] = found
+            self._memo[threads] = found
             return found
 
     def _read(self, path: Path, key: CalibrationKey) -> Calibration | None:
