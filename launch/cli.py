@@ -1,4 +1,5 @@
-"""The `privit` command line: run, party, dealer, report, arch, keygen, cluster, bench, ...
+"""The `privit` command line: run, party, dealer, report, arch, keygen, cluster, bench,
+calibrate, ...
 
 Each command imports what it runs inside its own function, after its options are checked:
 the module itself loads no torch, so `privit --help` and a refused option answer at once
@@ -501,11 +502,12 @@ def accuracy(out: str, seed: int) -> None:
 
 
 def _register_training_commands() -> None:
+    from privit.launch.kernel_commands import KERNEL_COMMANDS
     from privit.launch.key_commands import KEY_COMMANDS
     from privit.launch.profile_commands import PROFILE_COMMANDS
     from privit.launch.train_commands import TRAIN_COMMANDS
 
-    for command in (*TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS):
+    for command in (*TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS, *KERNEL_COMMANDS):
         main.add_command(command)
 
 

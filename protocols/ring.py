@@ -16,22 +16,35 @@ wraps correctly but runs on one core. The alternative splits both operands into 
 balanced b-bit limbs so that float64 BLAS computes exact partial products: a limb is
 in [-2^(b-1), 2^(b-1)), a sum of t products over K terms is at most t*K*2^(2b-2) in
 magnitude, so it is exact in float64 whenever t*K*2^(2b-2) <= 2^53; only limb pairs
-whose shift b*(i+j) is below 64 matter mod 2^64 (6 GEMMs for L = 3, b = 22). Measured
-on the ViT shapes (docs/arithmetic.md), the native kernel wins for most shapes; `auto`
-uses limbs only where they measured faster.
+whose shift b*(i+j) is below 64 matter mod 2^64 (6 GEMMs for L = 3, b = 22). Which one is
+faster depends on the CPU (docs/arithmetic.md, section 6: int64 wins most ViT shapes on an
+AVX-512 Intel VM, limbs win them 5-15x on an AVX2 AMD one), so `auto` asks a cost model
+per kernel that protocols/matmul_calibration.py fits on this machine, cached per CPU,
+torch version and thread count. PRIVIT_MATMUL=int64|limbs forces a kernel.
 """
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from privit.protocols.matmul_calibration import Calibration, MatmulCalibrator, MatmulDims
 
 RING_BITS = 64
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 FLOAT64_EXACT_BITS = 53
 MATMUL_METHODS = ("auto", "int64", "limbs")
+MATMUL_ENV = "PRIVIT_MATMUL"
+"""Environment variable forcing `auto`'s choice: int64, limbs, or auto (the default)."""
+SMALL_MATMUL_MACS = 1 << 16
+"""Below this many multiply-adds `auto` takes int64 without calibrating: the limb kernel's
+fixed cost (limb extraction, six GEMM calls, conversions) is larger than the whole product."""
+LIMBS_MAX_K = 1 << 23
+"""The longest inner dimension the limb kernel keeps exact (`limb_plan`)."""
 
 
 # -- scalars and wrapping ------------------------------------------------------------
@@ -151,6 +164,13 @@ def limb_plan(k: int) -> tuple[int, int, int]:
     raise ValueError(f"inner dimension {k} is too large for exact limb matmul")
 
 
+def _limb_pairs(bits: int, n_limbs: int) -> list[list[tuple[int, int]]]:
+    """Per shift s (the product's weight 2^(bits*s)), the limb pairs (i, s - i); shifts of
+    64 bits or more vanish mod 2^64. Their total is the GEMM count (6 for 3 limbs, 10 for 4)."""
+    return [[(i, shift - i) for i in range(shift + 1)]
+            for shift in range(n_limbs) if bits * shift < RING_BITS]
+
+
 def _balanced_limbs(x: torch.Tensor, b: int, n_limbs: int) -> torch.Tensor:
     """float64 (L, *x.shape): digits d_i in [-2^(b-1), 2^(b-1)) with x = sum d_i 2^(b i)
     mod 2^64. Adding H = sum_i 2^(b-1) 2^(b i) turns them into unsigned digits u_i = d_i +
@@ -193,10 +213,7 @@ def ring_matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(shape, dtype=torch.int64)
     acc = torch.empty(shape, dtype=torch.float64)
     part = torch.empty(shape, dtype=torch.int64)
-    for shift in range(n_limbs):
-        if bits * shift >= RING_BITS:
-            break
-        pairs = [(i, shift - i) for i in range(shift + 1)]
+    for shift, pairs in enumerate(_limb_pairs(bits, n_limbs)):
         for g in range(0, len(pairs), per_acc):
             for j, (p, q) in enumerate(pairs[g:g + per_acc]):
                 if two_d:
@@ -215,28 +232,74 @@ def ring_matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out[0] if two_d else out.reshape(*batch, shape[1], shape[2])
 
 
-def choose_matmul_method(a_shape: Sequence[int], b_shape: Sequence[int], threads: int) -> str:
-    """The faster exact method for these shapes, from the measurements in docs/arithmetic.md.
+def matmul_dims(a_shape: Sequence[int], b_shape: Sequence[int]) -> MatmulDims:
+    """(batch, n, k, m) of (..., n, k) @ (..., k, m), batch = the broadcast batch's size."""
+    batch = math.prod(broadcast_shape(a_shape[:-2], b_shape[:-2]))
+    return MatmulDims(int(batch), int(a_shape[-2]), int(a_shape[-1]), int(b_shape[-1]))
 
-    Limbs only pay off with >= 2 idle cores (float64 BLAS is multi-threaded, torch's int64
-    kernel is not), a long inner dimension and a narrow output: k >= 256, m <= 32 and
-    batch*n*k*m >= 2^20 (e.g. attention-times-values (12,257,257)@(12,257,16)).
+
+def matmul_features(method: str, dims: MatmulDims) -> tuple[float, ...]:
+    """The cost model's features of a kernel (protocols/matmul_calibration.py).
+
+    int64: (1, MACs). limbs: (1, GEMMs x MACs, element passes outside BLAS), the passes
+    being L limbs of each operand (batch broadcast materialised) plus, on the output, one
+    int64 conversion per accumulator group and the zeroed result.
     """
-    n, k = int(a_shape[-2]), int(a_shape[-1])
-    m = int(b_shape[-1])
-    batch = 1
-    for d in broadcast_shape(a_shape[:-2], b_shape[:-2]):
-        batch *= int(d)
-    if threads >= 2 and k >= 256 and m <= 32 and batch * n * k * m >= 1 << 20 and k <= 2048:
-        return "limbs"
-    return "int64"
+    batch, n, k, m = dims
+    if method == "int64":
+        return (1.0, float(dims.macs))
+    if method == "limbs":
+        bits, n_limbs, per_acc = limb_plan(k)
+        pairs = _limb_pairs(bits, n_limbs)
+        gemms = sum(len(p) for p in pairs)
+        groups = sum(-(-len(p) // per_acc) for p in pairs)
+        passes = n_limbs * batch * (n * k + k * m) + (groups + 1) * batch * n * m
+        return (1.0, float(gemms * dims.macs), float(passes))
+    raise ValueError(f"no cost features for matmul method {method!r}")
+
+
+MATMUL_FEATURE_NAMES = {"int64": ("call", "MAC"), "limbs": ("call", "GEMM MAC", "element pass")}
+"""What each of `matmul_features`' entries counts, for showing a calibration."""
+
+MATMUL_CALIBRATOR = MatmulCalibrator({"int64": torch.matmul, "limbs": ring_matmul_limbs},
+                                     matmul_features)
+"""This process's calibrations (measured or read from the cache on first need, not at import)."""
+
+
+def forced_matmul_method() -> str | None:
+    """The kernel PRIVIT_MATMUL forces, or None for `auto` (unset, empty or "auto")."""
+    value = os.environ.get(MATMUL_ENV, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in MATMUL_METHODS:
+        raise ValueError(f"{MATMUL_ENV}={value!r}: choose from {MATMUL_METHODS}")
+    return value
+
+
+def choose_matmul_method(a_shape: Sequence[int], b_shape: Sequence[int], threads: int,
+                         calibration: Calibration | None = None) -> str:
+    """The exact kernel to use for these shapes: PRIVIT_MATMUL if it forces one; int64 for
+    products below SMALL_MATMUL_MACS or with k beyond the limbs' reach; otherwise the one
+    `calibration` (default: this machine's for `threads`, see MATMUL_CALIBRATOR) predicts
+    faster, int64 on a tie."""
+    forced = forced_matmul_method()
+    if forced is not None:
+        return forced
+    dims = matmul_dims(a_shape, b_shape)
+    if dims.macs < SMALL_MATMUL_MACS or dims.k > LIMBS_MAX_K:
+        return "int64"
+    cal = calibration if calibration is not None else MATMUL_CALIBRATOR.calibration(threads)
+    int64_s = cal.predict("int64", matmul_features("int64", dims))
+    limbs_s = cal.predict("limbs", matmul_features("limbs", dims))
+    return "limbs" if limbs_s < int64_s else "int64"
 
 
 def ring_matmul(a: torch.Tensor, b: torch.Tensor, method: str = "auto") -> torch.Tensor:
     """Exact a @ b mod 2^64 for int64 (..., n, k) @ (..., k, m), batch dims broadcast.
 
     method: "int64" (torch's native kernel), "limbs" (float64 BLAS on limbs) or "auto"
-    (`choose_matmul_method` with torch's thread count). All are exact.
+    (`choose_matmul_method` with torch's thread count). All are exact: the choice changes
+    the time only.
     """
     a, b = as_ring(a), as_ring(b)
     if a.dim() < 2 or b.dim() < 2:

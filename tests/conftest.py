@@ -1,4 +1,5 @@
-"""Shared fixtures: after every test, no child process may still be running."""
+"""Shared fixtures: after every test, no child process may still be running; kernel
+calibrations go to a folder of this session, not the user's ~/.cache."""
 from __future__ import annotations
 
 import os
@@ -61,3 +62,14 @@ def no_child_survives() -> Iterator[None]:
             except ProcessLookupError:
                 pass
         pytest.fail(f"processes outlived the test (now killed): {alive or ''} {stray or ''}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """XDG_CACHE_HOME for this session and every process it starts: the matmul
+    calibration (protocols/matmul_calibration.py) is measured once here and never read from,
+    or written to, the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        mp.delenv("PRIVIT_MATMUL", raising=False)
+        yield
