@@ -61,7 +61,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default="auto", show_default=True,
                      help="auto = local for 2 parties, dealer otherwise"),
         click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
-                     help="seconds any wait for a peer may take before the run fails"),
+                     help="seconds a peer may be silent (no message and no heartbeat: dead, "
+                          "frozen, unreachable or never started) before the run fails; a "
+                          "peer that is alive and working is waited for"),
+        click.option("--max-wait", "max_wait_s", default=3600.0, show_default=True, type=float,
+                     help="seconds one wait may take even though the peer is alive (it answers "
+                          "heartbeats but sends nothing: a deadlock)"),
         click.option("--seed", default=0, show_default=True, type=int,
                      help="seed of the job's random inputs"),
         click.option("--session-id", default=None, help="run id every role must share"),
@@ -86,8 +91,8 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str,
                  rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
-                 truncation: str, timeout_s: float, seed: int, session_id: str | None,
-                 insecure: bool, max_frame_mb: int, max_buffer_mb: int,
+                 truncation: str, timeout_s: float, max_wait_s: float, seed: int,
+                 session_id: str | None, insecure: bool, max_frame_mb: int, max_buffer_mb: int,
                  memory_budget_mb: int, default_session: str) -> RunConfig:
     if truncation == "auto":
         truncation = "local" if n_parties == 2 else "dealer"
@@ -99,7 +104,7 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
             n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
             job=JobSpec.make(job, **job_params),
             network=network_from_options(network, rtt_ms, bandwidth_mbps),
-            timeout_s=timeout_s, session_id=session_id or default_session, seed=seed,
+            timeout_s=timeout_s, max_wait_s=max_wait_s, session_id=session_id or default_session, seed=seed,
             channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
             max_buffer_mb=max_buffer_mb, memory_budget_mb=memory_budget_mb,
         )

@@ -5,7 +5,10 @@ Steps:
 2. start one `python -m privit.launch.roles` process per role, each in its own process
    group and watching our pid (it exits if we die);
 3. wait; when one role fails, give the others a short grace period to fail with their
-   own message (they are told by an abort message), then kill whatever is left;
+   own message (they are told by an abort message), then kill whatever is left. There
+   is no deadline of our own by default: the roles bound every wait themselves (silence
+   for --timeout, a dead or frozen peer by heartbeat, a deadlock by --max-wait), so a
+   run whose roles are alive and working is never killed for taking long;
 4. on success, merge the role reports (launch/report.py) and check the outputs against
    the job's plaintext reference.
 No child outlives `run_local`: every exit path (error, timeout, Ctrl-C) kills and reaps.
@@ -196,7 +199,7 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs) -> list[RoleProces
     return roles
 
 
-def _wait(roles: list[RoleProcess], deadline: float, bar: ProgressBar) -> None:
+def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) -> None:
     failed_at: float | None = None
     while True:
         bar.poll()
@@ -208,11 +211,12 @@ def _wait(roles: list[RoleProcess], deadline: float, bar: ProgressBar) -> None:
         if failed_at is None and any(rp.returncode not in (None, 0) for rp in roles):
             failed_at = time.monotonic()
         now = time.monotonic()
-        if now > deadline or (failed_at is not None and now - failed_at > FAILURE_GRACE_S):
+        overdue = deadline is not None and now > deadline
+        if overdue or (failed_at is not None and now - failed_at > FAILURE_GRACE_S):
             for rp in alive:
                 _kill(rp)
                 rp.returncode = rp.proc.returncode
-            if now > deadline and failed_at is None:
+            if overdue and failed_at is None:
                 raise RunFailed("run timed out; killed " + ", ".join(rp.name for rp in alive))
             return
         time.sleep(0.02)
@@ -225,11 +229,12 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
 
     `inputs` are the roles' own files (one user holds them all here): the checkpoint goes
     to party 0 only, the images to party 1 only. Raises RunFailed (one line per failed
-    role) if any role fails or the run times out. The report's `total` counts from
-    `command_start` (time.time(); default: now), e.g. the CLI process's start.
+    role) if any role fails, or if the run takes longer than `overall_timeout_s` (None:
+    no limit of our own; the roles' liveness rules end a run that cannot finish). The
+    report's `total` counts from `command_start` (time.time(); default: now), e.g. the
+    CLI process's start.
     """
     command_start = time.time() if command_start is None else command_start
-    timeout = overall_timeout_s if overall_timeout_s is not None else max(120.0, 10 * cfg.timeout_s)
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +249,8 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
         bar = ProgressBar(workdir / "progress-0.txt", progress)
         try:
             roles = _spawn(cfg, workdir, inputs)
-            _wait(roles, time.monotonic() + timeout, bar)
+            deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
+            _wait(roles, deadline, bar)
         finally:
             bar.close()
             for rp in roles:

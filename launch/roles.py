@@ -93,7 +93,8 @@ def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counter
                            max_buffer_bytes=cfg.max_buffer_mb << 20)
     try:
         return ZmqChannel(role, cluster, peers, counters, cfg.timeout_s, cfg.role_name,
-                          network=cfg.network, bind_host=bind_host, keys=keys, limits=limits)
+                          network=cfg.network, bind_host=bind_host, keys=keys, limits=limits,
+                          max_wait_s=cfg.max_wait_s)
     except Exception as exc:
         # No channel to abort on: tell the peers directly so they stop now, not at timeout.
         notify_abort(cluster, role, peers, f"{cfg.role_name(role)} failed to start: {exc}", keys)

@@ -3,9 +3,20 @@
 `FramedChannel` holds everything that does not depend on how bytes move: per-stream
 sequence numbers (the deterministic tag of each message is (stream, seq, label)),
 buffering of early arrivals, validation, byte and round counting at the one send point,
-and timeouts that name the silent peer. Subclasses move frames: `ZmqChannel`
+and the liveness rules of a wait (below). Subclasses move frames: `ZmqChannel`
 (parties/transport.py) over TCP, `MemoryChannel` (parties/memory.py) in-process for
 unit tests. Both therefore count exactly the same bytes and rounds.
+
+How long a `recv` waits for a peer (liveness by heartbeat, the timeout for silence only):
+1. while the medium reports the peer's link alive (`peer_alive`: for ZeroMQ, the link
+   answers heartbeats, which the peer's I/O thread does even while its Python thread
+   computes), the peer is working and we keep waiting;
+2. once the medium reports the peer gone (`peer_gone`: its socket closed, or it stopped
+   answering heartbeats), the wait fails at once, naming the peer;
+3. pure silence -- no message and no live link -- fails after the timeout (`--timeout`),
+   e.g. a peer that never started;
+4. a peer that is alive but never sends (a deadlock, a lost message) is bounded by a
+   separate, generous cap on one wait (`max_wait_s`, `--max-wait`).
 """
 from __future__ import annotations
 
@@ -41,7 +52,8 @@ def abort_message(role: int, reason: str) -> Message:
 
 MAX_MESSAGES_AHEAD = 100_000  # as the transport's high-water mark
 MESSAGE_OVERHEAD_BYTES = 4096  # counted per buffered message besides its arrays
-POLL_S = 0.25  # a receive wakes at least this often to check deadlines and peer liveness
+POLL_S = 0.25  # a receive checks deadlines and peer liveness at least this often
+DEFAULT_MAX_WAIT_S = 3600.0  # the cap on one wait for a peer that is alive but never sends
 STALL_S = 2.0  # a gap this much longer than a poll means this process was suspended
 
 
@@ -71,11 +83,13 @@ class FramedChannel(ABC):
         timeout_s: float,
         role_name: Callable[[int], str] = lambda r: f"role {r}",
         limits: ChannelLimits = DEFAULT_LIMITS,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self.role = role
         self.peers = list(peers)
         self.counters = counters
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s
         self.role_name = role_name
         self.limits = limits
         self._send_seq = {p: 0 for p in self.peers}
@@ -105,6 +119,11 @@ class FramedChannel(ABC):
     def peer_gone(self, peer: int) -> str | None:
         """A reason if the medium knows `peer` is gone (e.g. its socket disconnected)."""
         return None
+
+    def peer_alive(self, peer: int) -> bool:
+        """Whether the medium knows `peer`'s process is up now (e.g. its link answers
+        heartbeats). False where it cannot tell: a wait is then bounded by silence."""
+        return False
 
     # -- sending -------------------------------------------------------------------
     def send(
@@ -144,40 +163,59 @@ class FramedChannel(ABC):
     def recv(self, src: int, kind: str, label: str | None,
              timeout_s: float | None = None) -> Message:
         """The next message on the stream src -> us, which must be of `kind` and `label`
-        (any label if None), within `timeout_s` (default: the channel's) of silence.
+        (any label if None).
 
-        Messages that arrive early (a later seq, or from another peer) are buffered. Time
-        this process spent suspended (SIGSTOP, a frozen VM) is not held against the peer:
-        a gap between two polls much longer than the poll itself extends the deadline, so
-        a role that was stopped and resumed learns the peers' verdict (their abort) instead
-        of blaming a peer for its own absence.
+        How long it waits is the module docstring's rule: as long as `src` is alive, at
+        once no longer when it is gone, `timeout_s` (default: the channel's) of silence,
+        and at most max(`max_wait_s`, `timeout_s`) in all. Liveness is checked every
+        POLL_S, also while other peers' messages keep arriving. Messages that arrive early
+        (a later seq, or from another peer) are buffered. Time this process spent
+        suspended (SIGSTOP, a frozen VM) is not held against the peer: a gap between two
+        polls much longer than the poll itself extends both bounds, and if the peer is
+        gone by then the error says that we were suspended (its peers stop hearing the
+        heartbeats of a suspended role and declare it dead).
         """
         if src not in self._recv_seq:
             raise ValueError(f"{self.role_name(self.role)} has no link to {self.role_name(src)}")
         self.counters.on_wait()
         seq = self._recv_seq[src]
-        limit = self.timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + limit
-        last_poll = time.monotonic()
+        silence_s = self.timeout_s if timeout_s is None else timeout_s
+        cap_s = max(self.max_wait_s, silence_s)
+        start = last_poll = heard_at = time.monotonic()
+        suspended_s = 0.0
+        next_check = start
         while seq not in self._early[src]:
             now = time.monotonic()
             stalled = now - last_poll - POLL_S
             if stalled > STALL_S:
-                deadline += stalled
+                suspended_s += stalled
+                heard_at += stalled
             last_poll = now
-            remaining = deadline - now
-            if remaining <= 0:
-                raise PeerError(
-                    f"timed out after {limit:g} s waiting for {self.role_name(src)}"
-                    f"{self.link_state(src)} ({label}, message {seq})"
-                )
-            received = self._receive(min(remaining, POLL_S))
-            if received is None:
+            if now >= next_check or now - heard_at >= silence_s:  # checked before blaming
+                next_check = now + POLL_S
                 gone = self.peer_gone(src)
                 if gone is not None:
-                    raise PeerError(f"{self.role_name(src)} is gone ({gone}) while we wait for {label}")
-                continue
-            self._accept(*received)
+                    own = (f"; this process was itself suspended for {suspended_s:.0f} s, so "
+                           f"its peers may have declared it dead" if suspended_s else "")
+                    raise PeerError(f"{self.role_name(src)} is gone ({gone}) while we wait "
+                                    f"for {label}{own}")
+                if self.peer_alive(src):
+                    heard_at = now
+            if now - heard_at >= silence_s:
+                raise PeerError(
+                    f"timed out after {silence_s:g} s waiting for {self.role_name(src)}"
+                    f"{self.link_state(src)} ({label}, message {seq})"
+                )
+            if now - start - suspended_s >= cap_s:
+                raise PeerError(
+                    f"{self.role_name(src)} is alive but sent nothing for {cap_s:g} s while we "
+                    f"wait for {label} (message {seq}): a deadlock or a lost message "
+                    f"(--max-wait)"
+                )
+            wait_s = min(next_check, heard_at + silence_s, start + suspended_s + cap_s) - now
+            received = self._receive(max(0.0, wait_s))
+            if received is not None:
+                self._accept(*received)
         msg = self._early[src].pop(seq)
         self._early_bytes[src] -= _payload_bytes(msg)
         self._recv_seq[src] = seq + 1

@@ -92,8 +92,14 @@ class RunConfig:
     channels: "curve" (every link authenticated and encrypted, the default) or
       "insecure" (plain TCP, for measurements only).
     max_frame_mb / max_buffer_mb: the channel's bounds (parties/channel.ChannelLimits).
+    timeout_s: how long a peer may be silent -- no message and no live link, or a link
+      that answers no heartbeat -- before a wait for it fails. A peer whose link is alive
+      is working and is waited for (parties/channel.py).
+    max_wait_s: the cap on one wait for a peer that is alive but never sends (a
+      deadlock); generous, since a peer may compute for long.
     memory_budget_mb: the resident memory a party may use; the dealer's material streams
-      within it (parties/offline.StreamLimits.for_budget). Per process, like the timeout.
+      within it (parties/offline.StreamLimits.for_budget).
+    Both timeouts and the budget are this process's own: not part of the handshake's hash.
     """
 
     n_parties: int = 2
@@ -102,6 +108,7 @@ class RunConfig:
     job: JobSpec = field(default_factory=lambda: JobSpec("matmul_chain"))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     timeout_s: float = 60.0
+    max_wait_s: float = 3600.0
     session_id: str = "local"
     seed: int = 0
     channels: str = "curve"
@@ -128,6 +135,8 @@ class RunConfig:
             raise ValueError("local truncation is only correct for 2 parties; use 'dealer'")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be > 0 s, got {self.timeout_s}")
+        if self.max_wait_s <= 0:
+            raise ValueError(f"max wait must be > 0 s, got {self.max_wait_s}")
 
     @property
     def ring_bits(self) -> int:
@@ -153,7 +162,7 @@ class RunConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunConfig:
         known = {"n_parties", "frac_bits", "truncation", "job", "network", "timeout_s",
-                 "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb",
+                 "max_wait_s", "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb",
                  "memory_budget_mb"}
         unknown = set(d) - known
         if unknown:
@@ -171,6 +180,7 @@ class RunConfig:
         """The fields the handshake compares (timeouts and budgets may differ per process)."""
         d = self.to_dict()
         d.pop("timeout_s")
+        d.pop("max_wait_s")
         d.pop("memory_budget_mb")
         d["ring_bits"] = self.ring_bits
         d["protocol_version"] = PROTOCOL_VERSION

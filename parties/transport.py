@@ -15,10 +15,21 @@ retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
 - Receiving: the header frame comes as bytes, array frames as zero-copy `zmq.Frame`s
   whose buffers are ours and writable; `Session.recv` hands large ones to torch as they
   are and copies small ones.
-- Peer death: each PUSH socket has a socket monitor. EVENT_DISCONNECTED after the link
-  was connected means the peer's socket closed. A peer that finished normally closes
-  too, so `peer_gone` reports it only once nothing has arrived for `GONE_GRACE_S`
-  (its last messages, sent before it closed, have had time to land).
+- Peer liveness: each PUSH socket sends ZMTP heartbeats (PING every `heartbeat_ivl_s`,
+  at most 1 s) and drops its link when nothing (no PONG) came back for the channel's
+  timeout (ZMQ_HEARTBEAT_TIMEOUT). The peer's libzmq I/O thread answers the PINGs
+  whatever its Python thread is doing, so a link that stays up means the peer's
+  process is alive, even in a long computation; a peer that dies closes it at once, and
+  one that is frozen (SIGSTOP, a frozen VM) or unreachable lets it drop after the
+  timeout. The PULL socket sends no heartbeats of its own (it answers the peers'): its
+  PONGs would queue behind a large frame the peer is sending, and the PUSH side's
+  heartbeats already cover the peer.
+- Each PUSH socket has a socket monitor. EVENT_HANDSHAKE_SUCCEEDED marks the link up
+  (`peer_alive`); EVENT_DISCONNECTED after that means the peer's socket closed or its
+  heartbeats stopped. A peer that finished normally closes too, so `peer_gone` reports
+  it only once nothing has arrived for `GONE_GRACE_S` (its last messages, sent before it
+  closed, have had time to land). A link that never came up (the peer never started) is
+  neither alive nor gone: the wait for it ends at the timeout.
 - close(): delivers what is queued (the emulation's delay queue, then ZeroMQ's), bounded
   by the timeout (LINGER), then releases the sockets; links to peers known to be gone
   are dropped at once. The PUSH sockets live in one private `zmq.Context` and the PULL
@@ -44,7 +55,13 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from privit.parties.channel import DEFAULT_LIMITS, ChannelLimits, FramedChannel, abort_message
+from privit.parties.channel import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_WAIT_S,
+    ChannelLimits,
+    FramedChannel,
+    abort_message,
+)
 from privit.parties.cluster import Cluster, Endpoint
 from privit.parties.config import NETWORK_PRESETS, NetworkConfig
 from privit.parties.counters import Counters
@@ -58,6 +75,7 @@ ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
 ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
 RECONNECT_IVL_MS = 20
 RECONNECT_IVL_MAX_MS = 200
+HEARTBEAT_IVL_MAX_S = 1.0  # PING at least this often (more often for timeouts under 4 s)
 # A link is up once its ZMTP handshake (CURVE or NULL) succeeded; a TCP connection whose
 # handshake keeps failing is a peer that does not accept our key, or a wrong key on file.
 _MECHANISM_MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
@@ -143,11 +161,14 @@ class ZmqChannel(FramedChannel):
         bind_host: str | None = None,
         keys: RoleKeys | None = None,
         limits: ChannelLimits = DEFAULT_LIMITS,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         """`keys`: this role's CURVE key pair; every link is then authenticated and
         encrypted, and only the keys the cluster lists for `peers` are admitted. None is
-        an --insecure channel (plain TCP, the sender named by its own header)."""
-        super().__init__(role, peers, counters, timeout_s, role_name, limits)
+        an --insecure channel (plain TCP, the sender named by its own header).
+        `timeout_s` bounds silence: a wait with no live link, and a link whose peer
+        answers no heartbeat (module docstring)."""
+        super().__init__(role, peers, counters, timeout_s, role_name, limits, max_wait_s)
         if role in self.peers:
             raise ValueError(f"{role_name(role)} cannot be its own peer")
         self.cluster = cluster
@@ -159,6 +180,7 @@ class ZmqChannel(FramedChannel):
         self._last_arrival = time.monotonic()
         self._rcvtimeo_ms = -1
         self._linger_ms = max(0, int(timeout_s * 1000))
+        self.heartbeat_ivl_s = min(HEARTBEAT_IVL_MAX_S, timeout_s / 4)
         self._push_ctx = zmq.Context()
         self._pull_ctx = zmq.Context()
         self._links: dict[int, _Link] = {}
@@ -217,6 +239,10 @@ class ZmqChannel(FramedChannel):
                 if ep.public_key is None:  # check_own_key/public_key ran first; for mypy
                     raise TransportError(f"no public key for {ep}")
                 _set_curve_client(sock, ep.public_key, self.keys)
+            # ZMTP heartbeats (libzmq >= 4.2): the link drops when the peer answers none
+            # for the timeout; the monitor then reports EVENT_DISCONNECTED.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_ivl_s * 1000)))
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.timeout_s * 1000)))
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise TransportError(f"cannot set up the link to {ep}: {exc.strerror}") from None
@@ -341,7 +367,14 @@ class ZmqChannel(FramedChannel):
         quiet = time.monotonic() - max(link.disconnected_at, self._last_arrival)
         if quiet < GONE_GRACE_S:
             return None
-        return f"its socket at {link.address[len('tcp://'):]} closed"
+        return (f"its link at {link.address[len('tcp://'):]} dropped: its socket closed, or "
+                f"it answered no heartbeat for {self.timeout_s:g} s")
+
+    def peer_alive(self, peer: int) -> bool:
+        if self._closed or peer not in self._links:
+            return False
+        self._poll_monitors()
+        return self._links[peer].connected
 
     # -- teardown ---------------------------------------------------------------------
     def abort(self, reason: str) -> None:

@@ -1,6 +1,7 @@
 """FramedChannel over the in-memory medium: tags, buffering, errors, bytes and rounds."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -193,3 +194,81 @@ def test_rounds_recv_without_send_is_free_and_alternation_counts() -> None:
     b.send(0, "data", "y")  # a send that is never followed by a wait costs no round
     assert _rounds(b) == 1
     assert _rounds(a) == 0
+
+
+# -- how long a wait lasts: liveness, silence, the cap -----------------------------------
+
+class _WatchedChannel(MemoryChannel):
+    """Party 1 over memory, whose medium reports each peer alive, gone or neither, as a
+    test sets it (ZmqChannel learns this from heartbeats and socket monitors)."""
+
+    def __init__(self, hub: MemoryHub, timeout_s: float, max_wait_s: float) -> None:
+        super().__init__(hub, 1, [0, 2], Counters(), timeout_s, _name)
+        self.max_wait_s = max_wait_s
+        self.alive: set[int] = set()
+        self.gone: dict[int, str] = {}
+        self.liveness_checks = 0
+
+    def peer_alive(self, peer: int) -> bool:
+        self.liveness_checks += 1
+        return peer in self.alive
+
+    def peer_gone(self, peer: int) -> str | None:
+        return self.gone.get(peer)
+
+
+def _watched(timeout_s: float, max_wait_s: float) -> tuple[MemoryChannel, _WatchedChannel,
+                                                          MemoryChannel]:
+    hub = MemoryHub(range(3))
+    a = MemoryChannel(hub, 0, [1, 2], Counters(), timeout_s, _name)
+    b = _WatchedChannel(hub, timeout_s, max_wait_s)
+    dealer = MemoryChannel(hub, 2, [0, 1], Counters(), timeout_s, _name)
+    return a, b, dealer
+
+
+def test_a_live_peer_is_waited_for_past_the_timeout() -> None:
+    a, b, _ = _watched(timeout_s=0.2, max_wait_s=60.0)
+    b.alive.add(0)
+    sender = threading.Timer(1.0, lambda: a.send(1, "data", "late", [np.arange(3)]))
+    sender.start()
+    try:
+        (got,) = b.recv(0, "data", "late").arrays
+    finally:
+        sender.join()
+    assert got.tolist() == [0, 1, 2]
+    assert b.liveness_checks >= 2  # checked again after the first 0.2 s had passed
+
+
+def test_a_live_peer_that_never_sends_meets_the_cap() -> None:
+    _, b, _ = _watched(timeout_s=0.2, max_wait_s=0.6)
+    b.alive.add(0)
+    with pytest.raises(PeerError, match=r"^party 0 is alive but sent nothing for 0.6 s while we "
+                                        r"wait for never \(message 0\): a deadlock"):
+        b.recv(0, "data", "never")
+
+
+def test_a_gone_peer_is_named_while_others_keep_sending() -> None:
+    """The dealer streams messages to party 1, which waits for party 0, gone: liveness is
+    checked while arrivals keep the receive busy, not only when it idles."""
+    _, b, dealer = _watched(timeout_s=30.0, max_wait_s=60.0)
+    b.gone[0] = "its socket closed"
+    stop = threading.Event()
+    sent = [0]
+
+    def stream() -> None:
+        while not stop.is_set() and sent[0] < 2000:
+            dealer.send(1, "corr", "corr", [np.zeros(4, dtype=np.int64)])
+            sent[0] += 1
+            stop.wait(0.002)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        with pytest.raises(PeerError, match=r"^party 0 is gone \(its socket closed\) while we "
+                                            r"wait for open$"):
+            b.recv(0, "data", "open")
+        stopped_at = sent[0]
+    finally:
+        stop.set()
+        streamer.join()
+    assert stopped_at < 2000  # named while the stream still ran

@@ -193,11 +193,54 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "already in use" in proc.stderr and str(cluster.dealer.port) in proc.stderr
 
 
+def _tcp_links(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of each established TCP connection of process `pid`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    links = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                links.append((int(fields[1].rsplit(":", 1)[1], 16),
+                              int(fields[2].rsplit(":", 1)[1], 16)))
+    return links
+
+
+def _wait_until_linked(proc: subprocess.Popen[str], cluster: Cluster, role: int,
+                       timeout_s: float = 60.0) -> None:
+    """Until `role`'s process has a TCP link to every other role's port and every other
+    role one to its port: its start-up (imports) is over and its channel is up."""
+    own = cluster.endpoint(role).port
+    others = {cluster.endpoint(r).port for r in range(cluster.n_parties + 1) if r != role}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        links = _tcp_links(proc.pid)
+        dialled = {remote for local, remote in links if local != own}
+        accepted = sum(1 for local, _ in links if local == own)
+        if others <= dialled and accepted >= len(others):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"role {role} did not link up with its peers")
+
+
 def test_killed_party_makes_the_others_fail_naming_it(tmp_path: Path) -> None:
+    """Party 1 is killed once its links are up: party 0 and the dealer fail, naming it,
+    long before their timeout (the closed link, not the silence, tells them)."""
     cluster = _cluster(tmp_path)
     common = SLOW_CHAIN + ["--session-id", "t3", "--timeout", "5"]
     procs = _start_roles(tmp_path, cluster, common)
-    time.sleep(4.0)  # start-up (imports), handshake, offline; then the slow online phase
+    _wait_until_linked(procs["p1"], Cluster.load(cluster), 1)
     assert procs["p1"].poll() is None, "party 1 finished before it could be killed"
     procs["p1"].kill()
     start = time.monotonic()
