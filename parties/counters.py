@@ -61,6 +61,22 @@ class Counters:
         self.phase = phase
         self._sent_since_wait = False
 
+    @contextmanager
+    def interlude(self, phase: str) -> Iterator[None]:
+        """Count what happens inside in `phase`, then resume the phase before as if nothing
+        had happened in between (its round flag included): e.g. a party reading dealer
+        material in the middle of its online phase."""
+        before, sent = self.phase, self._sent_since_wait
+        if before == phase:
+            yield
+            return
+        self.set_phase(phase)
+        try:
+            yield
+        finally:
+            self.set_phase(before)
+            self._sent_since_wait = sent
+
     @property
     def current_scope(self) -> str:
         """The innermost open scope's path, or "" outside every scope."""

@@ -15,17 +15,18 @@ Steps:
 Streaming and memory (`StreamLimits`): in its hello (parties/handshake.py) each party grants
 the dealer a window of payload bytes; the dealer never has more than that sent to a party
 and not yet read by it (the party acknowledges each chunk it reads with an 'ack' carrying
-its running total of payload bytes read). A party prepares material ahead of use only up to its
-`held_bytes`: it reads and expands chunks before the online phase until that much is
-prepared (everything, for a plan that fits) and then, during the online phase, reads and
-expands the next chunk when the job asks for a request it does not hold yet. So a party's
-memory for dealer material is bounded by window + held + one chunk whatever the model
-size, and the dealer, which deals while the parties compute, holds one chunk and what its
-parties' windows let through. Time and rounds spent reading chunks during the online
-phase are counted in the `offline` phase; acks are flow control, counted in `setup` like
-the barrier. A party with an unbounded window (the in-memory runner's default) sends no
-acks and reads the whole plan before its online phase. The result is the same material in
-the same order whatever the limits: the same logits, online bytes and rounds.
+its running total of payload bytes read). A party prepares material ahead of use only up
+to its `held_bytes`: before the online phase it expands requests (reading chunks as
+needed) until that much is prepared (everything, for a plan that fits) and then, during
+the online phase, expands the next request (and reads the next chunk) when the job asks
+for one it does not hold yet. So a party's memory for dealer material is bounded by
+window + held + one request + one chunk's payload whatever the model size, and the
+dealer, which deals while the parties compute, holds one chunk and what its parties'
+windows let through. Time and rounds spent reading chunks during the online phase are
+counted in the `offline` phase; acks are flow control, counted in `setup` like the
+barrier. A party with an unbounded window (the in-memory runner's default) sends no acks
+and reads the whole plan before its online phase. The result is the same material in the
+same order whatever the limits: the same logits, online bytes and rounds.
 
 Deadlock freedom: the dealer sends chunks in plan order to party 0, 1, ..., so it can be
 blocked on one party's window only while that party has unread chunks, i.e. while it is at
@@ -36,6 +37,7 @@ payload exceeds half of a party's window, and a window is at least MIN_WINDOW_BY
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -224,8 +226,10 @@ def _check_entry(entry: Any, registry: CorrelationRegistry) -> tuple[str, Params
 
 
 class StreamedCorrelations(PreparedCorrelations):
-    """The dealer's material as a party receives it: read and expanded chunk by chunk,
-    ahead of use within `limits` (see the module docstring), served in plan order."""
+    """The dealer's material as a party receives it: chunks read when needed, requests
+    expanded one by one ahead of use within `limits` (see the module docstring), served in
+    plan order. Expanding per request (not per chunk) keeps the prepared material within
+    `held_bytes` plus one request, whatever a chunk would expand to."""
 
     def __init__(self, channel: FramedChannel, counters: Counters, registry: CorrelationRegistry,
                  dealer_id: int, party_id: int, n_parties: int, seed: bytes,
@@ -239,21 +243,22 @@ class StreamedCorrelations(PreparedCorrelations):
         self.held_bytes = 0  # expanded material prepared and not yet taken
         self.peak_held_bytes = 0
         self.late_chunks = 0  # chunks read during the online phase
-        self.read_s = 0.0  # seconds spent reading and expanding chunks
+        self.read_s = 0.0  # seconds spent reading chunks and expanding requests
         self._planned = 0  # requests the dealer listed, expanded or not
-
-    def _phase(self, phase: str) -> _PhaseSwitch:
-        return _PhaseSwitch(self.counters, phase)
+        # Requests read but not expanded yet: (plan index, kind, params, payload arrays).
+        self._pending: deque[tuple[int, str, Params, Sequence[np.ndarray]]] = deque()
 
     def prefetch(self) -> None:
-        """Read and expand chunks until `held_bytes` are prepared or the plan has ended."""
-        while not self.ended and self.held_bytes < self.limits.held_bytes:
-            self._read_chunk(expand=True)
+        """Expand requests (reading chunks as needed) until `held_bytes` are prepared or
+        the plan has ended."""
+        while self.held_bytes < self.limits.held_bytes and (self._pending or not self.ended):
+            self._expand_next()
 
     def take(self, kind: str, params: Params) -> dict[str, torch.Tensor]:
-        while self._next >= len(self._items) and not self.ended:
-            self.late_chunks += 1
-            self._read_chunk(expand=True)
+        while self._next >= len(self._items) and (self._pending or not self.ended):
+            if not self._pending:
+                self.late_chunks += 1
+            self._expand_next()
         material = super().take(kind, params)
         self.held_bytes -= _material_bytes(material)
         return material
@@ -262,12 +267,21 @@ class StreamedCorrelations(PreparedCorrelations):
     def remaining(self) -> int:
         """Planned requests not yet used; reads (without expanding) what is still unread."""
         while not self.ended:
-            self._read_chunk(expand=False)
+            self._read_chunk()
         return self._planned - self._next
 
-    def _read_chunk(self, expand: bool) -> None:
+    def _expand_next(self) -> None:
         start = time.perf_counter()
-        with self._phase("offline"):
+        with self.counters.interlude("offline"):
+            if not self._pending:
+                self._read_chunk()
+            if self._pending:
+                self._expand(*self._pending.popleft())
+        self.read_s += time.perf_counter() - start
+
+    def _read_chunk(self) -> None:
+        """Read the dealer's next chunk into the pending requests and acknowledge it."""
+        with self.counters.interlude("offline"):
             msg = self.channel.recv(self.dealer_id, "corr", "corr")
         meta = msg.meta or {}
         entries, r0, end = meta.get("plan"), meta.get("r0"), meta.get("end")
@@ -276,23 +290,20 @@ class StreamedCorrelations(PreparedCorrelations):
         nbytes = sum(a.nbytes for a in msg.arrays)
         self.read_bytes += nbytes
         if nbytes and self.limits.window_bytes < UNBOUNDED:  # the dealer counts on acks
-            with self._phase("setup"):
+            with self.counters.interlude("setup"):
                 self.channel.send(self.dealer_id, "corr", "ack", meta={"read": self.read_bytes})
         offset = 0
-        with self._phase("offline"):
-            for i, entry in enumerate(entries):
-                kind, params, count = _check_entry(entry, self.registry)
-                arrays = msg.arrays[offset:offset + count]
-                if len(arrays) != count:
-                    raise PeerError(f"dealer's chunk at request {r0 + i} is missing payload arrays")
-                offset += count
-                if expand:
-                    self._expand(r0 + i, kind, params, arrays)
-            if offset != len(msg.arrays):
-                raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
+        for i, entry in enumerate(entries):
+            kind, params, count = _check_entry(entry, self.registry)
+            arrays = msg.arrays[offset:offset + count]
+            if len(arrays) != count:
+                raise PeerError(f"dealer's chunk at request {r0 + i} is missing payload arrays")
+            offset += count
+            self._pending.append((r0 + i, kind, params, arrays))
+        if offset != len(msg.arrays):
+            raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
         self._planned += len(entries)
         self.ended = end
-        self.read_s += time.perf_counter() - start
 
     def _expand(self, r: int, kind: str, params: Params, arrays: Sequence[np.ndarray]) -> None:
         try:
@@ -303,19 +314,3 @@ class StreamedCorrelations(PreparedCorrelations):
         self.add(kind, params, material)
         self.held_bytes += _material_bytes(material)
         self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
-
-
-class _PhaseSwitch:
-    """Counts what happens inside a `with` in `phase`, then returns to the phase before."""
-
-    def __init__(self, counters: Counters, phase: str) -> None:
-        self.counters, self.phase, self.before = counters, phase, counters.phase
-
-    def __enter__(self) -> None:
-        self.before = self.counters.phase
-        if self.before != self.phase:
-            self.counters.set_phase(self.phase)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.counters.phase != self.before:
-            self.counters.set_phase(self.before)
