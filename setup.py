@@ -54,7 +54,7 @@ setup(
     python_requires=">=3.11",
     packages=["privit", *(f"privit.{name}" for name in SUBPACKAGES)],
     package_dir={"privit": TOPLEVEL, **{f"privit.{name}": name for name in SUBPACKAGES}},
-    package_data={"privit": ["py.typed"], "privit.models": ["assets/*.pth.tar"]},
+    package_data={"privit": ["py.typed"], "privit.models": ["assets/*.pth.tar", "assets/*.pt"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.13",

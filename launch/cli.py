@@ -8,6 +8,7 @@ the module itself loads no torch, so `privit --help` and a refused option answer
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -131,9 +132,23 @@ def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
 
 
+_FAST_EXIT = {"enabled": False}
+
+
+def _fast_exit(code: int) -> None:
+    """End a console run at once, skipping the interpreter's teardown (~0.6 s with torch
+    loaded; nothing of ours needs it: outputs are written and closed, every role reaped).
+    A no-op where the CLI runs inside another program (click's test runner)."""
+    if _FAST_EXIT["enabled"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def run_cli() -> None:
     """The `privit` console script: click's own errors as click shows them, and any other
     exception as one line (type, message, module:line); the traceback with --debug."""
+    _FAST_EXIT["enabled"] = True
     try:
         main(prog_name="privit")
     except Exception as exc:
@@ -208,7 +223,8 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
         click.secho(f"privit run: {INSECURE_WARNING}", err=True, fg="red", bold=True)
     try:
         result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty(), inputs=inputs,
-                           command_start=process_start_time())
+                           command_start=process_start_time(),
+                           fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec")
     except RunFailed as exc:
         click.echo(f"privit run: failed: {exc}", err=True)
         if debug_enabled() and exc.details:
@@ -237,6 +253,7 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
                 saved["labels"] = reference["labels"].round().to(torch.int64)
         torch.save(saved, logits_path)
         click.echo(f"logits written to {logits_path}")
+    _fast_exit(0)
 
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
+from privit.launch.prefork import ForkedRole, PreforkedRoles
 from privit.launch.report import build_report, outputs_of
 from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
@@ -55,7 +56,7 @@ class RunFailed(RuntimeError):
 class RoleProcess:
     role: int
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ForkedRole
     report_path: Path
     stderr_path: Path
     returncode: int | None = None
@@ -159,7 +160,10 @@ class ProgressBar:
             self._bar.close()
 
 
-def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs) -> list[RoleProcess]:
+def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
+           preforked: PreforkedRoles | None = None) -> list[RoleProcess]:
+    """Start every role: as `python -m privit.launch.roles` processes, or by sending the
+    same command lines to `preforked` children (launch/prefork.py)."""
     cluster = Cluster.local(cfg.n_parties)
     key_paths: dict[int, Path] = {}
     if cfg.secure:
@@ -192,9 +196,13 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs) -> list[RoleProces
                             ("--arch", own.arch)):
             if value:
                 cmd += [flag, str(value)]
-        with open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err, env=env, start_new_session=True)
+        proc: subprocess.Popen[bytes] | ForkedRole
+        if preforked is not None:
+            proc = preforked.send(cmd[3:], stderr_path, {"OMP_NUM_THREADS": env["OMP_NUM_THREADS"]})
+        else:
+            with open(stderr_path, "wb") as err:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err, env=env, start_new_session=True)
         roles.append(RoleProcess(role, cfg.role_name(role), proc, report, stderr_path))
     return roles
 
@@ -224,7 +232,8 @@ def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) ->
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
               keep_dir: str | None = None, progress: bool = False,
-              inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None) -> RunResult:
+              inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None,
+              fork_roles: bool = False) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
 
     `inputs` are the roles' own files (one user holds them all here): the checkpoint goes
@@ -232,9 +241,23 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
     role) if any role fails, or if the run takes longer than `overall_timeout_s` (None:
     no limit of our own; the roles' liveness rules end a run that cannot finish). The
     report's `total` counts from `command_start` (time.time(); default: now), e.g. the
-    CLI process's start.
+    CLI process's start. `fork_roles`: fork the roles from this process, which must not
+    have run a parallel torch op yet (launch/prefork.py; `privit run` does, to skip three
+    torch imports); otherwise each role is a fresh `python -m privit.launch.roles`.
     """
     command_start = time.time() if command_start is None else command_start
+    preforked = PreforkedRoles.start(cfg.n_parties + 1) if fork_roles else None
+    try:
+        return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, command_start,
+                          preforked)
+    finally:
+        if preforked is not None:
+            preforked.dismiss()
+
+
+def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
+               progress: bool, inputs: RoleInputs, command_start: float,
+               preforked: PreforkedRoles | None) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +271,7 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
         roles: list[RoleProcess] = []
         bar = ProgressBar(workdir / "progress-0.txt", progress)
         try:
-            roles = _spawn(cfg, workdir, inputs)
+            roles = _spawn(cfg, workdir, inputs, preforked)
             deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
             _wait(roles, deadline, bar)
         finally:

@@ -54,6 +54,7 @@ from privit.parties.config import RunConfig
 from privit.parties.session import Session
 
 DEFAULT_ASSET = "vit_digits_mu0.5.pth.tar"
+DIGITS_TEST_ASSET = "digits_test.pt"
 DIGITS_BATCH = 16
 MAX_BATCH = 4096  # images per inference a role accepts from party 1's announcement
 DEFAULT_MU = 0.5
@@ -121,18 +122,28 @@ def load_images(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return images.to(torch.float64), labels
 
 
-def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits test images [offset, offset + count) (normalised as in training) and labels."""
-    # Here, not at the top: models.data imports scikit-learn (~1 s), which only a role that
-    # loads the default digits images needs.
+def digits_test_split() -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits test split (normalised as in training) and its labels: from the shipped
+    assets/digits_test.pt (what `models.data.digits_test_asset` writes; a test checks it
+    equals scikit-learn's split), else from scikit-learn, whose import alone takes ~1-2 s."""
+    asset = assets_dir() / DIGITS_TEST_ASSET
+    if asset.is_file():
+        saved = torch.load(asset, weights_only=True)
+        return saved["images"], saved["labels"]
     from privit.models.data import load_digits
 
     test = load_digits().test
-    if not 0 <= offset or offset + count > len(test):
-        raise ValueError(f"digits test split has {len(test)} images; asked for "
+    return test.images, test.labels
+
+
+def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits test images [offset, offset + count) (normalised as in training) and labels."""
+    images, labels = digits_test_split()
+    if not 0 <= offset or offset + count > len(images):
+        raise ValueError(f"digits test split has {len(images)} images; asked for "
                          f"[{offset}, {offset + count})")
-    return (test.images[offset:offset + count].to(torch.float64),
-            test.labels[offset:offset + count].clone())
+    return (images[offset:offset + count].to(torch.float64),
+            labels[offset:offset + count].clone())
 
 
 

@@ -185,6 +185,15 @@ def load_digits(seed: int = 0, test_size: int = 360) -> ImageDataset:
                         (mean,), (std,))
 
 
+def digits_test_asset(path: str) -> None:
+    """Write the digits test split of `load_digits()` (images, labels) to `path`: the
+    shipped models/assets/digits_test.pt, which `privit run` reads instead of importing
+    scikit-learn. Regenerate with
+    `python -c "from privit.models.data import digits_test_asset as w; w('models/assets/digits_test.pt')"`."""
+    test = load_digits().test
+    torch.save({"images": test.images.clone(), "labels": test.labels.clone()}, path)
+
+
 # --------------------------------------------------------------------- CIFAR
 def _numpy_attr(module: str, name: str) -> Any:
     import importlib

@@ -43,6 +43,18 @@ def test_digits_split_is_stratified_deterministic_and_normalised() -> None:
     assert not torch.equal(other.test.labels, data.test.labels)
 
 
+def test_shipped_digits_test_split_is_scikit_learns() -> None:
+    """models/assets/digits_test.pt (what `privit run` reads, without scikit-learn) is
+    exactly the test split load_digits() makes today."""
+    from privit.launch.vit_job import DIGITS_TEST_ASSET, assets_dir, digits_test_split
+
+    assert (assets_dir() / DIGITS_TEST_ASSET).is_file()
+    images, labels = digits_test_split()
+    test = load_digits().test
+    assert torch.equal(images, test.images) and images.dtype == torch.float32
+    assert torch.equal(labels, test.labels) and labels.dtype == torch.int64
+
+
 def test_load_dataset_dispatch_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("mnist")

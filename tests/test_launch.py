@@ -26,8 +26,10 @@ SLOW_CHAIN = ["--job", "matmul_chain", "--param", "rows=4", "--param",
               "dims=" + ",".join(["8"] * 400), "--network", "wan"]  # 399 rounds x 20 ms
 
 
-def role_processes(marker: str) -> list[int]:
-    """Pids of live role processes whose command line mentions `marker`."""
+def role_processes(marker: str, coordinator: int) -> list[int]:
+    """Pids of live role processes whose command line mentions `marker`: exec'd roles
+    (`privit.launch.roles`) and roles forked by `privit run` (launch/prefork.py), which
+    carry their coordinator's command line but not its pid."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -37,8 +39,9 @@ def role_processes(marker: str) -> list[int]:
             state = (entry / "stat").read_text().split()[2]
         except OSError:
             continue
-        if marker in cmd and "privit.launch.roles" in cmd and state != "Z" and int(entry.name) != os.getpid():
-            pids.append(int(entry.name))
+        pid = int(entry.name)
+        if marker in cmd and state != "Z" and pid not in (os.getpid(), coordinator):
+            pids.append(pid)
     return pids
 
 
@@ -319,16 +322,16 @@ def test_sigint_leaves_no_child_behind(tmp_path: Path) -> None:
     proc = subprocess.Popen(PRIVIT + ["run", *SLOW_CHAIN, "--keep-dir", str(keep)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(role_processes(str(keep))) < 3:
+    while time.monotonic() < deadline and len(role_processes(str(keep), proc.pid)) < 3:
         time.sleep(0.1)
-    assert len(role_processes(str(keep))) == 3, "roles did not start"
+    assert len(role_processes(str(keep), proc.pid)) == 3, "roles did not start"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode != 0
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and role_processes(str(keep)):
+    while time.monotonic() < deadline and role_processes(str(keep), proc.pid):
         time.sleep(0.1)
-    assert role_processes(str(keep)) == []
+    assert role_processes(str(keep), proc.pid) == []
 
 
 def test_coordinator_killed_hard_roles_exit_by_themselves(tmp_path: Path) -> None:
@@ -336,14 +339,14 @@ def test_coordinator_killed_hard_roles_exit_by_themselves(tmp_path: Path) -> Non
     proc = subprocess.Popen(PRIVIT + ["run", *SLOW_CHAIN, "--keep-dir", str(keep)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(role_processes(str(keep))) < 3:
+    while time.monotonic() < deadline and len(role_processes(str(keep), proc.pid)) < 3:
         time.sleep(0.1)
     proc.kill()  # SIGKILL: no cleanup code runs in the coordinator
     proc.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and role_processes(str(keep)):
+    while time.monotonic() < deadline and role_processes(str(keep), proc.pid):
         time.sleep(0.1)
-    assert role_processes(str(keep)) == []
+    assert role_processes(str(keep), proc.pid) == []
 
 
 def test_role_failing_at_start_up_stops_its_peers_quickly(tmp_path: Path) -> None:
