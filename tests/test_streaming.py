@@ -111,16 +111,19 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
 
 def test_processes_stream_within_a_small_memory_budget(tmp_path: Path) -> None:
     """Real processes: a budget below what the unstreamed run's parties peak at forces
-    streaming; every role stays within it (peak RSS, the kernel's VmHWM) with the same
-    online bytes and rounds."""
+    streaming (chunks read during the online phase, less material prepared at once); every
+    party stays within it (peak RSS, the kernel's VmHWM) with the same online bytes and
+    rounds."""
     whole = _run(tmp_path, "whole")
-    budget = 560
+    budget = 450
     streamed = _run(tmp_path, "streamed", "--memory-budget-mb", str(budget))
     parties = [p for p in streamed["per_party"] if p["role"] != "dealer"]
     unstreamed = [p for p in whole["per_party"] if p["role"] != "dealer"]
-    assert max(p["peak_rss_mb"] for p in unstreamed) > budget  # the budget binds
-    for p in parties:
+    assert max(q["peak_rss_mb"] for q in unstreamed) > budget  # the budget binds
+    for p, q in zip(parties, unstreamed, strict=True):
         assert p["stream"]["chunks_read_online"] > 0, p
+        assert q["stream"]["chunks_read_online"] == 0, q
+        assert p["stream"]["peak_prepared_bytes"] < q["stream"]["peak_prepared_bytes"], (p, q)
         assert p["peak_rss_mb"] <= budget, p
     assert [(p["online_bytes"], p["online_rounds"]) for p in parties] == \
         [(p["online_bytes"], p["online_rounds"]) for p in unstreamed]
