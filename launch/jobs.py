@@ -75,6 +75,12 @@ class Job(ABC):
         """Extra fields for this role's report (hashes, sources), never a secret."""
         return {}
 
+    def reserved_bytes(self) -> int:
+        """Memory this role's job will hold besides the dealer's material and what it
+        already holds when its offline phase starts (e.g. weights it will receive); the
+        party's memory budget keeps it aside (parties/offline.StreamLimits.for_budget)."""
+        return 0
+
     def input_of(self, sess: Session, owner: int, seed_offset: int, shape: tuple[int, ...],
                  std: float) -> torch.Tensor:
         """Share a seeded random input that only `owner` generates (zeros when tracing)."""

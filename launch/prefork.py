@@ -14,10 +14,12 @@ with the part of subprocess.Popen's interface the coordinator uses (pid, poll, w
 kill, returncode). The children run `privit.launch.roles.main` on the order's argument
 list, exactly what the exec'd role process runs, with stdin and stdout on /dev/null and
 stderr in the order's file, each in its own session (so Ctrl-C reaches only the
-coordinator, which kills them).
+coordinator, which kills them), named privit-role-R in `ps -o comm` and `top`.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -99,6 +101,17 @@ class PreforkedRoles:
         self._waiting = []
 
 
+def _name_process(argv: list[str]) -> None:
+    """Name this child after its role in `ps -o comm` / `top` (its command line stays the
+    coordinator's): privit-role-R, from the order's --role."""
+    try:
+        role = argv[argv.index("--role") + 1]
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(15, f"privit-role-{role}".encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (ValueError, IndexError, OSError, AttributeError):
+        pass  # a cosmetic: never fail a role over its name
+
+
 def _child(read_fd: int, inherited: list[int]) -> NoReturn:
     code = 1
     try:
@@ -118,6 +131,7 @@ def _child(read_fd: int, inherited: list[int]) -> NoReturn:
         os.dup2(null, 1)
         os.close(null)
         os.environ.update(order["env"])
+        _name_process(order["argv"])
         import torch
 
         torch.set_num_threads(int(order["env"].get("OMP_NUM_THREADS", "1")))

@@ -166,7 +166,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         marks["ready"] = time.time()
         peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
-        limits = stream_limits(cfg)
+        limits = stream_limits(cfg, job.reserved_bytes())
         hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public(),
                                  limits.window_bytes)
         seeds_in = hellos.seeds
@@ -193,10 +193,11 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         channel.close()
 
 
-def stream_limits(cfg: RunConfig) -> StreamLimits:
+def stream_limits(cfg: RunConfig, reserved: int) -> StreamLimits:
     """This party's streaming limits: its memory budget less what it already uses (the
-    interpreter, torch, its own inputs), and a window the channel's buffer admits."""
-    limits = StreamLimits.for_budget(cfg.memory_budget_mb << 20, current_rss_bytes())
+    interpreter, torch, its own inputs) and what its job will hold (`reserved`), and a
+    window the channel's buffer admits."""
+    limits = StreamLimits.for_budget(cfg.memory_budget_mb << 20, current_rss_bytes() + reserved)
     window = min(limits.window_bytes, (cfg.max_buffer_mb << 20) // 2)
     return StreamLimits(window_bytes=window, held_bytes=limits.held_bytes)
 

@@ -48,10 +48,12 @@ from privit.models.private_weights import (
     encode_weights,
     export_weights,
     parse_alpha,
+    weight_layout,
 )
 from privit.models.vit import ViTLite
 from privit.parties.config import RunConfig
 from privit.parties.session import Session
+from privit.protocols.owner_matmul import WEIGHT_PIECE_ELEMENTS
 
 DEFAULT_ASSET = "vit_digits_mu0.5.pth.tar"
 DIGITS_TEST_ASSET = "digits_test.pt"
@@ -264,6 +266,23 @@ class VitJob(Job):
                 raise ValueError(f"party 1 announced a batch of {batch}, the run says "
                                  f"{self.spec.batch}")
             self.batch = batch
+
+    def reserved_bytes(self) -> int:
+        """Party 1 will receive every masked weight matrix (8 bytes per parameter, kept for
+        the whole run); party 0 has its weights already and keeps up to two outgoing pieces
+        of them in flight. Known before the hello only from a pinned architecture (`--arch`,
+        which `privit run` passes) or a registry `--model`; otherwise 0."""
+        known = self.arch or self.expected_arch
+        arch = known.config if known is not None else None
+        if arch is None and self.spec.model:
+            arch = get_config(self.spec.model)
+        if arch is None or self.inputs.role not in (WEIGHT_OWNER, DATA_OWNER):
+            return 0
+        matrices, _ = weight_layout(arch)
+        elements = sum(int(k) * int(m) for _, (k, m) in matrices)
+        if self.inputs.role == WEIGHT_OWNER:
+            elements = min(elements, 2 * WEIGHT_PIECE_ELEMENTS)
+        return 8 * elements
 
     def report_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}

@@ -81,14 +81,15 @@ class StreamLimits:
     @staticmethod
     def for_budget(budget_bytes: int, in_use_bytes: int) -> StreamLimits:
         """Limits that keep a party within `budget_bytes` of resident memory when it already
-        uses `in_use_bytes` (interpreter, libraries, weights): of what is left, a quarter
-        for the window, half for prepared material, a quarter for the online working set.
+        uses or will hold `in_use_bytes` (interpreter, libraries, weights, what its job
+        reserves): of what is left, a quarter for the window, half for prepared material, a
+        quarter for the online working set.
         A budget that leaves less than the minimum window is refused with both figures."""
         free = budget_bytes - in_use_bytes
         if free // 4 < MIN_WINDOW_BYTES:
             raise ValueError(
                 f"memory budget of {budget_bytes / 2**20:.0f} MB is too small: this role already "
-                f"uses {in_use_bytes / 2**20:.0f} MB and streaming needs at least "
+                f"uses or reserves {in_use_bytes / 2**20:.0f} MB and streaming needs at least "
                 f"{(in_use_bytes + 4 * MIN_WINDOW_BYTES) / 2**20:.0f} MB (--memory-budget-mb)")
         return StreamLimits(window_bytes=free // 4, held_bytes=free // 2)
 

@@ -188,8 +188,9 @@ def prepare_owner_weights(
     """Prepare several weights of `owner` at once (steps 1-2 of the per-model part).
 
     `weights` holds ring tensors (k, m) on the owner (zeros are used while tracing) and is
-    ignored elsewhere. ROUNDS 0. BYTES one message of H + 8 * sum(k m) from the owner to
-    the client; OFFLINE 0.
+    ignored elsewhere. ROUNDS 0. BYTES 8 * sum(k m) plus one header H per message from the
+    owner to the client: one message up to WEIGHT_PIECE_ELEMENTS elements, else pieces of
+    at most that many (`_pieces`); OFFLINE 0.
     """
     _check_two(sess, owner)
     if sess.party_id == owner and len(weights) != len(shapes):
@@ -197,10 +198,12 @@ def prepare_owner_weights(
     client = 1 - owner
     prepared: list[tuple[int, int, int, torch.Tensor | None]] = []
     total = sum(int(k) * int(m) for k, m in shapes)
-    # The owner writes each E = W - B straight into the one outgoing message (no per-weight
-    # parts to concatenate: at ViT-Base that copy alone was 0.69 GB).
-    masked = torch.empty(total if sess.party_id == owner else 0, dtype=torch.int64)
-    offset = 0
+    pieces = _pieces(total)
+    # The owner writes each E = W - B straight into the outgoing pieces (no per-weight
+    # parts to concatenate) and sends each piece as soon as it is full, so that at most a
+    # piece or two is in flight besides the weights (at ViT-Base the whole message, and
+    # CURVE's encrypted copy of it, were 0.69 GB each).
+    masked = _MaskedPieces(sess, client, label, pieces) if sess.party_id == owner else None
     for i, (k, m) in enumerate(shapes):
         mask_id = sess.next_request_index()
         mat = sess.correlation(OWNER_MASK, (mask_id, owner, int(k), int(m)))
@@ -214,19 +217,54 @@ def prepare_owner_weights(
             w = ring.as_ring(w)
             if tuple(w.shape) != (k, m):
                 raise ValueError(f"weight {i} has shape {tuple(w.shape)}, declared {(k, m)}")
-            torch.sub(w, mat["b"], out=masked[offset:offset + k * m].view(k, m))
-            offset += k * m
+            assert masked is not None
+            masked.write((w - mat["b"]).reshape(-1))
         prepared.append((mask_id, int(k), int(m), w))
     if sess.party_id == owner:
-        if total:
-            sess.send(client, masked, label)
         return [OwnerWeight(owner, mid, k, m, w, None) for mid, k, m, w in prepared]
-    flat = sess.recv(owner, label, (total,)) if total else torch.zeros(0, dtype=torch.int64)
+    flat = torch.empty(total, dtype=torch.int64)
+    start = 0
+    for size in pieces:
+        flat[start:start + size] = sess.recv(owner, label, (size,))
+        start += size
     out, offset = [], 0
     for mid, k, m, _ in prepared:
         out.append(OwnerWeight(owner, mid, k, m, None, flat[offset:offset + k * m].reshape(k, m)))
         offset += k * m
     return out
+
+
+WEIGHT_PIECE_ELEMENTS = 8 << 20  # 64 MiB of int64 per message of masked weights
+
+
+def _pieces(total: int) -> list[int]:
+    """The sizes of the messages that carry `total` masked weight elements: one message up
+    to WEIGHT_PIECE_ELEMENTS (every model up to ~8 M parameters), then equal-sized pieces."""
+    count = -(-total // WEIGHT_PIECE_ELEMENTS)
+    return [total // count + (1 if i < total % count else 0) for i in range(count)]
+
+
+class _MaskedPieces:
+    """The owner's outgoing masked weights: filled in order, each piece sent when full."""
+
+    def __init__(self, sess: Session, client: int, label: str, pieces: list[int]) -> None:
+        self.sess, self.client, self.label = sess, client, label
+        self.pieces = list(pieces)
+        self.buffer = torch.empty(self.pieces[0] if self.pieces else 0, dtype=torch.int64)
+        self.filled = 0
+
+    def write(self, values: torch.Tensor) -> None:
+        start = 0
+        while start < values.numel():
+            take = min(values.numel() - start, self.buffer.numel() - self.filled)
+            self.buffer[self.filled:self.filled + take] = values[start:start + take]
+            self.filled += take
+            start += take
+            if self.filled == self.buffer.numel():
+                self.sess.send(self.client, self.buffer, self.label)
+                self.pieces.pop(0)
+                self.buffer = torch.empty(self.pieces[0] if self.pieces else 0, dtype=torch.int64)
+                self.filled = 0
 
 
 def owner_matmul_many(

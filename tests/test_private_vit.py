@@ -72,6 +72,32 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
     assert kinds == ["owner_mask", "owner_mask"] + ["owner_matmul_triple"] * 3
 
 
+def test_owner_weights_travel_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over WEIGHT_PIECE_ELEMENTS, the masked weights go as several messages (27 elements
+    in pieces of at most 10: 9, 9, 9), each counted, with the same products."""
+    from privit.protocols import owner_matmul
+
+    monkeypatch.setattr(owner_matmul, "WEIGHT_PIECE_ELEMENTS", 10)
+    gen = torch.Generator().manual_seed(7)
+    w1 = torch.randint(-2**40, 2**40, (5, 3), generator=gen)
+    w2 = torch.randint(-2**40, 2**40, (3, 4), generator=gen)
+    x = torch.randint(-2**40, 2**40, (2, 5), generator=gen)
+
+    def job(sess: Session) -> torch.Tensor:
+        xs = sharing.share_input(sess, 1, x if sess.party_id == 1 and not sess.is_tracing else None,
+                                 x.shape)
+        ws = prepare_owner_weights(sess, 0, [w1, w2] if sess.party_id == 0 else [], [(5, 3), (3, 4)])
+        (z1,) = owner_matmul_many(sess, [xs], [ws[0]], truncate=False)
+        (z2,) = owner_matmul_many(sess, [z1], [ws[1]], truncate=False)
+        return z2
+
+    run = run_in_memory_detailed(RunConfig(n_parties=2, timeout_s=20), job, CORRELATIONS)
+    assert torch.equal(sharing.reconstruct(run.results), (x @ w1) @ w2)
+    assert run.reports[0]["bytes_to"] == {
+        "1": sum(data_bytes(0, seq, "owner_weights", 9) for seq in range(3))}
+    assert run.reports[1]["phases"]["online"]["rounds"] == 0
+
+
 def test_owner_matmul_refuses_three_parties() -> None:
     def job(sess: Session) -> None:
         prepare_owner_weights(sess, 0, [None], [(2, 2)])

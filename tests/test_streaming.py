@@ -93,7 +93,7 @@ def test_dealer_drains_good_acks() -> None:
 
 def test_limits_refuse_a_budget_below_what_the_role_uses() -> None:
     with pytest.raises(ValueError, match="memory budget of 400 MB is too small: this role "
-                                         "already uses 350 MB"):
+                                         "already uses or reserves 350 MB"):
         StreamLimits.for_budget(400 << 20, 350 << 20)
     limits = StreamLimits.for_budget(2048 << 20, 448 << 20)
     assert (limits.window_bytes, limits.held_bytes) == (400 << 20, 800 << 20)
