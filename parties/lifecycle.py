@@ -2,11 +2,14 @@
 (launch/roles.py) and the in-memory runner for tests (parties/inmemory_run.py), so that
 both count the same bytes and rounds in the same phases.
 
-Party: 1. offline: receive and expand the dealer's plan (phase `offline`); 2. a barrier
-with the other parties (`setup`); 3. online: the job on a `Session` (`online`); 4. every
-planned correlation must have been used; 5. a `bye` to the dealer (`setup`).
-Dealer: 1. deal the plan (`offline`); 2. wait for every party's `bye` (`setup`), so that
-it ends successfully only when the whole run did.
+Party: 1. offline: receive and expand the dealer's plan up to the party's streaming limits
+(phase `offline`; parties/offline.py); 2. a barrier with the other parties (`setup`); 3.
+online: the job on a `Session` (`online`), reading the rest of the plan as it needs it
+(counted in `offline`); 4. every planned correlation must have been used; 5. a `bye` to
+the dealer (`setup`).
+Dealer: 1. deal the plan within the windows the parties granted (`offline`); 2. wait
+until every party has read it all, then for every party's `bye` (`setup`), so that it
+ends successfully only when the whole run did.
 
 The barrier and the bye synchronise separate processes. The in-memory runner, whose
 threads end together at one join, passes `sync=False` and skips both: its counters then

@@ -156,7 +156,6 @@ class DealerStream:
         self.channel, self.registry, self.seeds = channel, registry, list(seeds)
         self.windows = windows
 
-
     def send_plan(self, plan: Sequence[tuple[str, Params]]) -> list[int]:
         """Deal every request of `plan`; returns the payload bytes of each request (all
         parties together), so that a report can attribute offline traffic to its scope."""
