@@ -8,7 +8,10 @@ retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
 
 - High-water marks are finite but far above need (HWM_MESSAGES per socket): two parties
   that both send a large message before receiving do not block, and a peer cannot queue
-  without bound. Array frames of 64 KiB or more
+  without bound. Array frames of 16 MiB or more are tracked until ZeroMQ has sent them,
+  and a sender waits while a link holds more than MAX_QUEUED_BYTES of them (`_make_room`):
+  the peer's I/O thread takes them off the wire whatever its Python thread does, so this
+  bounds a fast sender's memory without coupling it to the peer's progress. Array frames of 64 KiB or more
   (`COPY_THRESHOLD`) are handed to ZeroMQ without copying, so an array passed to `send`
   must not be changed in place afterwards (protocols build new tensors; with network
   emulation the frames are copied anyway). Smaller frames are copied, which is faster.
@@ -46,8 +49,9 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -60,6 +64,7 @@ from privit.parties.channel import (
     DEFAULT_MAX_WAIT_S,
     ChannelLimits,
     FramedChannel,
+    PeerError,
     abort_message,
 )
 from privit.parties.cluster import Cluster, Endpoint
@@ -70,6 +75,9 @@ from privit.parties.netem import DelaySender
 from privit.parties.wire import MAX_ARRAYS, MAX_HEADER_BYTES, encode, message_nbytes
 
 COPY_THRESHOLD = 1 << 16
+TRACK_THRESHOLD = 16 << 20  # array frames this large are tracked until ZeroMQ has sent them
+MAX_QUEUED_BYTES = 128 << 20  # per link: tracked bytes handed to ZeroMQ and not yet sent
+SEND_POLL_S = 0.25
 GONE_GRACE_S = 0.5
 ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
 ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
@@ -109,6 +117,8 @@ class _Link:
     disconnected_at: float | None = None
     handshake_failed_at: float | None = None  # first failure since the last success
     handshake_failure: str = ""
+    # Large frames handed to ZeroMQ and not yet sent: (tracker, bytes), oldest first.
+    queued: deque[tuple[zmq.MessageTracker, int]] = field(default_factory=deque)
 
 
 class _RoleAuthenticator(ThreadAuthenticator):
@@ -268,11 +278,42 @@ class ZmqChannel(FramedChannel):
     def _push_send(self, dst: int, frames: list[Any]) -> None:
         # Frame by frame rather than send_multipart, whose per-frame checks cost ~3 us.
         # Large array frames (memoryviews of 64 KiB or more) go without copying.
-        sock = self._links[dst].push
+        link = self._links[dst]
         last = len(frames) - 1
         for i, frame in enumerate(frames):
             copy = not isinstance(frame, memoryview) or frame.nbytes < COPY_THRESHOLD
-            sock.send(frame, _SNDMORE if i < last else 0, copy=copy)
+            flags = _SNDMORE if i < last else 0
+            if copy or frame.nbytes < TRACK_THRESHOLD or self._delay is not None:
+                link.push.send(frame, flags, copy=copy)
+                continue
+            self._make_room(dst, link, frame.nbytes)
+            tracker = link.push.send(frame, flags, copy=False, track=True)
+            link.queued.append((tracker, frame.nbytes))
+
+    def _make_room(self, dst: int, link: _Link, nbytes: int) -> None:
+        """Wait until ZeroMQ has sent enough of this link's earlier large frames that
+        `nbytes` more stay within MAX_QUEUED_BYTES: a sender that produces faster than the
+        link (CURVE encrypts at ~0.5 GB/s) holds a bounded queue, not every message. The
+        wait follows recv's rules: on while the peer is alive, an error naming it once it
+        is gone, the timeout for silence. Not with network emulation, whose delay thread
+        sends (and already holds copies of what is queued)."""
+        queued = sum(n for _, n in link.queued)
+        start = time.monotonic()
+        while link.queued and (link.queued[0][0].done or queued + nbytes > MAX_QUEUED_BYTES):
+            tracker, size = link.queued[0]
+            try:
+                tracker.wait(SEND_POLL_S)
+            except zmq.NotDone:
+                gone = self.peer_gone(dst)
+                if gone is not None:
+                    raise PeerError(f"{self.role_name(dst)} is gone ({gone}) while we send "
+                                    f"to it") from None
+                if not self.peer_alive(dst) and time.monotonic() - start >= self.timeout_s:
+                    raise PeerError(f"timed out after {self.timeout_s:g} s sending to "
+                                    f"{self.role_name(dst)}{self.link_state(dst)}") from None
+                continue
+            link.queued.popleft()
+            queued -= size
 
     def _transmit(self, dst: int, frames: list[Any]) -> None:
         if self._closed:
