@@ -67,9 +67,10 @@ def _forged_frames(kind: str = "data", seq: int = 0, label: str = "open") -> lis
 
 
 def _plain_push(port: int, messages: list[list[bytes]]) -> None:
-    """Queue `messages` on a plain (NULL-mechanism) connection to `port`, wait until the
-    server has answered the handshake (it refuses it), then drop the socket without waiting
-    (what could not be delivered is discarded: a CURVE server never takes it)."""
+    """Queue `messages` on a plain (NULL-mechanism) connection to `port` (as many as the
+    link takes before the server's refusal drops it), wait until the server has answered
+    the handshake (it refuses it), then drop the socket without waiting (what could not be
+    delivered is discarded: a CURVE server never takes it)."""
     ctx = zmq.Context()
     try:
         push = ctx.socket(zmq.PUSH)
@@ -77,9 +78,17 @@ def _plain_push(port: int, messages: list[list[bytes]]) -> None:
                                           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                           | zmq.EVENT_HANDSHAKE_SUCCEEDED
                                           | zmq.EVENT_DISCONNECTED)
-        push.connect(f"tcp://127.0.0.1:{port}")
+        push.connect(f"tcp://127.0.0.1:{port}")  # attaches the pipe at once: sends queue
+        queued = 0
         for frames in messages:
-            push.send_multipart(frames, flags=zmq.NOBLOCK)
+            try:
+                push.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                # The server refused the handshake already and libzmq dropped the pipe with
+                # what it held: nothing more can even be queued.
+                break
+            queued += 1
+        assert queued >= 1, "the forged messages could not be queued at all"
         monitor.poll(3000)  # the server's verdict (or a plain server's acceptance)
         push.disable_monitor()
         monitor.close(linger=0)
