@@ -207,7 +207,7 @@ def _fmt_bytes(n: float) -> str:
 
 def format_total(total: dict[str, Any]) -> list[str]:
     """The whole command, first: wall time and its parts, bytes, peak memory per role."""
-    peaks = ", ".join(f"{name} {mb:.0f} MB" for name, mb in total["peak_rss_mb"].items()
+    peaks = ", ".join(f"{name} {mb:.0f} MiB" for name, mb in total["peak_rss_mb"].items()
                       if mb is not None)
     return [f"whole run {total['wall_s']:.2f} s: start-up {total['startup_s']:.2f} s, handshake "
             f"{total['handshake_s']:.2f} s, offline {total['offline_s']:.2f} s, online "

@@ -237,8 +237,7 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
                 "trace_wall_s": trace_s,
                 "offline_wall_s": trace_s + deal_s, "requests": len(tracer.trace),
                 "request_kinds": kinds, "offline_payload_by_scope": by_scope,
-                "marks": {**marks, "dealt": marks["handshake_done"] + trace_s + deal_s,
-                          "done": time.time()},
+                "marks": {**marks, "done": time.time()},
                 "counters": counters.report()}
     except BaseException as exc:
         channel.abort(f"dealer failed: {exc}")

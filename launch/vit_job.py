@@ -148,8 +148,6 @@ def digits_test_images(offset: int, count: int) -> tuple[torch.Tensor, torch.Ten
             labels[offset:offset + count].clone())
 
 
-
-
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

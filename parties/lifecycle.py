@@ -27,7 +27,6 @@ from privit.parties.channel import FramedChannel
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.offline import (
-    UNBOUNDED,
     UNLIMITED,
     DealerStream,
     PartyWindows,
@@ -92,10 +91,7 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     if sync:
         channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
     counters.finish()
-    stream = {"chunks_read_online": prepared.late_chunks, "peak_prepared_bytes": prepared.peak_held_bytes,
-              "window_bytes": limits.window_bytes if limits.window_bytes < UNBOUNDED else None,
-              "payload_bytes": prepared.read_bytes}
-    return PartyOutcome(result, prepared.read_s, online_s, stream)
+    return PartyOutcome(result, prepared.read_s, online_s, prepared.stats())
 
 
 def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,

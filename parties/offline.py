@@ -248,6 +248,14 @@ class StreamedCorrelations(PreparedCorrelations):
         # Requests read but not expanded yet: (plan index, kind, params, payload arrays).
         self._pending: deque[tuple[int, str, Params, Sequence[np.ndarray]]] = deque()
 
+    def stats(self) -> dict[str, int | None]:
+        """For the party's report: chunks read during the online phase, the most material
+        prepared at once, the window granted (None: unbounded), payload bytes read."""
+        window = self.limits.window_bytes
+        return {"chunks_read_online": self.late_chunks, "peak_prepared_bytes": self.peak_held_bytes,
+                "window_bytes": window if window < UNBOUNDED else None,
+                "payload_bytes": self.read_bytes}
+
     def prefetch(self) -> None:
         """Expand requests (reading chunks as needed) until `held_bytes` are prepared or
         the plan has ended."""
