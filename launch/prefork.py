@@ -5,7 +5,9 @@ A fresh `python -m privit.launch.roles` spends ~2 s importing torch; three of th
 the coordinator has already imported. Forking is only safe before this process has run
 a parallel torch op (libgomp's worker threads do not survive a fork, and a child that
 uses OpenMP after one hangs), so the children are forked first, at the very start of the
-run, and wait on a pipe for their orders: the coordinator then loads the job, computes
+run (before the coordinator has loaded any input either, so no role inherits another
+role's checkpoint or images: each still reads only its own, from its order), and wait on
+a pipe for their orders: the coordinator then loads the job, computes
 what the roles need (cluster, keys, inputs) and sends each child its command line. A
 child whose coordinator dies before sending reads end-of-file and exits.
 
