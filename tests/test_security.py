@@ -78,16 +78,20 @@ def _plain_push(port: int, messages: list[list[bytes]]) -> None:
                                           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                           | zmq.EVENT_HANDSHAKE_SUCCEEDED
                                           | zmq.EVENT_DISCONNECTED)
-        push.connect(f"tcp://127.0.0.1:{port}")  # attaches the pipe at once: sends queue
-        queued = 0
+        push.connect(f"tcp://127.0.0.1:{port}")
+        # The server's refusal drops the link's pipe (EAGAIN until libzmq reconnects, every
+        # 100 ms), and a first send can come before the pipe is attached: like a persistent
+        # attacker, retry each message on a fresh connection until a deadline.
+        queued, deadline = 0, time.monotonic() + 5.0
         for frames in messages:
-            try:
-                push.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                # The server refused the handshake already and libzmq dropped the pipe with
-                # what it held: nothing more can even be queued.
+            while time.monotonic() < deadline:
+                try:
+                    push.send_multipart(frames, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    time.sleep(0.01)
+                    continue
+                queued += 1
                 break
-            queued += 1
         assert queued >= 1, "the forged messages could not be queued at all"
         monitor.poll(3000)  # the server's verdict (or a plain server's acceptance)
         push.disable_monitor()
