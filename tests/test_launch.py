@@ -155,6 +155,12 @@ def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
     common = ["--job", "mlp", "--session-id", "t1", "--timeout", "30"]
     results = _finish(_start_roles(tmp_path, cluster, common))
     assert all(code == 0 for code, _ in results.values()), results
+    # a role started by hand prints one status line per phase, in order
+    for name, role in (("p0", "party 0"), ("p1", "party 1"), ("dealer", "dealer")):
+        phases = [line.removeprefix(f"{role}: ").split()[0] for line in results[name][1].splitlines()
+                  if line.startswith(f"{role}: ") and " done (" in line]
+        assert phases == ["startup", "handshake", "offline", "online"], results[name][1]
+    assert "4 online rounds" in results["p0"][1]
     report = _merged_report(tmp_path)
     assert report["online"]["rounds"] == 4
     assert report["accuracy"]["max_abs_error"] < 1e-2
