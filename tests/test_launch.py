@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mp_harness import finish_popens
+from mp_harness import error_lines, finish_popens
 
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.keys import RoleKeys
@@ -173,7 +173,7 @@ def test_config_mismatch_stops_every_role_naming_it(tmp_path: Path) -> None:
     for name, (code, err) in results.items():
         assert code != 0, f"{name} should fail"
         assert "frac_bits" in err, f"{name}: {err}"
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(error_lines(err)) == 1, err
 
 
 def test_session_id_mismatch_is_named(tmp_path: Path) -> None:
@@ -377,7 +377,7 @@ def test_role_failing_at_start_up_stops_its_peers_quickly(tmp_path: Path) -> Non
     for name in ("dealer", "p0"):
         err = results[name][1]
         assert "party 1 aborted" in err and "failed to start" in err, f"{name}: {err}"
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(error_lines(err)) == 1, err
     assert elapsed < 40, f"peers waited {elapsed:.1f} s: they were not told"
 
 
