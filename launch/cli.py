@@ -402,8 +402,8 @@ def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str
         path = Path(role_reports[0])
         try:
             single = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(f"{path} is not a privit report: {exc}") from None
+        except (OSError, ValueError):
+            single = None  # _read_role_report below says what is wrong with it
         if _is_run_report(single):
             try:
                 report_version(single)
