@@ -124,7 +124,8 @@ class ProgressView:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=f"privit run ({time.time() - self.start:.1f} s)", title_justify="left")
+        table = Table(title=f"privit run: roles started {time.time() - self.start:.1f} s ago",
+                      title_justify="left")
         table.add_column("role")
         table.add_column("now")
         for phase in PHASES:
@@ -134,4 +135,6 @@ class ProgressView:
         for name, state in self.roles.items():
             cells = [f"{state.done[p]:.2f}" if p in state.done else "" for p in PHASES]
             table.add_row(name, state.phase, *cells, f"{state.bytes / 1e6:.1f}", str(state.rounds))
+        if not any(s.step for s in self.roles.values()):
+            return table  # before the online phase, or a job that reports no steps
         return Group(table, Text(self._online_line()))
