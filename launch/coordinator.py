@@ -4,8 +4,9 @@ Steps:
 1. pick free loopback ports (a `Cluster`), write it and the run config to a temp folder;
 2. start one `python -m privit.launch.roles` process per role, each in its own process
    group and watching our pid (it exits if we die);
-3. wait; when one role fails, give the others a short grace period to fail with their
-   own message (they are told by an abort message), then kill whatever is left. There
+3. wait, showing the roles' progress lines (launch/progress_view.py); when one role
+   fails, give the others a short grace period to fail with their own message (they
+   are told by an abort message), then kill whatever is left. There
    is no deadline of our own by default: the roles bound every wait themselves (silence
    for --timeout, a dead or frozen peer by heartbeat, a deadlock by --max-wait), so a
    run whose roles are alive and working is never killed for taking long;
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from privit.launch.environment import environment
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.launch.prefork import ForkedRole, PreforkedRoles
+from privit.launch.progress_view import ProgressView
 from privit.launch.report import build_report, outputs_of
 from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
@@ -39,6 +41,7 @@ from privit.parties.config import RunConfig
 from privit.parties.keys import RoleKeys
 
 FAILURE_GRACE_S = 2.0
+PROGRESS_MODES = ("live", "lines", "off")
 
 
 class RunFailed(RuntimeError):
@@ -127,39 +130,6 @@ def _kill(rp: RoleProcess) -> None:
         pass
 
 
-class ProgressBar:
-    """Shows party 0's progress lines (`done total label`) as a tqdm bar on stderr."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._bar: Any = None
-        self._offset = 0
-
-    def poll(self) -> None:
-        if not self.enabled or not self.path.exists():
-            return
-        with open(self.path) as fh:
-            fh.seek(self._offset)
-            chunk = fh.read()
-        lines = chunk.split("\n")
-        self._offset += len(chunk) - len(lines[-1])  # keep a partial last line for later
-        for line in lines[:-1]:
-            parts = line.split(" ", 2)
-            if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
-                continue
-            done, total = int(parts[0]), int(parts[1])
-            if self._bar is None:
-                self._bar = tqdm(total=total, desc="online", unit="step", leave=False)
-            self._bar.n = done
-            self._bar.set_postfix_str(parts[2] if len(parts) > 2 else "")
-            self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
            preforked: PreforkedRoles | None = None) -> list[RoleProcess]:
     """Start every role: as `python -m privit.launch.roles` processes, or by sending the
@@ -187,8 +157,7 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
         cmd = [sys.executable, "-m", "privit.launch.roles", "--config", str(config_path),
                "--cluster", str(cluster_path), "--role", str(role), "--report", str(report),
                "--parent-pid", str(os.getpid())]
-        if role == 0:
-            cmd += ["--progress", str(workdir / "progress-0.txt")]
+        cmd += ["--progress", str(progress_path(workdir, role))]
         if role in key_paths:
             cmd += ["--key", str(key_paths[role])]
         own = inputs.for_role(role)  # the checkpoint to party 0 only, the images to party 1 only
@@ -207,10 +176,16 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
     return roles
 
 
-def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) -> None:
+def progress_path(workdir: Path, role: int) -> Path:
+    """Where a role writes its progress lines (launch/progress.py)."""
+    return workdir / f"progress-{role}.txt"
+
+
+def _wait(roles: list[RoleProcess], deadline: float | None, view: ProgressView | None) -> None:
     failed_at: float | None = None
     while True:
-        bar.poll()
+        if view is not None:
+            view.poll()
         alive = [rp for rp in roles if rp.proc.poll() is None]
         for rp in roles:
             rp.returncode = rp.proc.returncode
@@ -231,7 +206,7 @@ def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) ->
 
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
-              keep_dir: str | None = None, progress: bool = False,
+              keep_dir: str | None = None, progress: str = "off",
               inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None,
               fork_roles: bool = False) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
@@ -244,7 +219,11 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
     CLI process's start. `fork_roles`: fork the roles from this process, which must not
     have run a parallel torch op yet (launch/prefork.py; `privit run` does, to skip three
     torch imports); otherwise each role is a fresh `python -m privit.launch.roles`.
+    `progress`: "live" (a rich display on stderr, for a terminal), "lines" (one plain line
+    per phase and online step on stderr) or "off" (launch/progress_view.py).
     """
+    if progress not in PROGRESS_MODES:
+        raise ValueError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
     command_start = time.time() if command_start is None else command_start
     preforked = PreforkedRoles.start(cfg.n_parties + 1) if fork_roles else None
     try:
@@ -256,7 +235,7 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
 
 
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
-               progress: bool, inputs: RoleInputs, command_start: float,
+               progress: str, inputs: RoleInputs, command_start: float,
                preforked: PreforkedRoles | None) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
@@ -269,13 +248,20 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         else:
             job = make_job(cfg, inputs)
         roles: list[RoleProcess] = []
-        bar = ProgressBar(workdir / "progress-0.txt", progress)
+        view = None
+        paths = {cfg.role_name(r): progress_path(workdir, r)
+                 for r in [*range(cfg.n_parties), cfg.dealer_id]}
+        for path in paths.values():
+            path.unlink(missing_ok=True)  # a kept folder's last run is not this one's progress
+        if progress != "off":
+            view = ProgressView(paths, live=progress == "live")
         try:
             roles = _spawn(cfg, workdir, inputs, preforked)
             deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
-            _wait(roles, deadline, bar)
+            _wait(roles, deadline, view)
         finally:
-            bar.close()
+            if view is not None:
+                view.close()
             for rp in roles:
                 _kill(rp)
         failures = [rp for rp in roles if rp.returncode != 0]
@@ -285,5 +271,5 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         reports = [json.loads(rp.report_path.read_text()) for rp in roles]
     party0 = next(r for r in reports if r["role"] == 0)
     reference = job.reference()
-    report = build_report(cfg, reports, reference, (command_start, time.time()))
+    report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
     return RunResult(report, outputs_of(party0), reference)
