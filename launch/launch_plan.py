@@ -23,7 +23,6 @@ against an SSH server of their own); without one, as a local process if its host
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,7 @@ def _ssh_target(d: dict[str, Any], default_host: str, base: Path, where: str) ->
     for field, kind in SSH_FIELDS.items():
         value = d.get(field)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
-                                  or (kind is str and not value.strip())):
+                                  or (isinstance(value, str) and not value.strip())):
             raise ClusterError(f"{where}: {field!r} must be a non-empty "
                                f"{'string' if kind is str else 'integer'}, got {value!r}")
     port = d.get("port", 22)
@@ -158,8 +157,3 @@ def click_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def local_user() -> str:
-    """The local user name, for messages only."""
-    return os.environ.get("USER", "") or str(os.getuid())

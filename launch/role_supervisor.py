@@ -29,7 +29,7 @@ PID_FILE = "role.pid"
 
 def _watch_stdin(stop: threading.Event) -> None:
     try:
-        while sys.stdin.buffer.read1(4096):
+        while os.read(sys.stdin.fileno(), 4096):
             pass
     except (OSError, ValueError):
         pass
