@@ -54,11 +54,23 @@ class LaunchError(RuntimeError):
     """A role that could not be prepared, started or read back; one line."""
 
 
-async def _prefix_lines(lines: AsyncIterable[str | bytes], prefix: str, out: IO[str]) -> None:
+async def _stream(lines: AsyncIterable[str | bytes], prefix: str, out: IO[str],
+                  last: dict[str, str] | None = None) -> None:
+    """Copy lines to `out` with `prefix`; remember the last non-empty one in last[prefix]
+    (on stderr: the role's one-line error)."""
     async for line in lines:
-        text = line.decode(errors="replace") if isinstance(line, bytes) else line
-        out.write(f"{prefix}{text.rstrip()}\n")
+        text = (line.decode(errors="replace") if isinstance(line, bytes) else line).rstrip()
+        if text and last is not None:
+            last[prefix] = text
+        out.write(f"{prefix}{text}\n")
         out.flush()
+
+
+def _start_pumps(stdout: AsyncIterable[str | bytes], stderr: AsyncIterable[str | bytes],
+           name: str, last: dict[str, str]) -> list[asyncio.Task[None]]:
+    prefix = f"[{name}] "
+    return [asyncio.create_task(_stream(stdout, prefix, sys.stdout)),
+            asyncio.create_task(_stream(stderr, prefix, sys.stderr, last))]
 
 
 class LocalRole:
@@ -85,10 +97,7 @@ class LocalRole:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        prefix = f"[{self.target.name}] "
-        self._pumps = [asyncio.create_task(_prefix_lines(self.proc.stdout, prefix, sys.stdout)),
-                       asyncio.create_task(_last_line_too(self.proc.stderr, prefix, self._last_lines,
-                                                          self.target.name))]
+        self._pumps = _start_pumps(self.proc.stdout, self.proc.stderr, self.target.name, self._last_lines)
 
     async def wait(self) -> int:
         assert self.proc is not None
@@ -133,17 +142,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-async def _last_line_too(lines: AsyncIterable[str | bytes], prefix: str, last: dict[str, str],
-                         name: str) -> None:
-    """Like _prefix_lines on stderr, remembering the last non-empty line (the role's error)."""
-    async for line in lines:
-        text = (line.decode(errors="replace") if isinstance(line, bytes) else line).rstrip()
-        if text:
-            last[name] = text
-        sys.stderr.write(f"{prefix}{text}\n")
-        sys.stderr.flush()
 
 
 class SshRole:
@@ -196,10 +194,7 @@ class SshRole:
         argv = [self.ssh.python, *SUPERVISOR, *role_args]
         command = f"cd {shlex.quote(self.folder)} && exec {shlex.join(argv)}"
         self.proc = await self.conn.create_process(command, encoding="utf-8", errors="replace")
-        prefix = f"[{self.target.name}] "
-        self._pumps = [asyncio.create_task(_prefix_lines(self.proc.stdout, prefix, sys.stdout)),
-                       asyncio.create_task(_last_line_too(self.proc.stderr, prefix, self._last_lines,
-                                                          self.target.name))]
+        self._pumps = _start_pumps(self.proc.stdout, self.proc.stderr, self.target.name, self._last_lines)
 
     async def wait(self) -> int:
         assert self.proc is not None

@@ -143,7 +143,7 @@ async def _run_all(plans: list[RolePlan], files: dict[str, str]) -> list[str]:
                 name = waits[task].target.name
                 code = task.result()
                 if code != 0:
-                    raise RoleFailed(_exit_text(name, code, last_lines.get(name)))
+                    raise RoleFailed(_exit_text(name, code, last_lines.get(f"[{name}] ")))
                 click.echo(f"privit launch: {name} finished", err=True)
         return list(await asyncio.gather(*(r.fetch_report() for r in runners)))
     except asyncio.CancelledError:
