@@ -234,3 +234,27 @@ def test_an_unreachable_host_fails_before_any_role_starts(tmp_path: Path, ssh_se
     assert not any("role_supervisor" in c for c in ssh_server.commands)
     assert _role_pids() == []
     assert not (tmp_path / "out").exists()
+
+
+def test_targets_of_a_cluster_file_with_ssh_objects(tmp_path: Path, ssh_server: SshTestServer) -> None:
+    from privit.launch.launch_plan import load_targets
+
+    path = _write_cluster(tmp_path, ssh_server)
+    cluster = Cluster.load(path)  # what a role started by hand reads: the ssh objects pass
+    party0, party1, dealer = load_targets(path, cluster)
+    assert (party0.name, party0.key_name, dealer.name, dealer.key_name) == (
+        "party 0", "party0", "dealer", "dealer")
+    assert dealer.ssh is None  # 127.0.0.1 without an ssh object: a local process
+    assert party0.ssh is not None and party1.ssh is not None
+    assert party0.ssh.secret_key == str(tmp_path / "host0" / "party0.key")
+    assert party1.ssh.secret_key is None and party1.ssh.workdir == str(tmp_path)
+    assert (party1.ssh.host, party1.ssh.port, party1.ssh.user, party1.ssh.python) == (
+        "127.0.0.1", ssh_server.port, "privit-test", sys.executable)
+    # a host that is not local needs no ssh object to be reached over ssh, with defaults
+    data = json.loads(path.read_text())
+    data["dealer"]["host"] = "dealer.example.org"
+    path.write_text(json.dumps(data))
+    remote = load_targets(path, Cluster.load(path))[2].ssh
+    assert remote is not None and (remote.host, remote.port, remote.user, remote.python,
+                                   remote.client_key) == ("dealer.example.org", 22, None,
+                                                          "python3", None)
