@@ -83,7 +83,10 @@ def _costs(report: dict[str, Any]) -> list[tuple[int, int, int]]:
 
 
 def _role_pids() -> list[int]:
-    """Live role and supervisor processes (only this test's: tests run one at a time)."""
+    """Live role and supervisor processes of this test session (conftest marks every process
+    it starts, at any depth, with PRIVIT_TEST_SESSION; the SSH server passes it on too), so
+    that roles of other programs on the machine do not count. Tests run one at a time."""
+    marker = f"PRIVIT_TEST_SESSION={os.environ['PRIVIT_TEST_SESSION']}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -91,9 +94,10 @@ def _role_pids() -> list[int]:
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            marked = marker in (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if state != "Z" and any(m in cmd for m in ROLE_MARKERS):
+        if state != "Z" and marked and any(m in cmd for m in ROLE_MARKERS):
             pids.append(int(entry.name))
     return pids
 
