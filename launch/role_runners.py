@@ -211,7 +211,10 @@ class SshRole:
         proc = self.proc
         if proc is None or self._exited:
             return
-        proc.stdin.write_eof()
+        try:
+            proc.stdin.write_eof()
+        except (OSError, asyncssh.Error):
+            pass  # the channel is closing already; wait for it as for any other
         try:
             await asyncio.wait_for(proc.wait_closed(), STOP_WAIT_S)
         except TimeoutError:

@@ -56,7 +56,8 @@ def _write_cluster(tmp: Path, server: SshTestServer) -> Path:
     for k in keys[1:]:
         k.save(tmp / "keys")
     data = cluster.to_dict()
-    data["parties"][0]["ssh"] = server.ssh_section(secret_key=str(tmp / "host0" / "party0.key"))
+    data["parties"][0]["ssh"] = server.ssh_section(secret_key=str(tmp / "host0" / "party0.key"),
+                                                   workdir=str(tmp))
     data["parties"][1]["ssh"] = server.ssh_section(workdir=str(tmp))
     path = tmp / "cluster.json"
     path.write_text(json.dumps(data))
@@ -67,7 +68,7 @@ def _launch(tmp: Path, cluster: Path, args: list[str]) -> subprocess.Popen[str]:
     return track_popen(subprocess.Popen(
         PRIVIT + ["launch", str(cluster), "--keys", str(tmp / "keys"), "--out", str(tmp / "out"),
                   *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True))
+        start_new_session=True, env={**os.environ, "TMPDIR": str(tmp)}))  # the local run folder
 
 
 def _expected_costs(cfg: RunConfig) -> list[tuple[int, int, int]]:
@@ -150,12 +151,12 @@ def test_launch_over_ssh_merges_the_reports(tmp_path: Path, ssh_server: SshTestS
         # party 0's key stayed where it was; only party 1's travelled, and only to its host
         copies = [c for c in ssh_server.commands if "cat >" in c and ".key" in c]
         assert len(copies) == 1 and "party1.key" in copies[0]
-    # the run folders are gone (party 1's was made in tmp_path), and no role is left
-    assert not list(tmp_path.glob("privit-launch.*"))
+    # every run folder is gone (all were made in tmp_path), and no role is left
+    assert not list(tmp_path.glob("privit-launch*"))
     assert _role_pids() == []
 
 
-@pytest.mark.parametrize("how", ["kill party 1", "SIGINT"])
+@pytest.mark.parametrize("how", ["kill party 1", "SIGINT", "kill the launcher"])
 def test_a_killed_role_or_ctrl_c_stops_every_role(tmp_path: Path, ssh_server: SshTestServer,
                                                   how: str) -> None:
     cluster = _write_cluster(tmp_path, ssh_server)
@@ -175,10 +176,18 @@ def test_a_killed_role_or_ctrl_c_stops_every_role(tmp_path: Path, ssh_server: Ss
     _wait_for(lambda: _has_socket(pid), 60, "party 1's sockets")
     if how == "SIGINT":
         proc.send_signal(signal.SIGINT)
+    elif how == "kill the launcher":
+        # no chance to clean up: the roles' supervisors see their stdin end and stop them
+        proc.kill()
     else:
         os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     last = err.strip().splitlines()[-1]
+    if how == "kill the launcher":
+        assert proc.returncode == -signal.SIGKILL
+        _wait_for(lambda: not _role_pids(), 20, "every role process to exit")
+        assert len(list(tmp_path.glob("privit-launch*"))) == 3  # nobody was left to remove them
+        return
     if how == "SIGINT":
         assert proc.returncode == 130, err
         assert last == "privit launch: interrupted by SIGINT; every role stopped"
@@ -187,7 +196,7 @@ def test_a_killed_role_or_ctrl_c_stops_every_role(tmp_path: Path, ssh_server: Ss
         assert last == "privit launch: failed: party 1 was killed by SIGKILL; every role stopped"
     _wait_for(lambda: not _role_pids(), 20, "every role process to exit")
     assert not (tmp_path / "out").exists()
-    assert not list(tmp_path.glob("privit-launch.*"))
+    assert not list(tmp_path.glob("privit-launch*"))
 
 
 def _cli(args: list[str]) -> Any:
@@ -236,6 +245,8 @@ def test_an_unreachable_host_fails_before_any_role_starts(tmp_path: Path, ssh_se
     assert last.startswith("privit launch: failed: party 1: cannot connect to privit-test@127.0.0.1:")
     assert last.endswith("; every role stopped")
     assert not any("role_supervisor" in c for c in ssh_server.commands)
+    assert any("mktemp" in c for c in ssh_server.commands)  # party 0 was prepared ...
+    assert not list(tmp_path.glob("privit-launch*"))  # ... and its run folder removed
     assert _role_pids() == []
     assert not (tmp_path / "out").exists()
 
