@@ -68,6 +68,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
         "pillow>=9.4",
+        "asyncssh>=2.14",
     ],
     extras_require={
         "test": ["pytest>=7.4", "pytest-timeout>=2.2", "packaging>=22", "hypothesis>=6.80"],

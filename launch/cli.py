@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from privit import __version__
-from privit.launch import vit_spec
+from privit.launch import launch_plan, vit_spec
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
@@ -444,6 +444,30 @@ def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str
     if json_path:
         Path(json_path).write_text(json.dumps(merged, indent=1))
         click.echo(f"report written to {_shown_path(json_path)}")
+
+
+@main.command("launch")
+@click.argument("cluster_path", metavar="CLUSTER", type=click.Path(exists=True, dir_okay=False))
+@launch_plan.click_options
+@run_options
+@vit_spec.click_options
+@DEBUG_OPTION
+@click.pass_context
+def launch(ctx: click.Context, cluster_path: str, **options: Any) -> None:
+    """Start every role of CLUSTER on its host over SSH (roles on localhost as local
+    processes), stream their output, stop them all on a failure or Ctrl-C, and merge their
+    reports as `privit report` does. docs/deploy.md has the cluster file's `ssh` fields."""
+    import uuid
+
+    opts = launch_plan.LaunchOptions.pop_from(options)
+    merge_vit_options(options)
+    cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
+    check_job_parties(cfg)
+    from privit.launch.ssh_launch import launch_cluster  # here: it loads asyncssh
+
+    sys.exit(launch_cluster(cfg, cluster_path, opts, lambda paths: ctx.invoke(
+        report, role_reports=tuple(map(str, paths)), json_path=opts.json_path,
+        checkpoint=None, images=None)))
 
 
 def _merge_reference(cfg: RunConfig, reports: list[dict[str, Any]],

@@ -8,6 +8,9 @@ A cluster file is JSON::
 
 `public_key` is the role's CURVE public key (parties/keys.py); every role needs one unless
 the run is `--insecure`. `privit cluster init` writes such a file with a key pair per role.
+A role may also carry an `ssh` object: how `privit launch` reaches its host
+(launch/launch_targets.py reads it; docs/deploy.md lists its fields). The roles themselves
+only check that it is an object and otherwise ignore it.
 
 Role i (0..n-1) is party i and role n is the dealer, as in `RunConfig.dealer_id`.
 Every process of a run reads the same file: a role binds its own endpoint and connects
@@ -194,9 +197,11 @@ def _endpoint(e: Any, where: str) -> Endpoint:
     for key in ("host", "port"):
         if key not in e:
             raise ClusterError(f"{where}: missing field {key!r}")
-    unknown = set(e) - {"host", "port", "public_key"}
+    unknown = set(e) - {"host", "port", "public_key", "ssh"}
     if unknown:
         raise ClusterError(f"{where}: unknown fields {sorted(unknown)}")
+    if "ssh" in e and not isinstance(e["ssh"], dict):
+        raise ClusterError(f"{where}: 'ssh' must be an object (see docs/deploy.md)")
     public_key = e.get("public_key")
     try:
         if public_key is not None:

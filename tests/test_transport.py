@@ -77,6 +77,9 @@ CLUSTER_ERRORS = {
                       r"unknown fields \['x'\]"),
     "duplicate": ('{"parties": [{"host": "a", "port": 1}, {"host": "a", "port": 1}], '
                   '"dealer": {"host": "a", "port": 2}}', "party 1 and party 0 share the endpoint a:1"),
+    "ssh not an object": ('{"parties": [{"host": "a", "port": 1, "ssh": "alice@a"}], '
+                          '"dealer": {"host": "a", "port": 2}}',
+                          r"parties\[0\]: 'ssh' must be an object"),
     "dealer duplicate": ('{"parties": [{"host": "a", "port": 1}], "dealer": {"host": "a", "port": 1}}',
                          "dealer and party 0 share"),
 }

@@ -1,0 +1,127 @@
+"""A real SSH server for tests: asyncssh on 127.0.0.1, with a generated host key and one
+generated client key, running in a thread of the test process.
+
+Each exec request runs its command with /bin/sh as a local subprocess, with the test
+process's environment (so the same Python and venv); the channel's stdin, stdout and stderr
+are piped to it and its exit status goes back. When the client closes stdin or the channel,
+the command's stdin closes; if the connection goes away while the command still runs, it
+gets SIGTERM. That is what sshd does closely enough for `privit launch` (which relies only on
+stdin closing). Host keys are checked: the client gets a known_hosts file naming this one.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    # asyncssh's imports of DSA, ARC4, TripleDES warn with newer cryptography (privit uses none)
+    warnings.simplefilter("ignore")
+    import asyncssh
+
+USER = "privit-test"
+
+
+def fresh_host_public_key() -> str:
+    """A new host key's public half, as a known_hosts line wants it (type and base64)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+class SshTestServer:
+    """Start with `start()`, stop with `stop()`; `ssh_section()` is a cluster file `ssh` object
+    that reaches this server."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.client_key_path = folder / "client_key"
+        client_key.write_private_key(str(self.client_key_path))
+        self.client_key_path.chmod(0o600)
+        self.authorized_keys = asyncssh.import_authorized_keys(
+            client_key.export_public_key("openssh").decode())
+        self.known_hosts_path = folder / "known_hosts"
+        self.port = 0
+        self.commands: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="ssh-test-server")
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(30)
+        public = " ".join(self.host_key.export_public_key("openssh").decode().split()[:2])
+        self.known_hosts_path.write_text(f"[127.0.0.1]:{self.port} {public}\n")
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+
+    def ssh_section(self, **extra: Any) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port, "user": USER,
+                "key": str(self.client_key_path), "known_hosts": str(self.known_hosts_path),
+                "python": sys.executable, **extra}
+
+    async def _listen(self) -> None:
+        self._server = await asyncssh.listen(
+            "127.0.0.1", 0, server_host_keys=[self.host_key],
+            authorized_client_keys=self.authorized_keys, process_factory=self._handle,
+            encoding=None, allow_scp=False)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        command = process.command or "true"
+        self.commands.append(command)
+        proc = await asyncio.create_subprocess_shell(
+            command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin = proc.stdin
+
+        async def feed() -> None:
+            try:
+                while data := await process.stdin.read(65536):
+                    stdin.write(data)
+                    await stdin.drain()
+            except Exception:  # a signal request, a lost connection: stdin ends here too
+                pass
+            finally:
+                stdin.close()
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
+            code = await proc.wait()
+            process.exit(128 - code if code < 0 else code)
+        except Exception:
+            process.close()
+        finally:
+            feeder.cancel()
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+            self._handlers.discard(task)
