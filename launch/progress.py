@@ -21,6 +21,7 @@ to stderr instead (`party 0: handshake done (0.31 s)`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ PHASES = ("startup", "handshake", "offline", "online")
 
 def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:.1f} MB"
+
+
+STATUS_LINE = re.compile(r"^(party \d+|dealer): \w+ done \(")
+
+
+def is_status_line(text: str) -> bool:
+    """Whether a line of a role's stderr is one of its status lines (not an error)."""
+    return STATUS_LINE.match(text) is not None
 
 
 def status_line(event: dict[str, Any]) -> str:

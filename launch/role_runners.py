@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     import asyncssh
 
 from privit.launch.launch_plan import RoleTarget, SshTarget
+from privit.launch.progress import is_status_line
 from privit.launch.role_supervisor import PID_FILE, STOP_GRACE_S
 
 STOP_WAIT_S = STOP_GRACE_S + 3.0
@@ -56,11 +57,11 @@ class LaunchError(RuntimeError):
 
 async def _stream(lines: AsyncIterable[str | bytes], prefix: str, out: IO[str],
                   last: dict[str, str] | None = None) -> None:
-    """Copy lines to `out` with `prefix`; remember the last non-empty one in last[prefix]
-    (on stderr: the role's one-line error)."""
+    """Copy lines to `out` with `prefix`; remember the last non-empty one that is not a
+    status line in last[prefix] (on stderr: the role's one-line error)."""
     async for line in lines:
         text = (line.decode(errors="replace") if isinstance(line, bytes) else line).rstrip()
-        if text and last is not None:
+        if text and last is not None and not is_status_line(text):
             last[prefix] = text
         out.write(f"{prefix}{text}\n")
         out.flush()
