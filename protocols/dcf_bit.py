@@ -111,7 +111,8 @@ class BitDcfKeys:
         """Rebuild from ``to_buffers()`` output; validates every dtype and shape."""
         if len(buffers) != 4:
             raise ValueError(f"BitDcfKeys.from_buffers: expected 4 buffers, got {len(buffers)}")
-        return cls(*(np.ascontiguousarray(buffer) for buffer in buffers), n_bits=n_bits)
+        root_seed, seed_cw, value_cw, leaf_cw = (np.ascontiguousarray(b) for b in buffers)
+        return cls(root_seed, seed_cw, value_cw, leaf_cw, n_bits)
 
 
 def _children(hash_: FixedKeyHash, seeds: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ CORRELATIONS: dict[str, CorrelationKind] = {
     **arithmetic_kinds(),  # triple, square, matmul_triple, trunc_pair, rand_bits,
                            # fixed_mask, fixed_matmul_triple
     **owner_kinds(),  # owner_mask, owner_matmul_triple (one-sided products)
-    **fss_kinds(),  # drelu_fss, relu_fss (comparison keys, protocols/compare.py)
+    **fss_kinds(),  # drelu_fss, relu_fss, drelu_bit_fss (comparison keys)
     AdderGate.name: AdderGate(),  # adder_gate (binary comparison, protocols/binary.py)
     **product_kinds(),  # bcast_triple (broadcast Beaver products, protocols/products.py)
 }
