@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from privit.parties.session import CorrelationKind
 from privit.protocols.binary import AdderGate
+from privit.protocols.bit_select import BitSelect
 from privit.protocols.correlations import arithmetic_kinds
 from privit.protocols.fss_correlations import fss_kinds
 from privit.protocols.owner_matmul import owner_kinds
@@ -19,5 +20,6 @@ CORRELATIONS: dict[str, CorrelationKind] = {
     **owner_kinds(),  # owner_mask, owner_matmul_triple (one-sided products)
     **fss_kinds(),  # drelu_fss, relu_fss, drelu_bit_fss (comparison keys)
     AdderGate.name: AdderGate(),  # adder_gate (binary comparison, protocols/binary.py)
+    BitSelect.name: BitSelect(),  # bit_select (XOR bits times a value, protocols/bit_select.py)
     **product_kinds(),  # bcast_triple (broadcast Beaver products, protocols/products.py)
 }

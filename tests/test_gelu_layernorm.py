@@ -7,7 +7,17 @@ import math
 
 import pytest
 import torch
-from nonlinear_helpers import LSB, Expected, F, check_costs, check_offline, make_cfg, run, shared
+from nonlinear_helpers import (
+    LSB,
+    Expected,
+    F,
+    check_costs,
+    check_offline,
+    make_cfg,
+    offline_payload,
+    run,
+    shared,
+)
 
 from privit.protocols import compare, gelu, layernorm, ring
 from privit.protocols.approx_config import GeluConfig, LayerNormConfig
@@ -35,12 +45,29 @@ def test_gelu_poly_accuracy_range_and_costs() -> None:
     assert err[2001:].max() <= 2 * LSB  # beyond the cutoff: ReLU itself
     n = x.numel()
     shape = (n,)
-    e = Expected().compare(lambda s: compare.drelu(s, zeros((3, n)), method=FSS, bits=32))
-    e.ours("gelu", 4 * n, [("bcast_triple", (2, 2, n, 1, n)), ("square", shape)])
+    # compact keys: XOR-shared bits (drelu_bit_fss), converted in the select's opening
+    e = Expected().compare(lambda s: compare.drelu_xor(s, zeros((3, n)), bits=32).long())
+    e.sent.append(("gelu", "|u1", (-(-3 * n // 8) + 8 * n,)))  # 3 n bits + x + R
+    e.rounds += 1
+    e.requests([("bit_select", (3, n, 1))])
     e.ours("gelu", 2 * n, [("triple", shape)]).ours("gelu", 2 * n, [("triple", shape)])
     assert e.rounds == 4
+    assert e.plan[0] == ("drelu_bit_fss", (3 * n, 32))
     check_costs(res, e)
-    check_offline(res, 40 * n, e.plan[:1])
+    check_offline(res, 8 * (3 * n + 3 * n + n) + 16 * n, e.plan[:1])
+    # the keys: 806 B per comparison (both parties), 3 per element, against 1512 before
+    assert offline_payload(e.plan[:1]) == 3 * n * 806 + -(-3 * n // 8)
+
+
+def test_gelu_poly_adder_path_is_unchanged() -> None:
+    x = torch.linspace(-6, 6, 301, dtype=torch.float64)
+    res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "poly", GeluConfig(method="adder")))
+    assert (res.value - torch.nn.functional.gelu(x)).abs().max() <= 2.3e-3
+    n, shape = x.numel(), (x.numel(),)
+    e = Expected().compare(lambda s: compare.drelu(s, zeros((3, n)), method="adder", bits=32))
+    e.ours("gelu", 4 * n, [("bcast_triple", (2, 2, n, 1, n)), ("square", shape)])
+    e.ours("gelu", 2 * n, [("triple", shape)]).ours("gelu", 2 * n, [("triple", shape)])
+    check_costs(res, e)
 
 
 def test_gelu_unknown_kind() -> None:

@@ -17,9 +17,9 @@ from privit.protocols.registry import CORRELATIONS
 PINS = {
     # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes)
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((78_472_194, 365), (53_156_503, 364), 297_640_594)),
+                ((78_460_102, 365), (53_144_411, 364), 296_572_719)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((70_097_367, 272), (44_781_676, 271), 92_589_046)),
+              ((70_085_275, 272), (44_769_584, 271), 91_521_171)),
 }
 
 
