@@ -128,8 +128,8 @@ def bit_products(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: 
     mine = np.concatenate([packed, masked_x.view(np.uint8)])
     sess.send(other, mine, label)
     theirs = sess.recv(other, label, mine.shape, torch.uint8).numpy()
-    e = np.unpackbits(packed ^ theirs[:packed.size], count=k * n, bitorder="little")
-    e = e.reshape(k, n).astype(U64)
+    opened = np.unpackbits(packed ^ theirs[:packed.size], count=k * n, bitorder="little")
+    e = opened.reshape(k, n).astype(U64)
     x_hat = masked_x + theirs[packed.size:].view(U64)
     rho, rho_r = mat["rho"].numpy(), mat["rho_r"].numpy()
     flip = np.uint64(1) - np.uint64(2) * e  # 1 - 2e in Z_2^64
