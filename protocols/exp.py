@@ -21,9 +21,9 @@ import torch
 
 from privit.parties.session import Session
 from privit.protocols import compare, sharing
-from privit.protocols.circa import truncated_share
 from privit.protocols.approx_config import ExpConfig
 from privit.protocols.approx_config import with_method as _with_method
+from privit.protocols.circa import truncated_share
 from privit.protocols.products import linear, mul_many, truncate_many
 
 
