@@ -17,9 +17,9 @@ from privit.protocols.registry import CORRELATIONS
 PINS = {
     # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes)
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((77_547_154, 359), (52_231_463, 358), 296_120_319)),
+                ((77_547_154, 359), (52_231_463, 358), 295_870_815)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((70_085_275, 272), (44_769_584, 271), 91_521_171)),
+              ((70_085_275, 272), (44_769_584, 271), 91_271_667)),
 }
 
 
