@@ -62,6 +62,12 @@ class ExpConfig:
     compare_bits: bits of the clamp's ReLU (compare.relu): exact for |x| + clip <
       2^(bits - 1 - f) (32 bits, f = 16: 32768); 64 halves the online bytes of the clamp
       (one shared opening) but doubles its offline key material.
+    clamp_drop_bits: without clamp_high, the low clamp relu(x + T) compares x + T with its
+      k low bits dropped (Circa's truncated sign, circa.truncated_share, floor mode) on
+      compare_bits - k + 1 bits (same range); None: k = f. An x + T in [0, 2^k) ulps may
+      clamp to 0: abs error < e^(-T + 2^(k-f)) - e^(-T) (k = f, T = 16: 2.0e-7), for keys
+      of 64 (compare_bits - k) - 16 B instead of 64 compare_bits - 16 (k = f = 16: 1072
+      instead of 2032). 0: the exact comparison.
     """
 
     clip: float = 16.0
@@ -71,9 +77,13 @@ class ExpConfig:
     clamp_high: bool = True
     compare_bits: int = 32
     method: str = "auto"
+    clamp_drop_bits: int | None = None
 
     def __post_init__(self) -> None:
         _check_method(self.method)
+        if self.clamp_drop_bits is not None and not 0 <= self.clamp_drop_bits <= self.compare_bits - 8:
+            raise ValueError(f"clamp_drop_bits must be in [0, compare_bits - 8], got "
+                             f"{self.clamp_drop_bits}")
         if self.clip < 4 or 2 ** round(math.log2(self.clip)) != self.clip:
             raise ValueError(f"clip must be a power of two >= 4, got {self.clip}")
         if not 0 <= self.squarings <= 6:

@@ -23,6 +23,7 @@ from privit.parties.session import Session
 from privit.protocols import compare, sharing
 from privit.protocols.approx_config import ExpConfig
 from privit.protocols.approx_config import with_method as _with_method
+from privit.protocols.circa import truncated_share
 from privit.protocols.products import linear, mul_many, truncate_many
 
 
@@ -75,7 +76,10 @@ def exp(sess: Session, x: torch.Tensor, cfg: ExpConfig | None = None, *,
 
     Steps:
     1. Clamp with ONE comparison call: c = relu(x + T) - relu(x) (= clamp(x, -T, 0) + T);
-       without clamp_high only relu(x + T) (for x <= 0 known, e.g. x - max in softmax).
+       without clamp_high only relu(x + T) (for x <= 0 known, e.g. x - max in softmax),
+       its sign taken from x + T without its k = cfg.clamp_drop_bits (default f) low bits
+       (Circa's truncated comparison on compare_bits - k + 1 bits: 17 by default): an
+       x + T in [0, 2^k) ulps may clamp to 0, an error below e^(-T + 1) - e^-T.
     2. v = c / 2^(log2 T - 1) - 1 (a truncation by log2(T) - 1 bits).
     3. p = poly_eval(v): ceil(log2 D) rounds (3 for D = 8).
     4. s squarings: p <- p^2, one round each.
@@ -83,8 +87,8 @@ def exp(sess: Session, x: torch.Tensor, cfg: ExpConfig | None = None, *,
     BYTES per party (numel N, H per message): clamp 12 N + H on the fss path at 32 bits
       (a ReLU gate opens 4 + 8 B; 2 x 12 N with clamp_high); poly (D = 8): (H + 8 N) +
       (H + 24 N) + (H + 16 N); squarings s (H + 8 N). Default: 88 N + 6 H.
-    OFFLINE: the ReLU gates' FSS keys (64 n - 16 B each at n bits: 2032 B at 32) and
-      8 B per product element (6 products: 48 N).
+    OFFLINE: the ReLU gates' FSS keys (64 n - 16 B each at n bits: 2032 B at 32; the low
+      clamp alone at 17 bits: 1072 B) and 8 B per product element (6 products: 48 N).
     Out of range: x < -T gives e^-T (abs error < e^-T = 1.1e-7 for T = 16); x > 0 gives
     1 with clamp_high, else the polynomial's extrapolation (error grows quickly: keep
     clamp_high unless x <= 0 is guaranteed).
@@ -101,7 +105,14 @@ def exp(sess: Session, x: torch.Tensor, cfg: ExpConfig | None = None, *,
                                 bits=cfg.compare_bits)
             c = both[0] - both[1]
         else:
-            c = compare.relu(sess, shifted, method=cfg.method, bits=cfg.compare_bits)
+            # x + T near 0 only costs e^-T: compare it without its low k bits (module doc)
+            k = f if cfg.clamp_drop_bits is None else cfg.clamp_drop_bits
+            if k:
+                a = truncated_share(sess, shifted, k, "floor")
+                c = compare.relu_gate(sess, a, shifted, bits=cfg.compare_bits - k + 1,
+                                      method=cfg.method)[1]
+            else:
+                c = compare.relu(sess, shifted, method=cfg.method, bits=cfg.compare_bits)
     shift = int(round(math.log2(cfg.clip))) - 1
     (c,) = truncate_many(sess, [c], shift or None)
     v = sharing.add_public(sess, c, -(1 << f))

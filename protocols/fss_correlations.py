@@ -1,5 +1,6 @@
-"""Dealer material for the FSS comparisons: `drelu_fss` (DReLU) and `relu_fss` (the
-one-round ReLU gate). Two parties only (a DCF key pair has two halves).
+"""Dealer material for the FSS comparisons: `drelu_fss` (DReLU), `relu_fss` (the
+one-round ReLU gate) and `drelu_bit_fss` (DReLU in XOR shares on the compact bit DCF of
+dcf_bit.py). Two parties only (a DCF key pair has two halves).
 
 What travels, per element (n = bits; the DCF has n - 1 levels):
 - every random value a party can derive is drawn from the PRG it shares with the dealer
@@ -13,10 +14,18 @@ What travels, per element (n = bits; the DCF has n - 1 levels):
 |---|---|---|---|
 | drelu_fss (M, n) | CWs: 24(n-1) + 8 | CWs + MSB(r) share: 24(n-1) + 16 | 48 n - 24 |
 | relu_fss (M, n, shared) | CWs: 32(n-1) + 16 | CWs + MSB(r), R MSB(r): 32(n-1) + 32 | 64 n - 16 |
+| drelu_bit_fss (M, n) | CWs: c(n-1) | CWs + MSB(r) bits: c(n-1) + 1/8 | 2 c(n-1) + 1/8 |
 
-n = 64: drelu 3048 B, relu 4080 B. Draw order (dealer and party must agree), per party:
+c(n) = dcf_bit.bit_dcf_cw_bytes(n) = 16 L + ceil(L/8) + max(1, 2^nu/8), L = n - min(7, n).
+n = 64: drelu 3048 B, relu 4080 B; n = 32: drelu 1512, relu 2032, drelu_bit 806.
+n = 24: drelu 1128, relu 1520, drelu_bit 548 (274 per party). `dealt_bytes` gives each
+party's bytes by component; tests/test_fss_key_bytes.py pins them against `deal()`.
+
+Draw order (dealer and party must agree), per party:
 - drelu_fss: party 0: r share (8 M B), MSB(r) share (8 M), root seed (16 M);
   party 1: r share, root seed. r = r_0 + r_1 mod 2^n.
+- drelu_bit_fss: party 0: r share (8 M), MSB(r) bits (M bytes, low bit), root seed (16 M);
+  party 1: r share, root seed.
 - relu_fss: party 0: R share (8 M), [r share (8 M) unless shared], MSB(r) share (8 M),
   R MSB(r) share (8 M), root seed (16 M); party 1: R share, [r share], root seed.
   R = R_0 + R_1 mod 2^64 masks the multiplicand; r = R when shared (n = 64 and the
@@ -32,6 +41,7 @@ import torch
 from privit.parties.prg import Prg
 from privit.parties.session import Params
 from privit.protocols.dcf import DcfKeys, drelu_keygen
+from privit.protocols.dcf_bit import BitDcfKeys, bit_dcf_cw_bytes, bit_dcf_keygen, leaf_bits
 from privit.protocols.fss_prg import U64
 from privit.protocols.relu_fss import PairDcfCorrections, relu_gate_keygen
 
@@ -218,6 +228,92 @@ def relu_corrections(material: dict[str, torch.Tensor]) -> PairDcfCorrections:
                               material["final_cw"].numpy())
 
 
-def fss_kinds() -> dict[str, DreluFss | ReluFss]:
-    kinds: list[DreluFss | ReluFss] = [DreluFss(), ReluFss()]
+class DreluBitFss:
+    """`drelu_bit_fss`, params (numel, bits): material for dcf_bit.bit_drelu_eval on n = bits
+    (XOR shares of DReLU; a consumer converts them, e.g. in its next product's opening).
+
+    Material (per party): r_share uint64 (M,), msb_share uint8 (M,) (0/1), root_seed
+    (M, 16) uint8, seed_cw (L, M, 16), value_cw (M, ceil(L/8)), leaf_cw (M, leaf bytes)
+    uint8 with L = n - 1 - min(7, n - 1). Party 1's MSB(r) bits travel packed, 8 per byte.
+    """
+
+    name = "drelu_bit_fss"
+
+    def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
+        numel, bits = _params(params, self.name)
+        _two_parties(prgs, self.name)
+        draws = [self._draw(prg, party, numel) for party, prg in enumerate(prgs)]
+        r = (draws[0]["r_share"] + draws[1]["r_share"]) & _low(bits)
+        msb = (r >> np.uint64(bits - 1)).astype(np.uint8)
+        roots = (draws[0]["root"].view(U64).reshape(numel, 2),
+                 draws[1]["root"].view(U64).reshape(numel, 2))
+        keys, _ = bit_dcf_keygen(r & _low(bits - 1), bits - 1, roots=roots)
+        cws = list(keys.corrections())
+        msb1 = np.packbits(msb ^ draws[0]["msb_share"], bitorder="little")
+        return [cws, [*cws, msb1]]
+
+    @staticmethod
+    def _draw(prg: Prg, party: int, numel: int) -> dict[str, np.ndarray]:
+        out = {"r_share": _u64(prg, numel)}
+        if party == 0:
+            out["msb_share"] = prg.bytes(numel) & np.uint8(1)
+        out["root"] = prg.bytes(16 * numel)
+        return out
+
+    def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
+               payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        numel, bits = _params(params, self.name)
+        if n_parties != 2:
+            raise NotImplementedError(f"{self.name}: 2 parties only")
+        drawn = self._draw(prg, party, numel)
+        if len(payload) != (3 if party == 0 else 4):
+            raise ValueError(f"{self.name}: {len(payload)} payload arrays for party {party}")
+        if party == 1:
+            _check(payload[3], np.dtype(np.uint8), (-(-numel // 8),), "msb_share")
+            drawn["msb_share"] = np.unpackbits(payload[3], count=numel, bitorder="little")
+        root = drawn.pop("root").reshape(numel, 16)
+        # BitDcfKeys checks every CW's dtype and shape against (numel, bits - 1)
+        keys = BitDcfKeys.from_buffers(bits - 1, [root, *payload[:3]])
+        out = {name: _tensor(value) for name, value in drawn.items()}
+        for name, value in zip(("root_seed", "seed_cw", "value_cw", "leaf_cw"), keys.to_buffers(),
+                               strict=True):
+            out[name] = _tensor(value)
+        return out
+
+    def zeros(self, params: Params) -> dict[str, torch.Tensor]:
+        _params(params, self.name)
+        return {}
+
+
+def bit_dcf_keys(material: dict[str, torch.Tensor], bits: int) -> BitDcfKeys:
+    """The BitDcfKeys inside `drelu_bit_fss` material of n = bits (zero-copy views)."""
+    return BitDcfKeys(material["root_seed"].numpy(), material["seed_cw"].numpy(),
+                      material["value_cw"].numpy(), material["leaf_cw"].numpy(), n_bits=bits - 1)
+
+
+def dealt_bytes(kind: str, numel: int, bits: int) -> tuple[dict[str, int], dict[str, int]]:
+    """What the dealer sends party 0 and party 1 for one request, by component (payload
+    bytes, headers excluded). Everything else of the material is derived from the PRGs."""
+    levels = bits - 1
+    if kind == "drelu_fss":
+        cws = {"seed_cw": 16 * levels * numel, "value_cw": 8 * levels * numel,
+               "final_cw": 8 * numel}
+        return cws, {**cws, "msb_share": 8 * numel}
+    if kind == "relu_fss":
+        cws = {"seed_cw": 16 * levels * numel, "value_cw": 16 * levels * numel,
+               "final_cw": 16 * numel}
+        return cws, {**cws, "msb_share": 8 * numel, "r_msb_share": 8 * numel}
+    if kind == "drelu_bit_fss":
+        tree = levels - leaf_bits(levels)
+        cws = {"seed_cw": 16 * tree * numel, "value_cw": -(-tree // 8) * numel,
+               "leaf_cw": (bit_dcf_cw_bytes(levels) - 16 * tree - -(-tree // 8)) * numel}
+        return cws, {**cws, "msb_share": -(-numel // 8)}
+    raise ValueError(f"unknown FSS kind {kind!r}")
+
+
+FssKind = DreluFss | ReluFss | DreluBitFss
+
+
+def fss_kinds() -> dict[str, FssKind]:
+    kinds: list[FssKind] = [DreluFss(), ReluFss(), DreluBitFss()]
     return {k.name: k for k in kinds}

@@ -28,6 +28,7 @@ import torch
 from privit.parties.session import Session
 from privit.protocols import compare, ring, sharing
 from privit.protocols.approx_config import GeluConfig, with_method
+from privit.protocols.bit_select import bit_products
 from privit.protocols.products import linear, mul_many, truncate_many
 
 GELU_KINDS = ("poly", "erf", "quad")
@@ -59,23 +60,41 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     3. ONE round: ty = t y = |x|^3.
     4. h = c0 + c1 t + c2 y + c3 ty (coefficients with f + coeff_bits bits, truncated);
        ONE round: it h; result r - it h.
-    ROUNDS 4 on the fss path (3 + the comparison round), local truncation.
+    On the fss path steps 1-2 use the compact keys: 1. compare.drelu_xor (bits in XOR
+    shares, dcf_bit.py); 2. bit_select.bit_products: b0 x, bp x, bm x and x^2 from ONE
+    opening of the 3 N masked bits and x + R; kappa x = 2 b0 x - bp x - bm x.
+    ROUNDS 4 on either path (3 + the comparison round), local truncation.
     BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
-      message): 3 w N + H (fss), then 8 (3 N + N) + H, 16 N + H, 16 N + H:
-      76 N + 4 H at 32-bit comparisons. OFFLINE (fss): 3 N (48 bits - 24) for the keys,
-      + 8 (2 N) + 8 N + 8 N + 8 N for the products.
+      message): fss: 3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H:
+      52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the adder's bytes, then
+      8 (3 N + N) + H, 16 N + H, 16 N + H.
+    OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(bits - 1)) + 3 ceil(N / 8) for the keys (806 N at
+      32 bits, was 1512 N with drelu_fss), 8 (3 N + 3 N + N) for the select, 8 N + 8 N
+      for the last two products.
     Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
     output is ReLU(x) itself (error g(|x|) < 1.6e-3). Error: 2.1e-3 + a few 2^-f.
     """
     f, kb = sess.frac_bits, cfg.coeff_bits
     a = round(cfg.cutoff * 2.0 ** f)
     stacked = torch.stack([x, sharing.add_public(sess, x, a), sharing.add_public(sess, x, -a)])
-    with sess.scope("pieces"):
-        b0, bp, bm = compare.drelu(sess, stacked, method=cfg.method, bits=cfg.compare_bits)
-    kappa = 2 * b0 - bp - bm
-    prods, y = mul_many(sess, [(torch.stack([b0, kappa]), x.unsqueeze(0)), (x, None)],
-                        bits=[None, f], label="gelu")
-    r, it = prods[0], prods[1]
+    plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
+                                   product=False)
+    if plan.method == "fss":
+        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
+        with sess.scope("pieces"):
+            bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
+        (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
+        assert y_raw is not None
+        (y,) = truncate_many(sess, [y_raw], f)
+        r, it = b0x, 2 * b0x - bpx - bmx
+    else:
+        with sess.scope("pieces"):
+            b0, bp, bm = compare.drelu(sess, stacked, method=plan.method,
+                                       bits=cfg.compare_bits)
+        kappa = 2 * b0 - bp - bm
+        prods, y = mul_many(sess, [(torch.stack([b0, kappa]), x.unsqueeze(0)), (x, None)],
+                            bits=[None, f], label="gelu")
+        r, it = prods[0], prods[1]
     t = 2 * r - x
     (ty,) = mul_many(sess, [(t, y)], label="gelu")
     c0, c1, c2, c3 = cfg.coefficients

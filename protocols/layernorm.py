@@ -27,6 +27,7 @@ import torch
 from privit.parties.session import Session
 from privit.protocols import ring, sharing
 from privit.protocols.approx_config import (
+    Grid,
     LayerNormConfig,
     inv_sqrt_correction,
     rsqrt_grid,
@@ -37,6 +38,23 @@ from privit.protocols.reciprocal import grid_bits, grid_select
 from privit.protocols.rsqrt import apply_correction
 
 OVERFLOW_BITS = 61
+# The variance grid's comparisons drop bits worth at most 2^-10 of the smallest threshold.
+GUESS_GUARD_BITS = 10
+
+
+def guess_compare_bits(grid: Grid, q_bits: int) -> tuple[int, int]:
+    """(k, bits) of the variance grid's comparisons: drop k = log2(tau_1 2^q_bits) -
+    GUESS_GUARD_BITS low bits (tau_1 the smallest threshold), compare on 63 - k bits.
+
+    Why it is safe: Q < 2^61 (the overflow check), so Q - tau fits 62 signed bits and
+    62 - k + 1 bits hold the truncated difference with its carry (Circa's j = m - k + 2).
+    The dropped carry can only read Q in [tau_i, tau_i + 2^k) as below tau_i, i.e. give it
+    the neighbouring interval's guess at that interval's edge; relative to tau_i that is
+    2^k / tau_i <= 2^-GUESS_GUARD_BITS beyond the edge, so |e| grows by at most ~1e-3,
+    inside the correction polynomial's rounding_margin (0.015)."""
+    tau_min = grid.thresholds[0] * 2.0 ** q_bits
+    drop = max(0, math.floor(math.log2(tau_min)) - GUESS_GUARD_BITS) if tau_min >= 1 else 0
+    return drop, OVERFLOW_BITS + 2 - drop if drop else 64
 
 
 def centring_shift(d: int, a: int, f: int, cfg: LayerNormConfig) -> int:
@@ -71,7 +89,9 @@ def layer_norm(sess: Session, x: torch.Tensor, weight: torch.Tensor | None = Non
     1. ONE round: z^2 untruncated, and z w (truncated) for a secret weight.
        Q = sum z^2 + d kappa^2 eps (2f fractional bits).
     2. ONE comparison round: [Q >= tau_i] for tau on d kappa^2 [2^lo, 2^hi], 4 per
-       octave; Y = grid guess (f bits) with Y^2 = 2 d / (tau (1 + rho)).
+       octave, on Q - tau without its low k bits (guess_compare_bits: k = 20 and 43 bits
+       compared for d = 64 or 192 at f = 16, instead of 64); Y = grid guess (f bits) with
+       Y^2 = 2 d / (tau (1 + rho)).
     3. ONE round: zn = z Y (and zwn = (z w) Y).
     4. ONE round: sum zn^2 untruncated; e~ = (d 2^(2f) - sum zn^2 - d kappa^2 eps Y^2)
        / 2^(f + a) = e (d / 2^a) with e = 1 - mean(zn^2) - kappa^2 eps Y^2 (the eps term
@@ -109,8 +129,9 @@ def layer_norm(sess: Session, x: torch.Tensor, weight: torch.Tensor | None = Non
                            round(q_scale * eps * 2.0 ** (2 * f)))
     lo = math.log2(q_scale) + cfg.var_lo_log2
     grid = rsqrt_grid(lo, lo + cfg.var_hi_log2 - cfg.var_lo_log2, cfg.per_octave, float(d))
+    drop, bits = guess_compare_bits(grid, 2 * f)
     with sess.scope("guess"):
-        ge = grid_bits(sess, q, grid, 2 * f, method=cfg.method, bits=64)
+        ge = grid_bits(sess, q, grid, 2 * f, method=cfg.method, bits=bits, drop_bits=drop)
     y = grid_select(sess, ge, grid.guesses, f)
     # eps's share of mean(zn^2) + eps': d kappa^2 eps Y^2 / d, linear in the bits (Y takes
     # one grid value per interval), with Y's encoded values so that it matches zn = z Y.

@@ -21,18 +21,25 @@ import torch
 from privit.parties.session import Session
 from privit.protocols import compare, ring, sharing
 from privit.protocols.approx_config import Grid, ReciprocalConfig, with_method
+from privit.protocols.circa import truncated_share
 from privit.protocols.products import mul_many, truncate_many
 
 
 def grid_bits(sess: Session, x: torch.Tensor, grid: Grid, x_bits: int, *, method: str,
-              bits: int) -> torch.Tensor:
+              bits: int, drop_bits: int = 0) -> torch.Tensor:
     """Shares of [x >= tau_i] for every threshold (shape (K, *x.shape), 0/1 unscaled), with
     x carrying x_bits fractional bits. ONE compare.drelu call on the stacked differences:
-    ROUNDS 1 (fss), BYTES K numel wire_itemsize(bits) + H per party (fss)."""
+    ROUNDS 1 (fss), BYTES K numel wire_itemsize(bits) + H per party (fss).
+    drop_bits k > 0: each party drops the k low bits of its difference first (Circa's
+    truncated sign, circa.truncated_share, floor mode) and the comparison sees `bits` bits:
+    exact for |x - tau| < 2^(bits + k - 2); an x in [tau_i, tau_i + 2^k) ulps may read as
+    below tau_i (the neighbouring guess, see layernorm.guess_drop_bits)."""
     taus = torch.tensor([round(t * 2.0 ** x_bits) for t in grid.thresholds], dtype=torch.int64)
     view = taus.reshape((-1,) + (1,) * x.dim())
     diffs = x.unsqueeze(0) - view if sess.party_id == 0 else x.unsqueeze(0).expand(
         (len(taus),) + tuple(x.shape))
+    if drop_bits:
+        diffs = truncated_share(sess, diffs, drop_bits, "floor")
     return compare.drelu(sess, diffs.contiguous(), method=method, bits=bits)
 
 

@@ -65,8 +65,12 @@ F_BITS = 16
 def exp_expected(shape: tuple[int, ...], clamp_high: bool) -> Expected:
     n = math.prod(shape)
     stacked = (2, *shape) if clamp_high else shape
-    e = Expected().compare(lambda s: compare.relu(s, torch.zeros(stacked, dtype=torch.int64),
-                                                  method=FSS, bits=32))
+    zeros = torch.zeros(stacked, dtype=torch.int64)
+    if clamp_high:
+        e = Expected().compare(lambda s: compare.relu(s, zeros, method=FSS, bits=32))
+    else:  # the low clamp alone: x + T without its f low bits, on 32 - 16 + 1 bits
+        e = Expected().compare(lambda s: compare.relu_gate(s, zeros, zeros, method=FSS,
+                                                           bits=17)[1])
     e.ours("exp_poly", n, [("square", shape)])
     e.ours("exp_poly", 3 * n, [("triple", shape), ("square", shape)])
     e.ours("exp_poly", 2 * n, [("triple", shape)])
@@ -96,7 +100,27 @@ def test_exp_without_high_clamp_costs() -> None:
     cfg = ExpConfig(method=FSS, clamp_high=False)
     res = run(lambda s: exp.exp(s, shared(s, 1, x), cfg))
     assert (res.value - torch.exp(x)).abs().max() <= 4e-4
-    check_costs(res, exp_expected((2, 7), clamp_high=False))
+    costs = exp_expected((2, 7), clamp_high=False)
+    check_costs(res, costs)
+    check_offline(res, 6 * 8 * x.numel(), costs.plan[:1])
+    assert costs.plan[0] == ("relu_fss", (14, 17, 0))
+
+
+def test_exp_low_clamp_on_dropped_bits_near_the_clip() -> None:
+    # x + T within one unit above 0: the truncated sign may clamp it to 0 (e^-16 instead
+    # of e^x, x < -15): the error stays below e^-15 - e^-16 + rounding
+    x = torch.cat([torch.linspace(-16.5, -14.5, 401, dtype=torch.float64),
+                   torch.tensor([-1e3, -40.0, -0.0, -1e-4], dtype=torch.float64)])
+    res = run(lambda s: exp.exp(s, shared(s, 1, x), ExpConfig(method=FSS, clamp_high=False)))
+    ref = torch.exp(x.clamp(min=-16.0))
+    assert (res.value - ref)[:403].abs().max() <= math.exp(-15) - math.exp(-16) + 4 * LSB
+    assert (res.value[-2:] - 1).abs().max() <= 4e-4
+    exact = run(lambda s: exp.exp(s, shared(s, 1, x),
+                                  ExpConfig(method=FSS, clamp_high=False, clamp_drop_bits=0)))
+    assert (exact.value - ref)[:403].abs().max() <= 4 * LSB
+    assert exact.plan[0] == ("relu_fss", (x.numel(), 32, 0))  # the exact comparison
+    with pytest.raises(ValueError, match="clamp_drop_bits"):
+        ExpConfig(clamp_drop_bits=25)
 
 
 def test_exp_config_validation() -> None:

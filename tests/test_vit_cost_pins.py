@@ -17,9 +17,9 @@ from privit.protocols.registry import CORRELATIONS
 PINS = {
     # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes)
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((78_472_194, 365), (53_156_503, 364), 297_640_594)),
+                ((77_547_154, 359), (52_231_463, 358), 295_870_815)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((70_097_367, 272), (44_781_676, 271), 92_589_046)),
+              ((70_085_275, 272), (44_769_584, 271), 91_271_667)),
 }
 
 
