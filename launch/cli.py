@@ -21,6 +21,7 @@ from privit.launch import launch_plan, vit_spec
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
+    AUTO_OBJECTIVES,
     MAX_FRAC_BITS,
     MIN_FRAC_BITS,
     NETWORK_PRESETS,
@@ -80,6 +81,11 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-buffer-mb", default=2048, show_default=True,
                      type=click.IntRange(min=1),
                      help="most a peer may send ahead of what a role has read (MiB)"),
+        click.option("--auto-objective", default="whole", show_default=True,
+                     type=click.Choice(list(AUTO_OBJECTIVES)),
+                     help="what auto's choice of comparison protocol minimises: the whole "
+                          "run (online + the dealer's key generation and transfer) or the "
+                          "online phase only (material dealt ahead of time)"),
         click.option("--memory-budget-mb", default=2048, show_default=True,
                      type=click.IntRange(min=64),
                      help="resident memory each party may use (MiB): the dealer's material "
@@ -94,7 +100,8 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
                  rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
                  truncation: str, timeout_s: float, max_wait_s: float, seed: int,
                  session_id: str | None, insecure: bool, max_frame_mb: int, max_buffer_mb: int,
-                 memory_budget_mb: int, default_session: str) -> RunConfig:
+                 memory_budget_mb: int, default_session: str,
+                 auto_objective: str = "whole") -> RunConfig:
     if truncation == "auto":
         truncation = "local" if n_parties == 2 else "dealer"
     try:
@@ -108,6 +115,7 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
             timeout_s=timeout_s, max_wait_s=max_wait_s, session_id=session_id or default_session, seed=seed,
             channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
             max_buffer_mb=max_buffer_mb, memory_budget_mb=memory_budget_mb,
+            auto_objective=auto_objective,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -80,6 +80,9 @@ class JobSpec:
         return JobSpec(name, tuple(sorted(params.items())))
 
 
+AUTO_OBJECTIVES = ("whole", "online")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything the processes of one run must agree on.
@@ -100,6 +103,9 @@ class RunConfig:
     memory_budget_mb: the resident memory a party may use; the dealer's material streams
       within it (parties/offline.StreamLimits.for_budget).
     Both timeouts and the budget are this process's own: not part of the handshake's hash.
+    auto_objective: what comparisons' method "auto" minimises (protocols/cost_model.py):
+      "whole" (the run: online phase, plus the dealer's key generation and material
+      transfer) or "online" (the online phase only: for material dealt ahead of time).
     """
 
     n_parties: int = 2
@@ -115,8 +121,12 @@ class RunConfig:
     max_frame_mb: int = 1024
     max_buffer_mb: int = 2048
     memory_budget_mb: int = 2048
+    auto_objective: str = "whole"
 
     def __post_init__(self) -> None:
+        if self.auto_objective not in AUTO_OBJECTIVES:
+            raise ValueError(f"auto_objective must be one of {AUTO_OBJECTIVES}, "
+                             f"got {self.auto_objective!r}")
         if self.channels not in CHANNEL_MODES:
             raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
         if self.max_frame_mb < 1 or self.max_buffer_mb < 1:
@@ -163,7 +173,7 @@ class RunConfig:
     def from_dict(d: dict[str, Any]) -> RunConfig:
         known = {"n_parties", "frac_bits", "truncation", "job", "network", "timeout_s",
                  "max_wait_s", "session_id", "seed", "channels", "max_frame_mb", "max_buffer_mb",
-                 "memory_budget_mb"}
+                 "memory_budget_mb", "auto_objective"}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown run-config fields: {sorted(unknown)}")

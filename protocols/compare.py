@@ -29,7 +29,7 @@ NotImplementedError (FSS keys and the binary leaf protocol are two-party).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,25 +78,30 @@ class Plan:
 
 
 def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: int,
-                    product: bool, shared_mask: bool = True) -> Plan:
+                    product: bool, shared_mask: bool = True, compact: bool = False) -> Plan:
     """The method (auto: the cost model's lower estimate for the session's network) and,
     for the adder, its leaf width (always the cost model's choice), for sequential
-    comparisons on `numels` elements."""
+    comparisons on `numels` elements; `compact`: the FSS path would use the bit keys
+    (drelu_xor)."""
     cfg = _config(method)
     if sess.n != 2:
         raise NotImplementedError(
             f"comparisons are implemented for 2 parties (+ dealer), not {sess.n}")
     network = sess.cfg.network
     chosen = cfg.method
+    model = cfg.cost_model
+    if model.objective != sess.cfg.auto_objective:
+        model = replace(model, objective=sess.cfg.auto_objective)
     if chosen == "auto":
-        chosen = cfg.cost_model.choose(numels, bits, product, network, shared_mask)
+        chosen = model.choose(numels, bits, product, network, shared_mask, compact)
         # For the report: what auto picked here, and would pick on the LAN and WAN presets.
         sess.counters.note_choice("compare", {"run": chosen, **{
-            name: cfg.cost_model.choose(numels, bits, product, NETWORK_PRESETS[name], shared_mask)
+            name: model.choose(numels, bits, product, NETWORK_PRESETS[name],
+                                        shared_mask, compact)
             for name in ("lan", "wan")}})
     if chosen == "fss":
         return Plan("fss")
-    return Plan("adder", cfg.cost_model.adder_leaf(numels, bits, product, network))
+    return Plan("adder", model.adder_leaf(numels, bits, product, network))
 
 
 def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privit.parties.config import NetworkConfig
+from privit.protocols.dcf_bit import bit_dcf_cw_bytes
 
 RING_BITS = 64
 
@@ -55,15 +56,19 @@ class OpCost:
     offline_bytes: int
 
 
-def fss_costs(numel: int, bits: int, product: bool, shared_mask: bool = True) -> OpCost:
+def fss_costs(numel: int, bits: int, product: bool, shared_mask: bool = True,
+              compact: bool = False) -> OpCost:
     """The FSS path (compare.py), per call on `numel` elements.
 
-    DReLU: 1 round, wire_itemsize(bits) B per element per party; offline 48 n - 24 B.
+    DReLU: 1 round, wire_itemsize(bits) B per element per party; offline 48 n - 24 B, or
+    with the compact bit keys (compare.drelu_xor, `compact`) 2 bit_dcf_cw_bytes(n - 1) + 1/8.
     ReLU gate (product): 1 round; shared_mask (n = 64, the product of x with DReLU(x)):
     8 B per element per party, else wire_itemsize(n) + 8; offline 64 n - 16 B.
     """
     if not product:
-        return OpCost(1, numel * wire_itemsize(bits), 1, numel * (48 * bits - 24))
+        offline = (numel * 2 * bit_dcf_cw_bytes(bits - 1) + -(-numel // 8) if compact
+                   else numel * (48 * bits - 24))
+        return OpCost(1, numel * wire_itemsize(bits), 1, offline)
     online = 8 if shared_mask else wire_itemsize(bits) + 8
     return OpCost(1, numel * online, 1, numel * (64 * bits - 16))
 
@@ -116,6 +121,15 @@ class PathConstants:
 class CostModel:
     """Constants for `method="auto"` (seconds, bytes per second).
 
+    objective "whole" (the default) estimates what a comparison adds to the whole run: the
+    online phase, plus the dealer's work for it, generating FSS keys
+    (fss_keygen_per_elem_level_s per element and DCF level) and sending each party its
+    share of the material over the dealer's link (the run's network: `--network`
+    emulates the dealer links too). "online" counts the online phase only, for material
+    made ahead of time (`privit preprocess`) when only the online latency matters. Under
+    the WAN preset the difference decides: FSS saves ~5 rounds per comparison but its
+    keys cost 1.5-4 KB per element on a 50 MB/s link.
+
     Measured on this 2-core VM by `python -m privit.launch.bench_ops_compare` (one party's
     local work, best of 5, M = 151,296; docs/comparison.md, "Cost model"): fss_drelu /
     fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; adder:
@@ -131,6 +145,14 @@ class CostModel:
     adder_leaf4_per_elem_s: float = 1.5e-8  # 4-bit leaves: 15 monomials per block to mask
     loopback_rtt_s: float = 130e-6
     loopback_bandwidth_Bps: float = 1.5e9
+    # DCF key generation at the dealer: 227-262 ns per element and level measured with 2
+    # other loads on the 2 cores (dcf.drelu_keygen, M = 151,296), about 100 ns alone.
+    fss_keygen_per_elem_level_s: float = 1e-7
+    objective: str = "whole"
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("whole", "online"):
+            raise ValueError(f"objective must be 'whole' or 'online', got {self.objective!r}")
 
     def network_terms(self, network: NetworkConfig) -> tuple[float, float]:
         """(seconds per exchange round = one-way latency, bandwidth in bytes/s) of the run,
@@ -156,20 +178,31 @@ class CostModel:
                 c.per_elem_s + c.per_elem_level_s * p + extra)
         raise ValueError(f"unknown comparison method {method!r}")
 
+    def dealer_s(self, method: str, numel: int, bits: int, cost: OpCost,
+                 bandwidth: float) -> float:
+        """The dealer's share of the whole run for one call (0 for objective "online"):
+        FSS key generation, and the material over the dealer's links (one per party, in
+        parallel: half of the material each)."""
+        if self.objective == "online":
+            return 0.0
+        keygen = self.fss_keygen_per_elem_level_s * numel * (bits - 1) if method == "fss" else 0.0
+        return keygen + cost.offline_bytes / 2 / bandwidth
+
     def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
-                   network: NetworkConfig, shared_mask: bool = True, leaf: int | None = None
-                   ) -> float:
+                   network: NetworkConfig, shared_mask: bool = True, leaf: int | None = None,
+                   compact: bool = False) -> float:
         """Estimated wall time of sequential calls on `numels` elements each (adder: with
-        the given leaf width, or the best one)."""
+        the given leaf width, or the best one), with the dealer's share (`objective`)."""
         if method == "adder" and leaf is None:
             leaf = self.adder_leaf(numels, bits, product, network)
         latency, bandwidth = self.network_terms(network)
         total = 0.0
         for numel in numels:
-            cost = (fss_costs(numel, bits, product, shared_mask) if method == "fss"
+            cost = (fss_costs(numel, bits, product, shared_mask, compact) if method == "fss"
                     else adder_costs(numel, bits, product, leaf or 2))
             total += (self.compute_s(method, numel, bits, product, leaf or 2)
-                      + cost.online_bytes / bandwidth + cost.rounds * latency)
+                      + cost.online_bytes / bandwidth + cost.rounds * latency
+                      + self.dealer_s(method, numel, bits, cost, bandwidth))
         return total
 
     def adder_leaf(self, numels: Sequence[int], bits: int, product: bool,
@@ -180,9 +213,9 @@ class CostModel:
             self.estimate_s("adder", numels, bits, product, network, leaf=w), w))
 
     def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,
-               shared_mask: bool = True) -> str:
+               shared_mask: bool = True, compact: bool = False) -> str:
         """The method with the lower estimate ("fss" on ties)."""
-        fss = self.estimate_s("fss", numels, bits, product, network, shared_mask)
+        fss = self.estimate_s("fss", numels, bits, product, network, shared_mask, compact=compact)
         adder = self.estimate_s("adder", numels, bits, product, network)
         return "fss" if fss <= adder else "adder"
 

@@ -78,7 +78,7 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     a = round(cfg.cutoff * 2.0 ** f)
     stacked = torch.stack([x, sharing.add_public(sess, x, a), sharing.add_public(sess, x, -a)])
     plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
-                                   product=False)
+                                   product=False, compact=True)
     if plan.method == "fss":
         # compact keys: the bits stay in XOR shares and convert inside step 2's opening
         with sess.scope("pieces"):

@@ -4,6 +4,7 @@ bytes, the two-word DCF, and auto's choice under no network and under WAN."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -211,14 +212,25 @@ def test_maximum_of_a_softmax_row_width_has_8_levels_on_fss() -> None:
 def test_auto_picks_adder_without_network_and_fss_under_wan() -> None:
     none = Session.tracing(RunConfig(), 0, CORRELATIONS)
     wan = Session.tracing(RunConfig(network=NETWORK_PRESETS["wan"]), 0, CORRELATIONS)
+    wan_online = Session.tracing(RunConfig(network=NETWORK_PRESETS["wan"],
+                                           auto_objective="online"), 0, CORRELATIONS)
     m = 197 * 768
     assert compare.choose_method(none, "auto", [m], 64, product=True) == "adder"
-    assert compare.choose_method(wan, "auto", [m], 64, product=True) == "fss"
+    # the online phase alone: FSS's one round beats the adder's six at 40 ms RTT ...
+    assert compare.choose_method(wan_online, "auto", [m], 64, product=True) == "fss"
+    # ... but its 4 KB of keys per element over the dealer's 400 Mbit/s link cost more
+    assert compare.choose_method(wan, "auto", [m], 64, product=True) == "adder"
+    assert compare.choose_method(wan, "auto", [64], 64, product=True) == "fss"
     assert compare.choose_method(wan, "adder", [m], 64, product=True) == "adder"
-    # the estimates behind the choice are ordered the same way
+    # the estimates behind the choices are ordered the same way
     net = NETWORK_PRESETS["wan"]
+    online = replace(DEFAULT_COST_MODEL, objective="online")
+    assert (online.estimate_s("fss", [m], 64, True, net)
+            < online.estimate_s("adder", [m], 64, True, net))
     assert (DEFAULT_COST_MODEL.estimate_s("fss", [m], 64, True, net)
-            < DEFAULT_COST_MODEL.estimate_s("adder", [m], 64, True, net))
+            > DEFAULT_COST_MODEL.estimate_s("adder", [m], 64, True, net))
+    with pytest.raises(ValueError, match="objective"):
+        replace(DEFAULT_COST_MODEL, objective="fastest")
     # the report shows the choice as a sub-scope (small inputs: per-round costs dominate)
     x = signed_inputs(64, 64, 0)
     small = {name: compare.choose_method(sess, "auto", [64], 64, product=True)
