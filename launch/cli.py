@@ -19,6 +19,7 @@ import click
 from privit import __version__
 from privit.launch import vit_spec
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
+from privit.launch.logging_config import LOG_LEVEL_ENV, configure_logging
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
     MAX_FRAC_BITS,
@@ -113,23 +114,35 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
         raise click.UsageError(str(exc)) from None
 
 
+def _start_logging() -> None:
+    """Configure the log from the environment (launch/logging_config.py); a bad
+    PRIVIT_LOG_LEVEL is a usage error."""
+    try:
+        configure_logging()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         enable_debug()
+        _start_logging()
 
 
 DEBUG_OPTION = click.option(
     "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_callback,
-    help="on an unexpected error, print the full traceback (every role's, for `run`); "
-         "same as the environment variable PRIVIT_DEBUG=1",
+    help="on an unexpected error, print the full traceback (every role's, for `run`), and "
+         "log at DEBUG level; same as the environment variable PRIVIT_DEBUG=1",
 )
 
 
-@click.group()
+@click.group(epilog=f"Environment: {LOG_LEVEL_ENV}=DEBUG|INFO|WARNING (default WARNING) sets "
+                    "the diagnostic log on stderr; PRIVIT_DEBUG=1 is --debug.")
 @click.version_option(__version__, prog_name="privit")
 @DEBUG_OPTION
 def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
+    _start_logging()
 
 
 _FAST_EXIT = {"enabled": False}
@@ -367,7 +380,10 @@ def _read_role_report(path: Path) -> dict[str, Any]:
               help="vit: party 1's images file, for the accuracy against plaintext")
 def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str | None,
            images: str | None) -> None:
-    """Merge the role reports of a multi-machine run (every party's and the dealer's)."""
+    """Merge the role reports of a multi-machine run (every party's and the dealer's).
+
+    ROLE_REPORTS: the JSON file each role wrote with its --json, one per role.
+    """
     from privit.launch.report import build_report, format_report
 
     reports = [_read_role_report(Path(p)) for p in role_reports]
@@ -466,7 +482,7 @@ def arch_command(checkpoint: str | None, model: str | None, mu: float | None, se
     if out_path:
         Path(out_path).write_text(json.dumps({"arch": arch.to_dict(), "arch_hash": arch.digest()},
                                              indent=1) + "\n")
-        click.echo(f"architecture written to {out_path}")
+        click.echo(f"wrote {out_path}")
 
 
 @main.command()
@@ -481,17 +497,41 @@ def jobs() -> None:
             click.echo(f"    --param {line}")
 
 
+def _list_bench_ops(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """`privit bench --list`: every op with its shape and one line, then exit."""
+    if not value or ctx.resilient_parsing:
+        return
+    from privit.launch.bench import BENCH_OPS  # here: it loads torch and the protocols
+
+    width = max(len(name) for name in BENCH_OPS)
+    for name, op in BENCH_OPS.items():
+        click.echo(f"{name:<{width}}  {op.description} [{op.shape}]")
+    click.echo("(with --prg and --transport, on by default, also the PRG's and the "
+               "transport's throughput rows)")
+    ctx.exit(0)
+
+
 @main.command()
-@click.option("--network", default="none", show_default=True, type=click.Choice(sorted(NETWORK_PRESETS)))
-@click.option("--rtt-ms", type=float, default=None)
-@click.option("--bandwidth-mbps", type=float, default=None)
-@click.option("--ops", default=None, help="comma-separated subset of ops (default: all)")
-@click.option("--reps", default=3, show_default=True, type=int, help="repetitions per op (best kept)")
+@click.option("--list", "list_ops", is_flag=True, expose_value=False, is_eager=True,
+              callback=_list_bench_ops, help="list the ops --ops accepts, with their shapes, "
+                                             "and exit")
+@click.option("--network", default="none", show_default=True,
+              type=click.Choice(sorted(NETWORK_PRESETS)),
+              help="emulated network preset for the op runs (in the transport)")
+@click.option("--rtt-ms", type=float, default=None,
+              help="custom round-trip time (ms), instead of the preset's")
+@click.option("--bandwidth-mbps", type=float, default=None,
+              help="custom bandwidth (Mbit/s, 0 = unlimited), instead of the preset's")
+@click.option("--ops", default=None,
+              help="comma-separated subset of ops (default: all; see --list)")
+@click.option("--reps", default=3, show_default=True, type=click.IntRange(min=1),
+              help="repetitions per op (best kept)")
 @click.option("--transport/--no-transport", default=True, show_default=True,
               help="include transport throughput and round-trip rows")
 @click.option("--prg/--no-prg", default=True, show_default=True,
               help="include the PRG's throughput rows (AES-CTR, GB/s per draw size)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="also write the rows as JSON to this file")
 def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops: str | None,
           reps: int, transport: bool, prg: bool, json_path: str | None) -> None:
     """Microbenchmarks of the ops on real processes (2 parties + dealer)."""
@@ -506,13 +546,15 @@ def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops:
     click.echo(format_rows(rows))
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=1))
-        click.echo(f"rows written to {json_path}")
+        click.echo(f"wrote {json_path}")
 
 
 @main.command()
-@click.option("--out", type=click.Path(dir_okay=False), default="docs/accuracy.md", show_default=True,
-              help="where to write the markdown table")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(dir_okay=False), default="accuracy.md", show_default=True,
+              help="where to write the markdown table (the repository's copy is "
+                   "docs/accuracy.md: pass --out docs/accuracy.md to regenerate it)")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="seed of the random test inputs")
 def accuracy(out: str, seed: int) -> None:
     """Accuracy table of the non-linear ops against torch float64 (in-memory harness)."""
     from privit.launch.accuracy_table import write_accuracy_table
@@ -520,7 +562,7 @@ def accuracy(out: str, seed: int) -> None:
     rows = write_accuracy_table(Path(out), seed)
     for r in rows:
         click.echo(f"{r['op']:<34}{r['max_abs_error']:>11.2e}{r['max_rel_error']:>11.2e}{r['rounds']:>5}")
-    click.echo(f"written to {out}")
+    click.echo(f"wrote {out}")
 
 
 def _register_training_commands() -> None:
