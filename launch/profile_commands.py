@@ -311,8 +311,8 @@ def run_pareto(dataset: str = "digits", mus: tuple[float, ...] = (0.1, 0.3, 0.5,
     for point in points:
         if point.mu is not None:  # the students; the teacher was only read
             echo(f"wrote {point.path}")
-    for path in paths.values():
-        echo(f"wrote {path}")
+    for written in paths.values():
+        echo(f"wrote {written}")
     return points
 
 
