@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from privit.launch.errors import debug_enabled
 
@@ -46,6 +47,21 @@ def log_level() -> int:
     return level
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the stream of the
+    moment it was made (click's test runner swaps stderr for each invocation)."""
+
+    privit_handler = True
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure_logging(tag: str = "privit") -> int:
     """Send the ``privit`` loggers' records to stderr at :func:`log_level`; returns it.
 
@@ -57,9 +73,8 @@ def configure_logging(tag: str = "privit") -> int:
     for handler in list(logger.handlers):
         if getattr(handler, "privit_handler", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT.format(tag=tag), datefmt="%H:%M:%S"))
-    handler.privit_handler = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -102,6 +102,23 @@ def test_log_level_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
                 if getattr(h, "privit_handler", False)]) == 1
 
 
+def test_log_lines_go_to_the_current_stderr_tagged(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
+    monkeypatch.setenv(LOG_LEVEL_ENV, "INFO")
+    # The command configures the log while click's runner has swapped stderr for its own
+    # stream; records after it must reach the stderr of the moment, not that stream.
+    assert CliRunner().invoke(main, ["jobs"]).exit_code == 0
+    logging.getLogger("privit.test").debug("not shown")
+    logging.getLogger("privit.test").info("hello %d", 7)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith(" privit[privit] INFO privit.test: hello 7\n")
+    assert "not shown" not in captured.err
+    monkeypatch.delenv(LOG_LEVEL_ENV)
+    configure_logging()
+
+
 def test_a_bad_log_level_is_a_one_line_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOG_LEVEL_ENV, "loud")
     result = CliRunner().invoke(main, ["jobs"])
