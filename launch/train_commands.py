@@ -273,7 +273,10 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
     """Teacher -> search -> retrain at one mu; --epochs sets the retrain epochs.
 
     Writes <model>_teacher.pth.tar, <model>_search.pth.tar, <model>_mu<mu>.pth.tar
-    and summary.json (accuracies, seconds) in --out.
+    and summary.json (accuracies, seconds) in --out.  The same --seed (and thread count)
+    gives the same weights bit for bit; `privit pipeline --seed 0 --quiet` rebuilds the
+    shipped digits models.  Every checkpoint records its provenance (command, seed,
+    versions; docs/training.md).
     """
     from privit.models.distill import retrain
     from privit.models.search import search
