@@ -91,9 +91,7 @@ _LINEAR_GELU = click.option("--linear-gelu", is_flag=True, default=False,
 
 def _command_line(ctx: click.Context) -> str:
     """``privit <command>`` with the options the user gave (the rest had their defaults)."""
-    words = ctx.command_path.split()
-    if words and words[0] != "privit":
-        words = ["privit", *words[1:]] if len(words) > 1 else ["privit", *words]
+    words = ["privit", ctx.info_name or ctx.command.name or ""]  # a top-level subcommand
     given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or param.name is None:
