@@ -129,13 +129,16 @@ def test_a_bad_log_level_is_a_one_line_usage_error(monkeypatch: pytest.MonkeyPat
 
 
 def test_debug_flag_logs_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)
+    # setenv records the variable's state, so the teardown undoes what --debug sets in
+    # os.environ (it must not leak into later tests' role processes).
+    monkeypatch.setenv("PRIVIT_DEBUG", "0")
     monkeypatch.delenv(LOG_LEVEL_ENV, raising=False)
     result = CliRunner().invoke(main, ["--debug", "jobs"])
     assert result.exit_code == 0, result.output
+    assert os.environ["PRIVIT_DEBUG"] == "1"
     assert logging.getLogger("privit").level == logging.DEBUG
-    monkeypatch.delenv("PRIVIT_DEBUG", raising=False)  # enable_debug() set it for this process
-    configure_logging()
+    monkeypatch.setenv("PRIVIT_DEBUG", "0")
+    assert configure_logging() == logging.WARNING
 
 
 def test_roles_log_role_endpoints_and_phases_but_no_secret(tmp_path: Path) -> None:
