@@ -26,6 +26,7 @@ class BenchOp:
 
     name: str
     shape: str
+    description: str                      # one line for `privit bench --list`
     inputs: Callable[[torch.Generator], dict[str, tuple[torch.Tensor, int]]]
     run: Callable[[Session, Shares, Any], torch.Tensor]
     reference: Callable[[Plain], torch.Tensor]

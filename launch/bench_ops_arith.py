@@ -57,19 +57,24 @@ def _x(p: Plain) -> torch.Tensor:
 
 
 OPS = [
-    BenchOp("open", "197x768", _x_only, _open_run, _x),
-    BenchOp("mul", "197x768", _elementwise,
+    BenchOp("open", "197x768", "open a secret-shared tensor (one round)", _x_only, _open_run, _x),
+    BenchOp("mul", "197x768", "Beaver multiplication of two secret tensors", _elementwise,
             lambda sess, s, _: beaver.beaver_mul(sess, s["x"], s["y"]), lambda p: p["x"] * p["y"]),
-    BenchOp("square", "197x768", _x_only,
+    BenchOp("square", "197x768", "square of a secret tensor (Beaver square pair)", _x_only,
             lambda sess, s, _: beaver.beaver_square(sess, s["x"]), lambda p: p["x"] ** 2),
-    BenchOp("matmul", "197x192 @ 192x768", _matmul_inputs,
+    BenchOp("matmul", "197x192 @ 192x768", "secret x secret matrix product (Beaver matrix triple)",
+            _matmul_inputs,
             lambda sess, s, _: beaver.beaver_matmul(sess, s["x"], s["w"]), lambda p: p["x"] @ p["w"]),
-    BenchOp("fixed_matmul", "197x192 @ W 192x768", _matmul_inputs,
+    BenchOp("fixed_matmul", "197x192 @ W 192x768", "product with a fixed weight (mask opened once)",
+            _matmul_inputs,
             lambda sess, s, w: beaver.fixed_matmul(sess, s["x"], w), lambda p: p["x"] @ p["w"],
             setup=_fixed_setup),
-    BenchOp("bmm", "4x65x64 @ 4x64x65", _bmm_inputs,
+    BenchOp("bmm", "4x65x64 @ 4x64x65", "batched secret x secret matrix product (attention sizes)",
+            _bmm_inputs,
             lambda sess, s, _: beaver.beaver_matmul(sess, s["x"], s["w"]), lambda p: p["x"] @ p["w"]),
-    BenchOp("trunc_local", "197x768", _x_only, _trunc("local"), _x),
-    BenchOp("trunc_dealer", "197x768", _x_only, _trunc("dealer"), _x),
+    BenchOp("trunc_local", "197x768", "fixed-point truncation, local (SecureML, 2 parties)",
+            _x_only, _trunc("local"), _x),
+    BenchOp("trunc_dealer", "197x768", "fixed-point truncation with a dealer pair",
+            _x_only, _trunc("dealer"), _x),
 ]
 

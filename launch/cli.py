@@ -19,6 +19,7 @@ import click
 from privit import __version__
 from privit.launch import launch_plan, vit_spec
 from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
+from privit.launch.logging_config import LOG_LEVEL_ENV, configure_logging
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
 from privit.parties.config import (
     AUTO_OBJECTIVES,
@@ -121,23 +122,35 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
         raise click.UsageError(str(exc)) from None
 
 
+def _start_logging() -> None:
+    """Configure the log from the environment (launch/logging_config.py); a bad
+    PRIVIT_LOG_LEVEL is a usage error."""
+    try:
+        configure_logging()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         enable_debug()
+        _start_logging()
 
 
 DEBUG_OPTION = click.option(
     "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_callback,
-    help="on an unexpected error, print the full traceback (every role's, for `run`); "
-         "same as the environment variable PRIVIT_DEBUG=1",
+    help="on an unexpected error, print the full traceback (every role's, for `run`), and "
+         "log at DEBUG level; same as the environment variable PRIVIT_DEBUG=1",
 )
 
 
-@click.group()
+@click.group(epilog=f"Environment: {LOG_LEVEL_ENV}=DEBUG|INFO|WARNING (default WARNING) sets "
+                    "the diagnostic log on stderr; PRIVIT_DEBUG=1 is --debug.")
 @click.version_option(__version__, prog_name="privit")
 @DEBUG_OPTION
 def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
+    _start_logging()
 
 
 _FAST_EXIT = {"enabled": False}
@@ -401,7 +414,11 @@ def _is_run_report(data: Any) -> bool:
 def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str | None,
            images: str | None, details: bool) -> None:
     """Merge the role reports of a multi-machine run (every party's and the dealer's), or
-    print one run report (`privit run --json`). Reads every schema version so far."""
+    print one run report (`privit run --json`). Reads every schema version so far.
+
+    ROLE_REPORTS: the JSON file each role wrote with its --json, one per role (or one run
+    report).
+    """
     from privit.launch.environment import environment
     from privit.launch.report import build_report, report_version
     from privit.launch.report_text import format_report
@@ -545,7 +562,7 @@ def arch_command(checkpoint: str | None, model: str | None, mu: float | None, se
     if out_path:
         Path(out_path).write_text(json.dumps({"arch": arch.to_dict(), "arch_hash": arch.digest()},
                                              indent=1) + "\n")
-        click.echo(f"architecture written to {out_path}")
+        click.echo(f"wrote {out_path}")
 
 
 @main.command()
@@ -560,55 +577,15 @@ def jobs() -> None:
             click.echo(f"    --param {line}")
 
 
-@main.command()
-@click.option("--network", default="none", show_default=True, type=click.Choice(sorted(NETWORK_PRESETS)))
-@click.option("--rtt-ms", type=float, default=None)
-@click.option("--bandwidth-mbps", type=float, default=None)
-@click.option("--ops", default=None, help="comma-separated subset of ops (default: all)")
-@click.option("--reps", default=3, show_default=True, type=int, help="repetitions per op (best kept)")
-@click.option("--transport/--no-transport", default=True, show_default=True,
-              help="include transport throughput and round-trip rows")
-@click.option("--prg/--no-prg", default=True, show_default=True,
-              help="include the PRG's throughput rows (AES-CTR, GB/s per draw size)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def bench(network: str, rtt_ms: float | None, bandwidth_mbps: float | None, ops: str | None,
-          reps: int, transport: bool, prg: bool, json_path: str | None) -> None:
-    """Microbenchmarks of the ops on real processes (2 parties + dealer)."""
-    from privit.launch.bench import format_rows
-    from privit.launch.bench_runner import run_bench
-
-    net = network_from_options(network, rtt_ms, bandwidth_mbps)
-    try:
-        rows = run_bench(net, ops.split(",") if ops else None, reps, transport, prg)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    click.echo(format_rows(rows))
-    if json_path:
-        Path(json_path).write_text(json.dumps(rows, indent=1))
-        click.echo(f"rows written to {json_path}")
-
-
-@main.command()
-@click.option("--out", type=click.Path(dir_okay=False), default="docs/accuracy.md", show_default=True,
-              help="where to write the markdown table")
-@click.option("--seed", default=0, show_default=True, type=int)
-def accuracy(out: str, seed: int) -> None:
-    """Accuracy table of the non-linear ops against torch float64 (in-memory harness)."""
-    from privit.launch.accuracy_table import write_accuracy_table
-
-    rows = write_accuracy_table(Path(out), seed)
-    for r in rows:
-        click.echo(f"{r['op']:<34}{r['max_abs_error']:>11.2e}{r['max_rel_error']:>11.2e}{r['rounds']:>5}")
-    click.echo(f"written to {out}")
-
-
 def _register_training_commands() -> None:
     from privit.launch.kernel_commands import KERNEL_COMMANDS
     from privit.launch.key_commands import KEY_COMMANDS
     from privit.launch.profile_commands import PROFILE_COMMANDS
+    from privit.launch.tool_commands import TOOL_COMMANDS
     from privit.launch.train_commands import TRAIN_COMMANDS
 
-    for command in (*TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS, *KERNEL_COMMANDS):
+    for command in (*TOOL_COMMANDS, *TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS,
+                    *KERNEL_COMMANDS):
         main.add_command(command)
 
 

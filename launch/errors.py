@@ -5,7 +5,8 @@ being the innermost frame of privit's own code (where the library call that fail
 made; a frame inside torch or numpy rarely tells the user anything), and the bare message
 for the errors that already speak the user's terms (`user_errors`). `--debug` (on `privit`
 itself or on `run`, `party`, `dealer`), or the environment variable PRIVIT_DEBUG=1 for any
-command, prints the full traceback too.
+command, prints the full traceback too, and sets the diagnostic log to DEBUG
+(launch/logging_config.py).
 """
 from __future__ import annotations
 

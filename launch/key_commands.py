@@ -20,7 +20,7 @@ DEFAULT_PORT = 5000
 
 
 @click.command("keygen")
-@click.argument("name")
+@click.argument("name")  # click arguments take no help: the docstring describes NAME
 @click.option("--out", "out_dir", default=".", show_default=True,
               type=click.Path(file_okay=False), help="folder for NAME.key and NAME.pub")
 def keygen_command(name: str, out_dir: str) -> None:
@@ -28,8 +28,8 @@ def keygen_command(name: str, out_dir: str) -> None:
     if not name or "/" in name or name.startswith("."):
         raise click.BadParameter(f"{name!r} is not a plain file name", param_hint="NAME")
     secret, public = RoleKeys.generate(name).save(out_dir)
-    click.echo(f"secret key written to {secret} (mode 0600: keep it on this role's host only)")
-    click.echo(f"public key written to {public}")
+    click.echo(f"wrote {secret} (the secret key, mode 0600: keep it on this role's host only)")
+    click.echo(f"wrote {public} (the public key)")
 
 
 @click.group("cluster")
@@ -75,11 +75,11 @@ def cluster_init_command(out_dir: str, n_parties: int, hosts: str | None, port: 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cluster.json"
     cluster.save(path)
-    click.echo(f"cluster file written to {path}")
+    click.echo(f"wrote {path} (the cluster file)")
     for role, key in enumerate(keys):
-        secret, _ = key.save(folder)
+        secret, public = key.save(folder)
         ep = cluster.endpoint(role)
-        click.echo(f"  {key.name:<8} {ep.host}:{ep.port}  secret key {secret}")
+        click.echo(f"wrote {secret} and {public} ({key.name} at {ep.host}:{ep.port})")
     click.echo("copy cluster.json to every host and each NAME.key to its own role's host only")
 
 

@@ -141,7 +141,7 @@ def profile_command(model: str, network: str, metric: str, out: str | None, seed
     for layer, (rs, sc) in enumerate(zip(costs["relu_softmax"], costs["scale_attn"], strict=True)):
         click.echo(f"  layer {layer}: relu_softmax {rs:.6g}  scale_attn {sc:.6g}  "
                    f"(difference {rs - sc:.6g})")
-    click.echo(f"cost file -> {path}")
+    click.echo(f"wrote {path}")
 
 
 # ------------------------------------------------------------------ pareto
@@ -281,7 +281,7 @@ def run_pareto(dataset: str = "digits", mus: tuple[float, ...] = (0.1, 0.3, 0.5,
             searched = str(folder / f"{model_name}_search.pth.tar")
             _, res = search(model_name, data, out_path=searched, epochs=search_epochs,
                             **run, **settings)
-            echo(f"search: {res.top1:.2f} % ({res.seconds:.1f} s) -> {searched}")
+            echo(f"search: {res.top1:.2f} % ({res.seconds:.1f} s); wrote {searched}")
         all_mus = sorted({0.0, 1.0, *(float(m) for m in mus)})
         points: list[ParetoPoint] = []
         for mu in all_mus:
@@ -307,7 +307,12 @@ def run_pareto(dataset: str = "digits", mus: tuple[float, ...] = (0.1, 0.3, 0.5,
             "teacher": teacher, "searched": searched, "images": images, "seed": seed,
             "seconds": time.perf_counter() - start}
     paths = write_pareto_outputs(points, folder, meta)
-    echo(f"pareto done in {meta['seconds']:.1f} s -> {paths['md']}, {paths['png']}")
+    echo(f"pareto done in {meta['seconds']:.1f} s")
+    for point in points:
+        if point.mu is not None:  # the students; the teacher was only read
+            echo(f"wrote {point.path}")
+    for written in paths.values():
+        echo(f"wrote {written}")
     return points
 
 
@@ -329,7 +334,8 @@ def _parse_mus(text: str) -> tuple[float, ...]:
 
 
 @click.command("pareto")
-@click.option("--dataset", type=click.Choice(["digits"]), default="digits", show_default=True)
+@click.option("--dataset", type=click.Choice(["digits"]), default="digits", show_default=True,
+              help="dataset of the sweep (digits only: every point is trained here)")
 @click.option("--mus", default="0.1,0.3,0.5,0.7", show_default=True,
               help="comma-separated mu values (0 and 1 are always added)")
 @click.option("--teacher", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -344,9 +350,12 @@ def _parse_mus(text: str) -> tuple[float, ...]:
               help="epochs of the search when --searched is not given")
 @click.option("--images", type=click.IntRange(1, 360), default=16, show_default=True,
               help="digits test images of each private run")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the search, the retrains and the private runs")
 @click.option("--out-dir", type=click.Path(file_okay=False), default="out/pareto",
-              show_default=True)
+              show_default=True,
+              help="folder (under the current directory by default) for the checkpoints, "
+                   "results.json, results.md and pareto.png")
 @click.option("--progress/--quiet", default=False, show_default=True, help="training bars")
 def pareto_command(dataset: str, mus: str, teacher: str | None, no_teacher: bool,
                    searched: str | None, epochs: int, search_epochs: int, images: int,

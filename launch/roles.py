@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import logging
 import os
 import sys
 import threading
@@ -31,6 +32,7 @@ from privit import __version__
 from privit.launch.errors import debug_enabled, describe, format_traceback
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
+from privit.launch.logging_config import configure_logging
 from privit.launch.progress import for_role as role_progress
 from privit.launch.report import SCHEMA_VERSION
 from privit.parties.channel import ChannelLimits, FramedChannel, PeerAborted
@@ -46,6 +48,8 @@ from privit.parties.resources import current_rss_bytes, peak_rss_bytes, process_
 from privit.parties.session import Session
 from privit.parties.transport import ZmqChannel, notify_abort
 from privit.protocols.registry import CORRELATIONS
+
+_log = logging.getLogger(__name__)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -168,6 +172,8 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         _announce_and_bind(channel, cfg, party_id, job, hellos)
         marks["handshake_done"] = time.time()
         progress.phase_done("handshake")
+        _log.info("handshake done (%.3f s after start); offline phase next",
+                  marks["handshake_done"] - marks["process_start"])
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
         outcome = run_party_phases(channel, counters, cfg, party_id, CORRELATIONS,
@@ -175,6 +181,8 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
                                    limits=limits,
                                    on_phase=lambda phase, extra: progress.phase_done(phase, **extra))
         outputs, offline_s, online_s = outcome.result, outcome.offline_s, outcome.online_s
+        _log.info("offline phase %.3f s, online phase %.3f s; outputs %s", offline_s, online_s,
+                  sorted(outputs))
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
@@ -217,17 +225,21 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
         _announce_and_bind(channel, cfg, dealer, job, hellos)
         marks["handshake_done"] = time.time()
         progress.phase_done("handshake")
+        _log.info("handshake done (%.3f s after start); tracing the job",
+                  marks["handshake_done"] - marks["process_start"])
         counters.set_phase("offline")
         t0 = time.perf_counter()
         tracer = Session.tracing(cfg, 0, CORRELATIONS)
         job.run(tracer)
         assert tracer.trace is not None
         trace_s = time.perf_counter() - t0
+        _log.info("traced %d correlation requests in %.3f s; dealing", len(tracer.trace), trace_s)
         windows = [hellos.windows.get(p, UNBOUNDED) for p in range(cfg.n_parties)]
         request_bytes, deal_s = run_dealer_phases(channel, counters, cfg, CORRELATIONS,
                                                   tracer.trace, seeds, windows=windows,
                                                   on_phase=lambda phase, extra:
                                                   progress.phase_done(phase, **extra))
+        _log.info("dealt %d bytes of requests in %.3f s", sum(request_bytes), deal_s)
         by_scope: dict[str, int] = {}
         for scope, nbytes in zip(tracer.trace_scopes, request_bytes, strict=True):
             by_scope[scope] = by_scope.get(scope, 0) + nbytes
@@ -270,6 +282,9 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         cfg = (config if isinstance(config, RunConfig)
                else RunConfig.from_dict(json.loads(Path(config).read_text())))
         name = cfg.role_name(role)
+        configure_logging(name)
+        _log.info("started: pid %d, job %s, %d parties, channels %s, config %s", os.getpid(),
+                  cfg.job.name, cfg.n_parties, cfg.channels, cfg.config_hash())
         cluster = Cluster.load(cluster_path)
         if not 0 <= role <= cfg.n_parties:
             raise ValueError(f"role {role} out of range: parties are 0..{cfg.n_parties - 1}, "

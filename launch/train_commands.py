@@ -11,6 +11,7 @@ Every option left unset takes the dataset's default from :data:`DATASET_DEFAULTS
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,21 +89,51 @@ _LINEAR_GELU = click.option("--linear-gelu", is_flag=True, default=False,
                             help="MPCViT+: search/apply the per-token GeLU linearisation")
 
 
+def _command_line(ctx: click.Context) -> str:
+    """``privit <command>`` with the options the user gave (the rest had their defaults)."""
+    words = ["privit", ctx.info_name or ctx.command.name or ""]  # a top-level subcommand
+    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) not in given:
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if value:
+                words.append(param.opts[0])
+            elif param.secondary_opts:
+                words.append(param.secondary_opts[0])
+        elif value is not None:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
 @contextmanager
-def _running(opts: dict[str, Any]) -> Iterator[None]:
-    """Set torch's thread count for the run (restored after it) and turn the library's
-    one-line errors into click errors (no traceback)."""
+def _running(opts: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Make the run reproducible and yield its provenance (models/provenance.py).
+
+    Sets torch's thread count (the dataset's default, or --threads) and
+    ``torch.use_deterministic_algorithms(True)`` for the run, both restored after it;
+    the training code seeds init, data order and augmentation from --seed.  Turns the
+    library's one-line errors into click errors (no traceback).
+    """
     import torch
 
     from privit.models.checkpoint import CheckpointError
     from privit.models.data import DatasetError
+    from privit.models.provenance import make_provenance
 
     previous = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     threads = opts["threads"] or DATASET_DEFAULTS[opts["dataset"]]["threads"]
     try:
         if threads:
             torch.set_num_threads(threads)
-        yield
+        torch.use_deterministic_algorithms(True)
+        ctx = click.get_current_context()
+        yield make_provenance(_command_line(ctx), ctx.params, seed=opts["seed"],
+                              threads=torch.get_num_threads(), deterministic=True)
     except DatasetError as err:
         raise click.ClickException(f"dataset: {err}") from None
     except CheckpointError as err:
@@ -111,6 +142,7 @@ def _running(opts: dict[str, Any]) -> Iterator[None]:
         raise click.ClickException(str(err)) from None
     finally:
         torch.set_num_threads(previous)
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
 def _prepare(opts: dict[str, Any], stage: str) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
@@ -132,7 +164,8 @@ def _prepare(opts: dict[str, Any], stage: str) -> tuple[Any, str, dict[str, Any]
 
 def _report(stage: str, name: str, result: Any) -> None:
     click.echo(f"{stage} {name}: test top-1 {result.top1:.2f}% after {result.epochs} epochs "
-               f"({result.seconds:.1f} s this run) -> {result.path}")
+               f"({result.seconds:.1f} s this run)")
+    click.echo(f"wrote {result.path}")
 
 
 def _student(model: str) -> str:
@@ -148,11 +181,12 @@ def train_command(out: str | None, **opts: Any) -> None:
     """Train the all-softmax teacher (e.g. vit_digits_teacher)."""
     from privit.models.train import train_teacher
 
-    with _running(opts):
+    with _running(opts) as provenance:
         data, model, run, settings = _prepare(opts, "teacher")
         teacher = f"{_student(model)}_teacher"
         out = out or f"out/{opts['dataset']}/{teacher}.pth.tar"
-        _, result = train_teacher(teacher, data, out_path=out, **run, **settings)
+        _, result = train_teacher(teacher, data, out_path=out, provenance=provenance, **run,
+                                  **settings)
     _report("teacher", teacher, result)
 
 
@@ -169,13 +203,14 @@ def search_command(out: str | None, lambda_alpha: float, alpha_lr: float | None,
 
     if gamma > 0 and cost_file is None:
         raise click.UsageError("--gamma > 0 needs --cost-file")
-    with _running(opts):
+    with _running(opts) as provenance:
         data, model, run, settings = _prepare(opts, "search")
         model = _student(model)
         out = out or f"out/{opts['dataset']}/{model}_search.pth.tar"
         searched, result = search(model, data, out_path=out, lambda_alpha=lambda_alpha,
                                   alpha_lr=alpha_lr, cost_file=cost_file, gamma=gamma,
-                                  linear_gelu=linear_gelu, **run, **settings)
+                                  linear_gelu=linear_gelu, provenance=provenance, **run,
+                                  **settings)
     _report("search", model, result)
     click.echo("alpha (layer x head): " + json.dumps(
         [[round(v, 4) for v in row] for row in searched.get_alpha().tolist()]))
@@ -203,12 +238,12 @@ def retrain_command(out: str | None, searched: str, teacher: str | None, kd: boo
     use_teacher = teacher if kd or kd is None else None
     retrain_opts = {k: opts.pop(k) for k in ("mu", "kd_alpha", "kd_temperature",
                                              "token_mse_weight", "beta_keep", "linear_gelu")}
-    with _running(opts):
+    with _running(opts) as provenance:
         data, model, run, settings = _prepare(opts, "retrain")
         model = _student(model)
         out = out or f"out/{opts['dataset']}/{model}_mu{retrain_opts['mu']:g}.pth.tar"
         final, result = retrain(model, data, searched, out_path=out, teacher_path=use_teacher,
-                                **retrain_opts, **run, **settings)
+                                provenance=provenance, **retrain_opts, **run, **settings)
     _report(f"retrain mu={retrain_opts['mu']:g}", model, result)
     click.echo(f"ReLU-softmax heads: {int(final.get_alpha().sum())} of "
                f"{final.config.depth * final.config.heads}")
@@ -236,7 +271,10 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
     """Teacher -> search -> retrain at one mu; --epochs sets the retrain epochs.
 
     Writes <model>_teacher.pth.tar, <model>_search.pth.tar, <model>_mu<mu>.pth.tar
-    and summary.json (accuracies, seconds) in --out.
+    and summary.json (accuracies, seconds) in --out.  The same --seed (and thread count)
+    gives the same weights bit for bit; `privit pipeline --seed 0 --quiet` rebuilds the
+    shipped digits models.  Every checkpoint records its provenance (command, seed,
+    versions; docs/training.md).
     """
     from privit.models.distill import retrain
     from privit.models.search import search
@@ -248,14 +286,15 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
                                              "token_mse_weight", "beta_keep")}
     start = time.perf_counter()
     summary: dict[str, Any] = {"dataset": opts["dataset"]}
-    with _running(opts):
+    with _running(opts) as provenance:
         data, model, run, settings = _prepare(opts, "retrain")
         model = _student(model)
         folder = Path(out or f"out/{opts['dataset']}")
         defaults = DATASET_DEFAULTS[opts["dataset"]]
         if teacher is None:
             teacher = str(folder / f"{model}_teacher.pth.tar")
-            _, result = train_teacher(f"{model}_teacher", data, out_path=teacher, **{
+            _, result = train_teacher(f"{model}_teacher", data, out_path=teacher,
+                                      provenance=provenance, **{
                 **run, "epochs": teacher_epochs or defaults["teacher_epochs"]}, **settings)
             _report("teacher", f"{model}_teacher", result)
             summary["teacher"] = {"top1": result.top1, "seconds": result.seconds,
@@ -264,6 +303,7 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
         searched, result = search(model, data, out_path=searched_path,
                                   lambda_alpha=lambda_alpha, alpha_lr=alpha_lr,
                                   cost_file=cost_file, gamma=gamma, linear_gelu=linear_gelu,
+                                  provenance=provenance,
                                   **{**run, "epochs": search_epochs or defaults["search_epochs"]},
                                   **settings)
         _report("search", model, result)
@@ -272,14 +312,15 @@ def pipeline_command(out: str | None, teacher: str | None, kd: bool,
         final_path = str(folder / f"{model}_mu{retrain_opts['mu']:g}.pth.tar")
         final, result = retrain(model, data, searched_path, out_path=final_path,
                                 teacher_path=teacher if kd else None, linear_gelu=linear_gelu,
-                                **retrain_opts, **run, **settings)
+                                provenance=provenance, **retrain_opts, **run, **settings)
         _report(f"retrain mu={retrain_opts['mu']:g}", model, result)
         summary["retrain"] = {"top1": result.top1, "seconds": result.seconds, "kd": kd,
                               "mu": retrain_opts["mu"], "alpha": final.get_alpha().tolist(),
                               "path": final_path}
     summary["seconds"] = time.perf_counter() - start
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    click.echo(f"pipeline done in {summary['seconds']:.1f} s; summary in {folder / 'summary.json'}")
+    click.echo(f"pipeline done in {summary['seconds']:.1f} s")
+    click.echo(f"wrote {folder / 'summary.json'}")
 
 
 TRAIN_COMMANDS = (train_command, search_command, retrain_command, pipeline_command)

@@ -33,6 +33,7 @@ import torch
 
 from privit.models.attention import is_binary
 from privit.models.config import MODEL_CONFIGS, ViTConfig
+from privit.models.provenance import PROVENANCE_KEY
 from privit.models.schema import dead_teacher_keys, describe_keys
 from privit.models.vit import ViTLite
 
@@ -73,6 +74,7 @@ class CheckpointMeta:
     args: argparse.Namespace | None
     dropped_keys: tuple[str, ...]   # dead teacher parameters that were dropped
     other_keys: tuple[str, ...]     # further top-level entries (amp_scaler, saver, ...), unused
+    provenance: dict[str, Any] | None = None   # how privit made the file (models/provenance.py)
 
 
 # --------------------------------------------------------------------- reading
@@ -266,7 +268,9 @@ def load_checkpoint(path: PathLike, model_name: str | None = None, *,
     except CheckpointError as err:
         raise CheckpointError(f"{name}: {err}") from None
     epoch, metric, version, args = (obj.get(k) for k in ("epoch", "metric", "version", "args"))
-    known = {"epoch", "arch", "state_dict", "optimizer", "version", "args", "metric"}
+    known = {"epoch", "arch", "state_dict", "optimizer", "version", "args", "metric",
+             PROVENANCE_KEY}
+    provenance = obj.get(PROVENANCE_KEY)
     meta = CheckpointMeta(
         path=name, arch=config.name, stored_arch=stored_arch, config=config,
         container=container,
@@ -276,6 +280,7 @@ def load_checkpoint(path: PathLike, model_name: str | None = None, *,
         args=args if isinstance(args, argparse.Namespace) else None,
         dropped_keys=tuple(dropped),
         other_keys=tuple(str(k) for k in obj if k not in known),
+        provenance=dict(provenance) if isinstance(provenance, Mapping) else None,
     )
     return model, meta
 

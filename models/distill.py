@@ -22,6 +22,7 @@ with the largest beta and making the others' MLP linear + ReLU.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -111,7 +112,8 @@ def retrain(config_name: str, data: ImageDataset, searched: PathLike | ViTLite, 
             teacher_path: PathLike | None = None, kd_alpha: float = 0.5,
             kd_temperature: float = 4.0, token_mse_weight: float = 0.0,
             linear_gelu: bool = False, beta_keep: float = 0.5, resume: bool = True,
-            progress: bool = True, **options: Any) -> tuple[ViTLite, TrainResult]:
+            progress: bool = True, provenance: Mapping[str, Any] | None = None,
+            **options: Any) -> tuple[ViTLite, TrainResult]:
     """Train a fresh student with the binarised searched architecture, optionally with KD.
 
     Args:
@@ -126,7 +128,7 @@ def retrain(config_name: str, data: ImageDataset, searched: PathLike | ViTLite, 
         token_mse_weight: weight of the final-token MSE term.
         linear_gelu: MPCViT+; needs a search run with ``linear_gelu``.
         beta_keep: MPCViT+ share of tokens that keep GeLU.
-        resume, progress, **options: as for :func:`~privit.models.train.fit`.
+        resume, progress, provenance, **options: as for :func:`~privit.models.train.fit`.
 
     Returns:
         (the trained model, eval mode; the :class:`TrainResult`)
@@ -171,6 +173,7 @@ def retrain(config_name: str, data: ImageDataset, searched: PathLike | ViTLite, 
         "token_mse_weight": token_mse_weight if teacher_path is not None else None,
     }
     result = fit(model, data, settings, out_path, loss_fn=loss_fn, identity=identity,
-                 resume=resume, progress=progress, desc=f"retrain {config_name} mu={mu}")
+                 resume=resume, progress=progress, desc=f"retrain {config_name} mu={mu}",
+                 provenance=provenance)
     model.check_binary_alpha()
     return model, result

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,7 +222,8 @@ def search(config_name: str, data: ImageDataset, epochs: int, lr: float, batch: 
            out_path: PathLike, *, lambda_alpha: float = DEFAULT_LAMBDA_ALPHA,
            alpha_lr: float | None = None, cost_file: PathLike | None = None,
            gamma: float = 0.0, linear_gelu: bool = False, resume: bool = True,
-           progress: bool = True, **options: Any) -> tuple[ViTLite, TrainResult]:
+           progress: bool = True, provenance: Mapping[str, Any] | None = None,
+           **options: Any) -> tuple[ViTLite, TrainResult]:
     """Search alpha (and MPCViT+ beta) jointly with the weights of a fresh student.
 
     Args:
@@ -234,7 +235,7 @@ def search(config_name: str, data: ImageDataset, epochs: int, lr: float, batch: 
         cost_file: per-head MPC costs; used only when ``gamma`` > 0.
         gamma: weight of the cost term.
         linear_gelu: search MPCViT+'s per-token beta too.
-        resume, progress, **options: as for :func:`~privit.models.train.fit` /
+        resume, progress, provenance, **options: as for :func:`~privit.models.train.fit` /
             :class:`~privit.models.train.TrainSettings`.
 
     Returns:
@@ -264,5 +265,6 @@ def search(config_name: str, data: ImageDataset, epochs: int, lr: float, batch: 
     result = fit(model, data, settings, out_path,
                  loss_fn=search_loss(lambda_alpha, costs, gamma, settings.label_smoothing),
                  extra_groups=[group], after_step=_clamp_arch, identity=identity, search=True,
-                 resume=resume, progress=progress, desc=f"search {config_name}")
+                 resume=resume, progress=progress, desc=f"search {config_name}",
+                 provenance=provenance)
     return model, result

@@ -245,7 +245,8 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
         loss_fn: LossFn, extra_groups: Sequence[dict[str, Any]] = (),
         after_step: Callable[[ViTLite], None] | None = None,
         identity: Mapping[str, Any] | None = None, search: bool = False,
-        resume: bool = True, progress: bool = True, desc: str = "train") -> TrainResult:
+        resume: bool = True, progress: bool = True, desc: str = "train",
+        provenance: Mapping[str, Any] | None = None) -> TrainResult:
     """Train ``model`` on ``data.train``, checkpointing to ``out_path`` after every epoch.
 
     Args:
@@ -258,6 +259,8 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
         search: the checkpoint holds continuous architecture parameters.
         resume: continue from ``out_path`` if it exists (else it is overwritten).
         progress: show tqdm bars.
+        provenance: stored as the checkpoint's ``provenance`` entry (how the file was
+            made: command, seed, versions; see :mod:`privit.models.provenance`).
 
     Raises:
         CheckpointError: ``resume`` and ``out_path`` is an incompatible file.
@@ -327,7 +330,8 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", top1=f"{top1:.2f}")
         save_checkpoint(path, model, extra={
             "epoch": epoch + 1, "metric": top1, "optimizer": optimizer.state_dict(),
-            "args": args, "history": history})
+            "args": args, "history": history,
+            **({"provenance": dict(provenance)} if provenance is not None else {})})
     if math.isnan(top1):
         top1 = evaluate(model, data.test)
     model.eval()
@@ -338,6 +342,7 @@ def fit(model: ViTLite, data: ImageDataset, settings: TrainSettings, out_path: P
 # ----------------------------------------------------------------- teacher
 def train_teacher(config_name: str, data: ImageDataset, epochs: int, lr: float, batch: int,
                   seed: int, out_path: PathLike, resume: bool = True, progress: bool = True,
+                  provenance: Mapping[str, Any] | None = None,
                   **options: Any) -> tuple[ViTLite, TrainResult]:
     """Train the all-softmax teacher (e.g. ``vit_digits_teacher``) from scratch.
 
@@ -348,6 +353,7 @@ def train_teacher(config_name: str, data: ImageDataset, epochs: int, lr: float, 
         out_path: the checkpoint, rewritten after every epoch.
         resume: continue an interrupted run at ``out_path``.
         progress: tqdm bars.
+        provenance: the checkpoint's ``provenance`` entry (see :func:`fit`).
         **options: further :class:`TrainSettings` fields (weight_decay,
             label_smoothing, warmup_epochs, augment, attn_dropout, drop_path, ...).
 
@@ -362,5 +368,5 @@ def train_teacher(config_name: str, data: ImageDataset, epochs: int, lr: float, 
     result = fit(model, data, settings, out_path,
                  loss_fn=cross_entropy_loss(settings.label_smoothing),
                  identity={"mode": "teacher"}, resume=resume, progress=progress,
-                 desc=f"teacher {config_name}")
+                 desc=f"teacher {config_name}", provenance=provenance)
     return model, result

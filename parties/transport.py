@@ -74,6 +74,8 @@ from privit.parties.keys import RoleKeys
 from privit.parties.netem import DelaySender
 from privit.parties.wire import MAX_ARRAYS, MAX_HEADER_BYTES, encode, message_nbytes
 
+_log = logging.getLogger(__name__)
+
 COPY_THRESHOLD = 1 << 16
 TRACK_THRESHOLD = 16 << 20  # array frames this large are tracked until ZeroMQ has sent them
 MAX_QUEUED_BYTES = 128 << 20  # per link: tracked bytes handed to ZeroMQ and not yet sent
@@ -204,8 +206,14 @@ class ZmqChannel(FramedChannel):
                 self._auth.start()
                 self._auth.configure_curve_callback("*", credentials_provider=self._auth)
             self._pull = self._bind(cluster.endpoint(role), bind_host)
+            _log.debug("%s listens on %s (%s)", role_name(role),
+                       tcp_address(bind_host or cluster.endpoint(role).host,
+                                   cluster.endpoint(role).port),
+                       "CURVE" if keys is not None else "plain TCP, --insecure")
             for peer in self.peers:
                 self._links[peer] = self._connect(cluster.endpoint(peer))
+                _log.debug("%s connects to %s at %s", role_name(role), role_name(peer),
+                           self._links[peer].address)
         except BaseException:
             self._release(drop_pending=True)
             raise
