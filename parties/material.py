@@ -182,6 +182,19 @@ def _unpack(blob: bytes) -> Any:
                            max_str_len=len(blob), max_array_len=1 << 16, max_map_len=64)
 
 
+def check_unused(path: str | Path) -> None:
+    """Refuse at once a material file that is missing or marked used (a quick check, e.g.
+    before starting the roles; `MaterialFile.open` verifies the contents)."""
+    path = Path(path)
+    if path.is_file():
+        return
+    used = path.with_name(path.name + USED_SUFFIX)
+    if used.exists():
+        raise MaterialError(f"material {path} was already used ({used} marks it); "
+                            f"material is single-use: run `privit preprocess` again")
+    raise MaterialError(f"material {path}: no such file")
+
+
 class MaterialFile:
     """A party's material file, checked on open (module docstring), read chunk by chunk
     (a `ChunkSource`). Open it with `MaterialFile.open`; `claim` before the online phase."""
@@ -198,14 +211,11 @@ class MaterialFile:
     def open(path: str | Path, registry: CorrelationRegistry) -> MaterialFile:
         """Open and verify `path` (magic, trailer, digest, header fields)."""
         path = Path(path)
-        used = path.with_name(path.name + USED_SUFFIX)
         try:
             fh = open(path, "rb")  # noqa: SIM115 - kept open for the run, closed by close()
         except FileNotFoundError:
-            if used.exists():
-                raise MaterialError(f"material {path} was already used ({used} marks it); "
-                                    f"material is single-use: run `privit preprocess` again") from None
-            raise MaterialError(f"material {path}: no such file") from None
+            check_unused(path)
+            raise
         except OSError as exc:
             raise MaterialError(f"material {path}: {exc.strerror}") from None
         try:

@@ -4,8 +4,6 @@ online bytes and rounds); material is refused when reused, from another config, 
 party's, truncated, corrupt, or mixed from two preprocess runs."""
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,7 @@ from privit.protocols.registry import CORRELATIONS
 
 PRIVIT = [sys.executable, "-m", "privit.launch.cli"]
 MLP = RunConfig(n_parties=2, seed=3, timeout_s=60, job=JobSpec.make("mlp"))
-VIT = RunConfig(n_parties=2, seed=0, timeout_s=120,
-                job=JobSpec.make("vit", batch=1, model="vit_7_4_32", mu=0.5))
+VIT = RunConfig(n_parties=2, seed=0, timeout_s=120, job=JobSpec.make("vit", batch=1))
 SEEDS = b"same randomness"
 
 
