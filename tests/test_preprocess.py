@@ -4,6 +4,8 @@ online bytes and rounds); material is refused when reused, from another config, 
 party's, truncated, corrupt, or mixed from two preprocess runs."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,67 @@ def test_parties_refuse_material_of_two_preprocess_runs() -> None:
     with pytest.raises(MaterialError, match="party 1's material is not from the same "
                                             "preprocess run as party 0's"):
         barrier(channels[0], MLP, 0, "a" * 32)
+
+
+def _privit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(PRIVIT + list(args), capture_output=True, text=True, timeout=300)
+
+
+def _report(path: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+def test_processes_preprocess_then_run(tmp_path: Path) -> None:
+    """Real processes, the default vit job: `privit preprocess` then `privit run
+    --material` gives the online bytes and rounds of one streamed `privit run` (the same
+    config), reads from disk what the dealer would have sent, starts no dealer, and uses
+    the material up. (The in-memory test above also pins the logits, for mlp and vit.)"""
+    job = ["--batch", "1"]
+    streamed = tmp_path / "streamed.json"
+    assert _privit("run", *job, "--insecure", "--json", str(streamed)).returncode == 0
+    out, summary = tmp_path / "material", tmp_path / "summary.json"
+    proc = _privit("preprocess", *job, "--insecure", "--out", str(out), "--json", str(summary))
+    assert proc.returncode == 0, proc.stderr
+    online = tmp_path / "online.json"
+    proc = _privit("run", *job, "--insecure", "--material", str(out), "--json", str(online))
+    assert proc.returncode == 0, proc.stderr
+    assert "read from disk" in proc.stdout
+    whole, done, pre = _report(streamed), _report(online), _report(summary)
+    assert [(p["online_bytes"], p["online_rounds"]) for p in done["per_party"]] == \
+        [(p["online_bytes"], p["online_rounds"]) for p in whole["per_party"] if p["role"] != "dealer"]
+    assert [p["role"] for p in done["per_party"]] == ["party 0", "party 1"]  # no dealer
+    payload = [p["stream"]["payload_bytes"] for p in whole["per_party"] if p["role"] != "dealer"]
+    assert [p["payload_bytes"] for p in pre["parties"]] == payload
+    assert done["offline"]["source"] == "disk"
+    assert done["offline"]["bytes"] == 0
+    assert done["offline"]["from_disk_bytes"] == sum(payload)
+    assert done["offline"]["material_id"] == pre["material_id"]
+    assert done["offline"]["requests"] == whole["offline"]["requests"]
+    assert done["accuracy"]["parties_agree"]
+    assert done["accuracy"]["max_abs_error"] < 0.05
+    assert done["total"]["offline_s"] > 0 and done["total"]["online_s"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["party-0.material.used", "party-1.material.used"]
+    again = _privit("run", *job, "--insecure", "--material", str(out))
+    assert again.returncode != 0
+    assert "party-0.material was already used" in again.stderr
+
+
+def test_processes_refuse_material_of_two_preprocess_runs(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        proc = _privit("preprocess", "--job", "mlp", "--insecure", "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (tmp_path / "a" / "party-0.material").rename(mixed / "party-0.material")
+    (tmp_path / "b" / "party-1.material").rename(mixed / "party-1.material")
+    proc = _privit("run", "--job", "mlp", "--insecure", "--material", str(mixed))
+    assert proc.returncode == 1
+    assert "material is not from the same preprocess run" in proc.stderr
+    # Refused before the online phase: neither file was claimed.
+    assert sorted(p.name for p in mixed.iterdir()) == ["party-0.material", "party-1.material"]
+    # Another config is refused by each party before it starts.
+    proc = _privit("run", "--job", "mlp", "--insecure", "--frac-bits", "14", "--material",
+                   str(mixed))
+    assert proc.returncode == 1
+    assert "preprocessed for another config: frac_bits is 16 there, 14 here" in proc.stderr
