@@ -13,6 +13,7 @@ processes produce. Steps:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -152,7 +153,7 @@ def run_in_memory_detailed(
         results[pid] = outcome.result
         streams[pid] = outcome.stream
 
-    bodies: dict[int, Callable[[], None]] = {p: (lambda p=p: party(p)) for p in range(n)}
+    bodies: dict[int, Callable[[], None]] = {p: functools.partial(party, p) for p in range(n)}
     if material is None:
         bodies[cfg.dealer_id] = dealer
     _run_threads(cfg, channels, bodies)

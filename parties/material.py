@@ -80,7 +80,8 @@ def material_fields(cfg: RunConfig) -> dict[str, Any]:
     """What material depends on: the handshake's fields less the session id."""
     fields = cfg.hash_fields()
     fields.pop("session_id")
-    return json.loads(json.dumps(fields, sort_keys=True, default=str))  # type: ignore[no-any-return]
+    normalised: dict[str, Any] = json.loads(json.dumps(fields, sort_keys=True, default=str))
+    return normalised
 
 
 def material_hash(cfg: RunConfig) -> str:
@@ -145,7 +146,7 @@ class MaterialWriter:
             "plan": [[kind, list(params), len(payload)] for kind, params, payload in chunk.entries],
             "arrays": [[a.dtype.str, list(a.shape)] for a in arrays]}))
         for a in arrays:
-            self._write(memoryview(a).cast("B"))
+            self._write(a.reshape(-1).view(np.uint8).data)
         self.chunks += 1
         self.requests += len(chunk.entries)
         self.payload_bytes += chunk.nbytes

@@ -28,6 +28,10 @@ barrier. A party with an unbounded window (the in-memory runner's default) sends
 and reads the whole plan before its online phase. The result is the same material in the
 same order whatever the limits: the same logits, online bytes and rounds.
 
+Preprocessed material (parties/material.py): a party's chunks may come from a file written
+by an earlier preprocess run instead of the dealer (a `ChunkSource`); expansion, limits and
+counting are the same.
+
 Deadlock freedom: the dealer sends chunks in plan order to party 0, 1, ..., so it can be
 blocked on one party's window only while that party has unread chunks, i.e. while it is at
 most one protocol step behind the others. A window that holds one step's material and a

@@ -47,6 +47,7 @@ def test_preprocess_then_online_equals_one_run(cfg: RunConfig, tmp_path: Path) -
     job = make_job(cfg)
     whole = run_in_memory_detailed(cfg, job.run, CORRELATIONS, seed_source=SEEDS)
     paths = _preprocess(cfg, tmp_path)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [0o600, 0o600]  # they hold seeds
     headers = [MaterialFile.open(p, CORRELATIONS) for p in paths]
     assert headers[0].header.material_id == headers[1].header.material_id
     assert [h.trailer["payload_bytes"] for h in headers] == [s["payload_bytes"] for s in whole.streams]
@@ -65,7 +66,7 @@ def test_preprocess_then_online_equals_one_run(cfg: RunConfig, tmp_path: Path) -
     # Used once: the file is renamed, emptied, and a second run is refused.
     assert [p.exists() for p in paths] == [False, False]
     assert [p.with_name(p.name + ".used").stat().st_size for p in paths] == [0, 0]
-    with pytest.raises(Exception, match=r"party-0.material was already used .* single-use"):
+    with pytest.raises(Exception, match=r"party-[01].material was already used .* single-use"):
         run_in_memory_detailed(cfg, job.run, CORRELATIONS, material=paths)
 
 
