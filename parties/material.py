@@ -43,12 +43,13 @@ truncation pairs, comparison masks and FSS keys: each masks one value, once.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import msgpack
 import numpy as np
@@ -200,7 +201,7 @@ class MaterialFile:
     """A party's material file, checked on open (module docstring), read chunk by chunk
     (a `ChunkSource`). Open it with `MaterialFile.open`; `claim` before the online phase."""
 
-    def __init__(self, path: Path, fh: IO[bytes], header: MaterialHeader,
+    def __init__(self, path: Path, fh: io.BufferedReader, header: MaterialHeader,
                  trailer: dict[str, Any], body_end: int, registry: CorrelationRegistry) -> None:
         self.path, self._fh, self.header, self.trailer = path, fh, header, trailer
         self.body_end, self.registry = body_end, registry
@@ -292,14 +293,14 @@ class MaterialFile:
             os.truncate(self.used_path, 0)
 
 
-def _read_record(fh: IO[bytes], limit: int) -> bytes:
+def _read_record(fh: io.BufferedReader, limit: int) -> bytes:
     (n,) = _U32.unpack(_read_exact(fh, _U32.size, limit))
     if n > MAX_RECORD_BYTES:
         raise ValueError(f"a record of {n} bytes")
     return _read_exact(fh, n, limit)
 
 
-def _read_exact(fh: IO[bytes], n: int, limit: int) -> bytes:
+def _read_exact(fh: io.BufferedReader, n: int, limit: int) -> bytes:
     if fh.tell() + n > limit:
         raise ValueError("a record runs past the end of the material")
     data = fh.read(n)
@@ -308,7 +309,7 @@ def _read_exact(fh: IO[bytes], n: int, limit: int) -> bytes:
     return data
 
 
-def _read_array(fh: IO[bytes], spec: Any, limit: int) -> np.ndarray:
+def _read_array(fh: io.BufferedReader, spec: Any, limit: int) -> np.ndarray:
     if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
             and isinstance(spec[1], list) and len(spec[1]) <= MAX_NDIM
             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in spec[1])):
@@ -319,11 +320,16 @@ def _read_array(fh: IO[bytes], spec: Any, limit: int) -> np.ndarray:
     count = 1
     for d in spec[1]:
         count *= d
-    buf = bytearray(_read_exact(fh, count * dtype.itemsize, limit))  # ours and writable
+    nbytes = count * dtype.itemsize
+    if fh.tell() + nbytes > limit:
+        raise ValueError("an array runs past the end of the material")
+    buf = bytearray(nbytes)  # ours and writable, read into without a copy
+    if fh.readinto(buf) != nbytes:
+        raise ValueError("the file is truncated")
     return np.frombuffer(buf, dtype=dtype).reshape(spec[1])
 
 
-def _verify(fh: IO[bytes]) -> tuple[MaterialHeader, dict[str, Any], int]:
+def _verify(fh: io.BufferedReader) -> tuple[MaterialHeader, dict[str, Any], int]:
     size = os.fstat(fh.fileno()).st_size
     if size < len(MAGIC) + 2 * _U32.size + len(END) or fh.read(len(MAGIC)) != MAGIC:
         raise ValueError("it does not start with the material magic")
