@@ -64,6 +64,7 @@ setup(
         "click>=8.1",
         "cryptography>=41",
         "tqdm>=4.60",
+        "rich>=13.3",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
         "pillow>=9.4",

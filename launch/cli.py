@@ -193,30 +193,36 @@ def check_job_parties(cfg: RunConfig) -> None:
               help="vit: torch file with a float tensor (B, C, H, W) or {'images', 'labels'}, "
                    "given to party 1 only")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="write a PNG of the cost per layer (online bytes, rounds, wall)")
+              help="write a PNG of the cost per layer (online bytes, dealer bytes, rounds)")
 @click.option("--save-logits", "logits_path", type=click.Path(dir_okay=False), default=None,
               help="vit: torch.save the private and plaintext logits (and labels) here")
+@click.option("--details", is_flag=True, default=False,
+              help="also print the per-layer table and per-role figures (always in --json)")
 @click.option("--material", "material_dir", type=click.Path(exists=True, file_okay=False),
               default=None, help="read each party's dealer material from this folder, written "
                                  "by `privit preprocess` with the same options; no dealer runs "
                                  "and the material is used up")
 def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
-        logits_path: str | None, material_dir: str | None, **options: Any) -> None:
+        logits_path: str | None, details: bool, material_dir: str | None,
+        **options: Any) -> None:
     """Run a job with the dealer and every party as separate local processes.
 
     With no options: the `vit` job on the embedded digits model and real digits test images.
+    Prints a short summary (the per-layer table with --details); progress goes to stderr.
     """
     inputs, cfg = _local_run_config(options, logits_path)
     # Imported only now, after the options are checked: they pull in torch (~2 s).
     from privit.launch.coordinator import RunFailed, run_local
-    from privit.launch.report import format_report
+    from privit.launch.environment import command_line
+    from privit.launch.report_text import format_report
     from privit.parties.resources import process_start_time
     if not cfg.secure:
         from privit.launch.roles import INSECURE_WARNING
 
         click.secho(f"privit run: {INSECURE_WARNING}", err=True, fg="red", bold=True)
     try:
-        result = run_local(cfg, keep_dir=keep_dir, progress=sys.stderr.isatty(), inputs=inputs,
+        result = run_local(cfg, keep_dir=keep_dir, inputs=inputs,
+                           progress="live" if sys.stderr.isatty() else "lines",
                            command_start=process_start_time(),
                            fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec",
                            material_dir=material_dir)
@@ -229,19 +235,20 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
         raise click.UsageError(str(exc)) from None
     reference = result.reference
     report = result.report
-    click.echo(format_report(report))
+    report["command"] = command_line()
+    click.echo(format_report(report, details=details))
     if report["offline"].get("source") == "disk":
         off = report["offline"]
         click.echo(f"dealer material: {off['from_disk_bytes'] / 1e6:.2f} MB read from disk "
                    f"(material {off['material_id'][:12]}, now used up); no dealer ran")
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1))
-        click.echo(f"report written to {json_path}")
+        click.echo(f"report written to {_shown_path(json_path)}")
     if plot_path:
         from privit.launch.plots import plot_layer_costs
 
         plot_layer_costs(report, plot_path)
-        click.echo(f"plot written to {plot_path}")
+        click.echo(f"plot written to {_shown_path(plot_path)}")
     if logits_path:
         import torch
 
@@ -251,7 +258,7 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
             if "labels" in reference:
                 saved["labels"] = reference["labels"].round().to(torch.int64)
         torch.save(saved, logits_path)
-        click.echo(f"logits written to {logits_path}")
+        click.echo(f"logits written to {_shown_path(logits_path)}")
     _fast_exit(0)
 
 
@@ -309,6 +316,18 @@ def preprocess(out_dir: str, json_path: str | None, **options: Any) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=1))
     _fast_exit(0)
+
+
+def _shown_path(path: str) -> str:
+    """A path the user gave, as they gave it when relative, else relative to the current
+    directory when it lies below it (absolute otherwise: it is theirs)."""
+    given = Path(path)
+    if not given.is_absolute():
+        return path
+    try:
+        return str(given.relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
@@ -421,6 +440,11 @@ def _read_role_report(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_run_report(data: Any) -> bool:
+    """A merged run report (`privit run --json`, `privit report --json`), not a role's."""
+    return isinstance(data, dict) and all(k in data for k in ("job", "online", "scopes"))
+
+
 @main.command()
 @click.argument("role_reports", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the merged report")
@@ -429,12 +453,37 @@ def _read_role_report(path: Path) -> dict[str, Any]:
                    "needs both the model and the images for that)")
 @click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
               help="vit: party 1's images file, for the accuracy against plaintext")
+@click.option("--details", is_flag=True, default=False,
+              help="also print the per-layer table and per-role figures")
 def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str | None,
-           images: str | None) -> None:
-    """Merge the role reports of a multi-machine run (every party's and the dealer's)."""
-    from privit.launch.report import build_report, format_report
+           images: str | None, details: bool) -> None:
+    """Merge the role reports of a multi-machine run (every party's and the dealer's), or
+    print one run report (`privit run --json`). Reads every schema version so far."""
+    from privit.launch.environment import environment
+    from privit.launch.report import build_report, report_version
+    from privit.launch.report_text import format_report
 
+    if len(role_reports) == 1:
+        path = Path(role_reports[0])
+        try:
+            single = json.loads(path.read_text())
+        except (OSError, ValueError):
+            single = None  # _read_role_report below says what is wrong with it
+        if _is_run_report(single):
+            try:
+                report_version(single)
+                text = format_report(single, details=details)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise click.ClickException(f"{path} is not a readable run report: "
+                                           f"{describe(exc)}") from None
+            click.echo(text)
+            return
     reports = [_read_role_report(Path(p)) for p in role_reports]
+    for p, r in zip(role_reports, reports, strict=True):
+        try:
+            report_version(r)
+        except ValueError as exc:
+            raise click.ClickException(f"{p}: {exc}") from None
     failed = [r for r in reports if not r.get("ok")]
     if failed:
         raise click.ClickException("; ".join(f"{r['name']}: {r.get('error')}" for r in failed))
@@ -457,14 +506,13 @@ def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str
     if len(arch_hashes) > 1:
         raise click.ClickException(f"the role reports name different architectures: {arch_hashes}")
     reference, note = _merge_reference(cfg, reports, RoleInputs(checkpoint=checkpoint, images=images))
-    merged = build_report(cfg, reports, reference)
+    merged = build_report(cfg, reports, reference, environment=environment())
     if note:
         merged["accuracy_note"] = note
-    click.echo(format_report(merged))
-    if note:
-        click.echo(f"no accuracy against plaintext: {note}")
+    click.echo(format_report(merged, details=details))
     if json_path:
         Path(json_path).write_text(json.dumps(merged, indent=1))
+        click.echo(f"report written to {_shown_path(json_path)}")
 
 
 def _merge_reference(cfg: RunConfig, reports: list[dict[str, Any]],

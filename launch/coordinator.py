@@ -4,8 +4,9 @@ Steps:
 1. pick free loopback ports (a `Cluster`), write it and the run config to a temp folder;
 2. start one `python -m privit.launch.roles` process per role, each in its own process
    group and watching our pid (it exits if we die);
-3. wait; when one role fails, give the others a short grace period to fail with their
-   own message (they are told by an abort message), then kill whatever is left. There
+3. wait, showing the roles' progress lines (launch/progress_view.py); when one role
+   fails, give the others a short grace period to fail with their own message (they
+   are told by an abort message), then kill whatever is left. There
    is no deadline of our own by default: the roles bound every wait themselves (silence
    for --timeout, a dead or frozen peer by heartbeat, a deadlock by --max-wait), so a
    run whose roles are alive and working is never killed for taking long;
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from privit.launch.environment import environment
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.launch.prefork import ForkedRole, PreforkedRoles
+from privit.launch.progress_view import ProgressView
 from privit.launch.report import build_report, outputs_of
 from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
@@ -41,6 +43,7 @@ from privit.parties.keys import RoleKeys
 from privit.parties.material import check_unused
 
 FAILURE_GRACE_S = 2.0
+PROGRESS_MODES = ("live", "lines", "off")
 
 
 class RunFailed(RuntimeError):
@@ -129,39 +132,6 @@ def _kill(rp: RoleProcess) -> None:
         pass
 
 
-class ProgressBar:
-    """Shows party 0's progress lines (`done total label`) as a tqdm bar on stderr."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self._bar: Any = None
-        self._offset = 0
-
-    def poll(self) -> None:
-        if not self.enabled or not self.path.exists():
-            return
-        with open(self.path) as fh:
-            fh.seek(self._offset)
-            chunk = fh.read()
-        lines = chunk.split("\n")
-        self._offset += len(chunk) - len(lines[-1])  # keep a partial last line for later
-        for line in lines[:-1]:
-            parts = line.split(" ", 2)
-            if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
-                continue
-            done, total = int(parts[0]), int(parts[1])
-            if self._bar is None:
-                self._bar = tqdm(total=total, desc="online", unit="step", leave=False)
-            self._bar.n = done
-            self._bar.set_postfix_str(parts[2] if len(parts) > 2 else "")
-            self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
            preforked: PreforkedRoles | None = None,
            material: Mapping[int, list[str]] | None = None,
@@ -193,8 +163,7 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
         cmd = [sys.executable, "-m", "privit.launch.roles", "--config", str(config_path),
                "--cluster", str(cluster_path), "--role", str(role), "--report", str(report),
                "--parent-pid", str(os.getpid())]
-        if role == 0:
-            cmd += ["--progress", str(workdir / "progress-0.txt")]
+        cmd += ["--progress", str(progress_path(workdir, role))]
         if role in key_paths:
             cmd += ["--key", str(key_paths[role])]
         cmd += (material or {}).get(role, [])
@@ -214,10 +183,16 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
     return roles
 
 
-def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) -> None:
+def progress_path(workdir: Path, role: int) -> Path:
+    """Where a role writes its progress lines (launch/progress.py)."""
+    return workdir / f"progress-{role}.txt"
+
+
+def _wait(roles: list[RoleProcess], deadline: float | None, view: ProgressView | None) -> None:
     failed_at: float | None = None
     while True:
-        bar.poll()
+        if view is not None:
+            view.poll()
         alive = [rp for rp in roles if rp.proc.poll() is None]
         for rp in roles:
             rp.returncode = rp.proc.returncode
@@ -238,7 +213,7 @@ def _wait(roles: list[RoleProcess], deadline: float | None, bar: ProgressBar) ->
 
 
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
-              keep_dir: str | None = None, progress: bool = False,
+              keep_dir: str | None = None, progress: str = "off",
               inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None,
               fork_roles: bool = False, material_dir: str | None = None) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
@@ -251,9 +226,13 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
     CLI process's start. `fork_roles`: fork the roles from this process, which must not
     have run a parallel torch op yet (launch/prefork.py; `privit run` does, to skip three
     torch imports); otherwise each role is a fresh `python -m privit.launch.roles`.
+    `progress`: "live" (a rich display on stderr, for a terminal), "lines" (one plain line
+    per phase and online step on stderr) or "off" (launch/progress_view.py).
     `material_dir`: the parties read their dealer material from the files a
     `preprocess_local` run wrote there (MATERIAL_NAME) and no dealer is started.
     """
+    if progress not in PROGRESS_MODES:
+        raise ValueError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
     command_start = time.time() if command_start is None else command_start
     material = None
     if material_dir is not None:
@@ -265,7 +244,7 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
                                    fork_roles, material, with_dealer=material is None)
     party0 = next(r for r in reports if r["role"] == 0)
     reference = job.reference()
-    report = build_report(cfg, reports, reference, (command_start, time.time()))
+    report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
     return RunResult(report, outputs_of(party0), reference)
 
 
@@ -288,7 +267,7 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
         raise ValueError(f"{existing[0]} exists; refusing to overwrite material "
                          f"(use a fresh --out folder)")
     material = {p: ["--preprocess-out", str(path)] for p, path in paths.items()}
-    reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, False, inputs, fork_roles,
+    reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs, fork_roles,
                                  material, with_dealer=True)
     dealer = next(r for r in reports if r["role"] == cfg.dealer_id)
     parties = sorted((r for r in reports if r["role"] != cfg.dealer_id), key=lambda r: r["role"])
@@ -306,7 +285,7 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
 
 
 def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
-                    progress: bool, inputs: RoleInputs, fork_roles: bool,
+                    progress: str, inputs: RoleInputs, fork_roles: bool,
                     material: Mapping[int, list[str]] | None,
                     with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
     """Start the roles (forked or fresh), wait for them; their reports and the whole job."""
@@ -321,7 +300,7 @@ def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: s
 
 
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
-               progress: bool, inputs: RoleInputs, preforked: PreforkedRoles | None,
+               progress: str, inputs: RoleInputs, preforked: PreforkedRoles | None,
                material: Mapping[int, list[str]] | None,
                with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
@@ -335,13 +314,20 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         else:
             job = make_job(cfg, inputs)
         roles: list[RoleProcess] = []
-        bar = ProgressBar(workdir / "progress-0.txt", progress)
+        view = None
+        paths = {cfg.role_name(r): progress_path(workdir, r)
+                 for r in [*range(cfg.n_parties), *([cfg.dealer_id] if with_dealer else [])]}
+        for path in paths.values():
+            path.unlink(missing_ok=True)  # a kept folder's last run is not this one's progress
+        if progress != "off":
+            view = ProgressView(paths, live=progress == "live")
         try:
             roles = _spawn(cfg, workdir, inputs, preforked, material, with_dealer)
             deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
-            _wait(roles, deadline, bar)
+            _wait(roles, deadline, view)
         finally:
-            bar.close()
+            if view is not None:
+                view.close()
             for rp in roles:
                 _kill(rp)
         failures = [rp for rp in roles if rp.returncode != 0]

@@ -1,7 +1,18 @@
 """Merge the per-role reports of one run into the run report (JSON) and print it.
 
 Fields (docs/design.md "Measurement conventions"; later issues add to them):
+  schema_version    SCHEMA_VERSION: bumped when a field changes meaning or goes away;
+                    a report without it is version 1 (`privit report` reads both)
   privit_version    the version of privit that built the report
+  environment       versions (privit, python, torch, numpy, pyzmq, libzmq) and machine
+                    (cpu, cores, os, platform, arch) of the process that built the report
+                    (launch/environment.py; for `privit report`, the merging machine)
+  command           the command line (`privit run ...`, program name shortened; the
+                    arguments as the user gave them); `privit run` only
+  seed              the seed of the job's random inputs (also in config)
+  auto_choices      what each "auto" setting picked, counted per call, on the run's
+                    network ("run") and on the LAN and WAN presets ("lan", "wan"): e.g.
+                    {"compare": {"run": {"fss": 9, "adder": 4}, "wan": {"fss": 13}, ...}}
   online.bytes      bytes sent by all parties in the online phase, headers included
   online.rounds     the critical path: max over parties of online rounds
   online.wall_s     slowest party, from the start of the online phase to its result
@@ -47,6 +58,10 @@ from privit import __version__
 from privit.parties.config import NETWORK_PRESETS, NetworkConfig, RunConfig
 from privit.parties.netem import project_time
 
+# Bump when a field changes meaning or goes away (adding one is compatible).
+# 1: before the field existed; 2: schema_version, environment, command, seed, auto_choices.
+SCHEMA_VERSION = 2
+
 
 def _phase(rep: dict[str, Any], phase: str) -> dict[str, Any]:
     return rep["counters"]["phases"][phase]
@@ -57,11 +72,24 @@ def outputs_of(rep: dict[str, Any]) -> dict[str, torch.Tensor]:
             for k, v in rep.get("outputs", {}).items()}
 
 
+def report_version(report: dict[str, Any]) -> int:
+    """The schema version of a run or role report (1: written before the field existed)."""
+    version = report.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"schema_version must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"the report has schema version {version}; this privit "
+                         f"({__version__}) reads up to {SCHEMA_VERSION}: upgrade privit")
+    return version
+
+
 def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
                  reference: dict[str, torch.Tensor] | None,
-                 command_span: tuple[float, float] | None = None) -> dict[str, Any]:
+                 command_span: tuple[float, float] | None = None,
+                 environment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run report from every role's report; `command_span` (start, end as time.time())
-    of the whole command gives the `total` block, when one process ran every role."""
+    of the whole command gives the `total` block, when one process ran every role;
+    `environment` (launch/environment.py) where the caller has it."""
     parties = [r for r in roles if r["role"] != cfg.dealer_id]
     # No dealer report: the parties read preprocessed material from disk (parties/material.py).
     dealer = next((r for r in roles if r["role"] == cfg.dealer_id), {})
@@ -102,7 +130,10 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         projected[f"{name}_exchange_s"] = (projected[f"{name}_s"]
                                            - online_rounds * (preset.rtt_s - preset.latency_s))
     report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "privit_version": __version__,
+        **({"environment": environment} if environment is not None else {}),
+        "seed": cfg.seed,
         "job": {"name": cfg.job.name, "params": dict(cfg.job.params)},
         "config": cfg.to_dict(),
         "online": {"bytes": online_bytes, "rounds": online_rounds, "wall_s": online_wall,
@@ -131,6 +162,9 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
            for value in [next((r[key] for r in roles if r.get(key)), None)] if value},
         "projected": {**projected, "compute_s": compute_s},
     }
+    choices = parties[0]["counters"].get("choices")
+    if choices:
+        report["auto_choices"] = choices
     if command_span is not None:
         report["total"] = whole_run(command_span, roles, parties, online_bytes + offline_bytes,
                                     online_wall)
@@ -213,63 +247,3 @@ def logit_accuracy(mpc: torch.Tensor, plain: torch.Tensor,
         out["mpc_top1"] = float((mpc.argmax(-1) == target).double().mean())
         out["plain_top1"] = float((plain.argmax(-1) == target).double().mean())
     return out
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} GB"
-
-
-def format_total(total: dict[str, Any]) -> list[str]:
-    """The whole command, first: wall time and its parts, bytes, peak memory per role."""
-    peaks = ", ".join(f"{name} {mb:.0f} MiB" for name, mb in total["peak_rss_mb"].items()
-                      if mb is not None)
-    return [f"whole run {total['wall_s']:.2f} s: start-up {total['startup_s']:.2f} s, handshake "
-            f"{total['handshake_s']:.2f} s, offline {total['offline_s']:.2f} s, online "
-            f"{total['online_s']:.2f} s, other {total['other_s']:.2f} s; "
-            f"{_fmt_bytes(total['bytes'])} online + dealer material",
-            f"peak resident memory: {peaks}"]
-
-
-def format_report(report: dict[str, Any]) -> str:
-    lines = []
-    job = report["job"]
-    channels = report.get("security", {}).get("channels", "unknown")
-    security = ("CURVE (authenticated, encrypted)" if channels == "curve"
-                else "INSECURE (plain TCP, for measurements only)" if channels == "insecure"
-                else channels)
-    lines.append(f"job {job['name']} {job['params'] or ''}  network {report['network']['name']}  "
-                 f"channels {security}")
-    if "total" in report:
-        lines.extend(format_total(report["total"]))
-    header = f"{'scope':<28}{'online':>12}{'offline':>12}{'rounds':>8}{'wall ms':>10}"
-    lines.append(header)
-    lines.append("-" * len(header))
-    for s in report["scopes"]:
-        depth = s["name"].count("/")
-        name = "  " * depth + s["name"].split("/")[-1]
-        lines.append(f"{name:<28}{_fmt_bytes(s['bytes']):>12}{_fmt_bytes(s['offline_bytes']):>12}"
-                     f"{s['rounds']:>8}{s['wall_s'] * 1e3:>10.1f}")
-    lines.append("-" * len(header))
-    on, off = report["online"], report["offline"]
-    lines.append(f"{'total':<28}{_fmt_bytes(on['bytes']):>12}{_fmt_bytes(off['bytes']):>12}"
-                 f"{on['rounds']:>8}{on['wall_s'] * 1e3:>10.1f}")
-    proj = report["projected"]
-    lines.append(f"online wall {on['wall_s']:.3f} s (slowest party); projected LAN "
-                 f"{proj['lan_s']:.3f} s, WAN {proj['wan_s']:.3f} s (a round = 1 RTT; "
-                 f"{proj['wan_exchange_s']:.3f} s with a round = RTT/2, as emulated)")
-    if "accuracy" in report:
-        acc = report["accuracy"]
-        lines.append(f"max abs error vs plaintext: {acc['max_abs_error']:.3g}; "
-                     f"parties agree: {acc['parties_agree']}")
-        if "argmax_agreement" in acc:
-            line = (f"{acc['images']} images: argmax agreement {acc['argmax_agreement']:.1%}, "
-                    f"max abs logit error {acc['max_abs_logit_error']:.3g}")
-            if "mpc_top1" in acc:
-                line += (f"; top-1 private {acc['mpc_top1']:.1%}, "
-                         f"plaintext {acc['plain_top1']:.1%}")
-            lines.append(line)
-    return "\n".join(lines)

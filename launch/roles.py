@@ -27,7 +27,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ from privit import __version__
 from privit.launch.errors import debug_enabled, describe, format_traceback
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
+from privit.launch.progress import for_role as role_progress
+from privit.launch.report import SCHEMA_VERSION
 from privit.parties.channel import ChannelLimits, FramedChannel, PeerAborted
 from privit.parties.cluster import Cluster
 from privit.parties.config import RunConfig
@@ -144,14 +145,6 @@ def _close_after_failure(channel: ZmqChannel) -> None:
         pass
 
 
-def _progress_writer(path: str) -> Callable[[int, int, str], None]:
-    """Append `done total label` lines to `path` (the coordinator tails it)."""
-    def write(done: int, total: int, label: str) -> None:
-        with open(path, "a") as fh:
-            fh.write(f"{done} {total} {' '.join(label.split())}\n")
-    return write
-
-
 def _announce_and_bind(channel: FramedChannel, role: int, job: Job, hellos: Hellos,
                        peers: list[int]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Give the job what the others announced: party 0's in its hello, then (for jobs whose
@@ -194,6 +187,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
               inputs: RoleInputs = ALL_INPUTS, material: MaterialUse = STREAMED) -> dict[str, Any]:
     counters = Counters()
     marks = {"process_start": process_start_time()}
+    progress = role_progress(cfg.role_name(party_id), counters, progress_path)
     stored = _open_material(cfg, cluster, party_id, keys, material)
     # Replaying material, the parties talk only to each other: no dealer takes part.
     try:
@@ -207,6 +201,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         # After the channel, so a failure here (a bad checkpoint) reaches the peers.
         job = make_job(cfg, inputs.for_role(party_id))
         marks["ready"] = time.time()
+        progress.phase_done("startup", since=marks["process_start"])
         peers = list(channel.peers)
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
         limits = stream_limits(cfg, job.reserved_bytes())
@@ -215,6 +210,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         seeds_in = hellos.seeds
         owner, client = _announce_and_bind(channel, party_id, job, hellos, peers)
         marks["handshake_done"] = time.time()
+        progress.phase_done("handshake")
         if material.record_to:
             return _record_material(channel, counters, cfg, party_id, job, limits,
                                     material.record_to, seeds_in[cfg.dealer_id],
@@ -223,11 +219,11 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
             stored.check_public(owner, client)
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
-        sink = _progress_writer(progress_path) if progress_path else None
         dealer_seed = stored.header.seed if stored else seeds_in[cfg.dealer_id]
         outcome = run_party_phases(channel, counters, cfg, party_id, CORRELATIONS,
-                                   dealer_seed, pair_seeds, job.run, sink,
-                                   limits=limits, material=stored)
+                                   dealer_seed, pair_seeds, job.run, progress.step,
+                                   limits=limits, material=stored,
+                                   on_phase=lambda phase, extra: progress.phase_done(phase, **extra))
         outputs, offline_s, online_s = outcome.result, outcome.offline_s, outcome.online_s
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(), **job.report_fields(),
@@ -307,20 +303,24 @@ def stream_limits(cfg: RunConfig, reserved: int) -> StreamLimits:
 
 
 def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
-               bind_host: str | None = None, inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
+               bind_host: str | None = None, inputs: RoleInputs = ALL_INPUTS,
+               progress_path: str | None = None) -> dict[str, Any]:
     counters = Counters()
     dealer = cfg.dealer_id
     marks = {"process_start": process_start_time()}
+    progress = role_progress("dealer", counters, progress_path)
     channel = _open_channel(cfg, cluster, dealer, counters, bind_host, keys)
     try:
         # The dealer holds neither weights nor images: only the public architecture.
         job = make_job(cfg, inputs.for_role(dealer))
         marks["ready"] = time.time()
+        progress.phase_done("startup", since=marks["process_start"])
         seeds = [new_seed() for _ in range(cfg.n_parties)]
         hellos = exchange_hellos(channel, cfg, dealer, list(range(cfg.n_parties)),
                                  dict(enumerate(seeds)))
         _announce_and_bind(channel, dealer, job, hellos, list(range(cfg.n_parties)))
         marks["handshake_done"] = time.time()
+        progress.phase_done("handshake")
         counters.set_phase("offline")
         t0 = time.perf_counter()
         tracer = Session.tracing(cfg, 0, CORRELATIONS)
@@ -329,7 +329,9 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
         trace_s = time.perf_counter() - t0
         windows = [hellos.windows.get(p, UNBOUNDED) for p in range(cfg.n_parties)]
         request_bytes, deal_s = run_dealer_phases(channel, counters, cfg, CORRELATIONS,
-                                                  tracer.trace, seeds, windows=windows)
+                                                  tracer.trace, seeds, windows=windows,
+                                                  on_phase=lambda phase, extra:
+                                                  progress.phase_done(phase, **extra))
         by_scope: dict[str, int] = {}
         for scope, nbytes in zip(tracer.trace_scopes, request_bytes, strict=True):
             by_scope[scope] = by_scope.get(scope, 0) + nbytes
@@ -387,7 +389,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
             profiler.enable()
         try:
             if role == cfg.dealer_id:
-                report = run_dealer(cfg, cluster, keys, bind_host, inputs)
+                report = run_dealer(cfg, cluster, keys, bind_host, inputs, progress_path)
             else:
                 report = run_party(cfg, cluster, role, keys, bind_host, progress_path, inputs,
                                    material)
@@ -411,6 +413,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
         code = 1
     report["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
     report["privit_version"] = __version__
+    report["schema_version"] = SCHEMA_VERSION
     report["security"] = {"channels": cfg.channels if cfg is not None else "unknown"}
     if report_path:
         tmp = Path(report_path + ".tmp")

@@ -330,6 +330,9 @@ class PrivateViT:
         norm_modes = [m for m in (AttnMode.RELU_SOFTMAX, AttnMode.SOFTMAX) if groups[m]]
         scale_heads = groups[AttnMode.SCALE]
         order = scale_order(n_q, n, dh, self.options.scale_order)
+        if scale_heads and self.options.scale_order == "auto":
+            # for the report; the order depends on shapes only, so any network picks it
+            sess.counters.note_choice("scale_order", {net: order for net in ("run", "lan", "wan")})
 
         def pick(t: torch.Tensor, idx: list[int]) -> torch.Tensor:
             return t if len(idx) == heads else t[:, idx]

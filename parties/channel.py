@@ -74,6 +74,59 @@ class ChannelLimits:
 DEFAULT_LIMITS = ChannelLimits()
 
 
+class PeerWait:
+    """One wait on `peer` under the liveness rules above, for `recv` (a message) and for a
+    sender whose queue is full (parties/transport.py): call `check` before each block.
+
+    Time this process spent suspended (SIGSTOP, a frozen VM) is not held against the
+    peer: a gap between two checks much longer than a poll extends both bounds, and if
+    the peer is gone by then the error says that we were suspended (its peers stop hearing
+    the heartbeats of a suspended role and declare it dead). The texts: `during` ("while
+    we wait for open"), `waiting` ("waiting for"), `detail` after the peer in a timeout,
+    `cap_detail` after `during` at the cap, `stuck` what the peer did not do by then.
+    """
+
+    def __init__(self, channel: FramedChannel, peer: int, silence_s: float, cap_s: float,
+                 during: str, waiting: str, detail: str = "", cap_detail: str = "",
+                 stuck: str = "sent nothing") -> None:
+        self.channel, self.peer = channel, peer
+        self.silence_s, self.cap_s = silence_s, cap_s
+        self.during, self.waiting, self.detail = during, waiting, detail
+        self.cap_detail, self.stuck = cap_detail, stuck
+        self.start = self.last_poll = self.heard_at = self.next_check = time.monotonic()
+        self.suspended_s = 0.0
+
+    def check(self) -> float:
+        """Raise PeerError if the wait must end now; else the seconds to block before the
+        next check (liveness is checked every POLL_S)."""
+        channel, peer = self.channel, self.peer
+        now = time.monotonic()
+        stalled = now - self.last_poll - POLL_S
+        if stalled > STALL_S:
+            self.suspended_s += stalled
+            self.heard_at += stalled
+        self.last_poll = now
+        if now >= self.next_check or now - self.heard_at >= self.silence_s:  # before blaming
+            self.next_check = now + POLL_S
+            gone = channel.peer_gone(peer)
+            if gone is not None:
+                own = (f"; this process was itself suspended for {self.suspended_s:.0f} s, so "
+                       f"its peers may have declared it dead" if self.suspended_s else "")
+                raise PeerError(f"{channel.role_name(peer)} is gone ({gone}) {self.during}{own}")
+            if channel.peer_alive(peer):
+                self.heard_at = now
+        if now - self.heard_at >= self.silence_s:
+            raise PeerError(f"timed out after {self.silence_s:g} s {self.waiting} "
+                            f"{channel.role_name(peer)}{channel.link_state(peer)}{self.detail}")
+        if now - self.start - self.suspended_s >= self.cap_s:
+            raise PeerError(f"{channel.role_name(peer)} is alive but {self.stuck} for "
+                            f"{self.cap_s:g} s {self.during}{self.cap_detail}: a deadlock or a "
+                            f"lost message (--max-wait)")
+        end = min(self.next_check, self.heard_at + self.silence_s,
+                  self.start + self.suspended_s + self.cap_s)
+        return max(0.0, end - now)
+
+
 class FramedChannel(ABC):
     def __init__(
         self,
@@ -168,52 +221,20 @@ class FramedChannel(ABC):
         How long it waits is the module docstring's rule: as long as `src` is alive, at
         once no longer when it is gone, `timeout_s` (default: the channel's) of silence,
         and at most max(`max_wait_s`, `timeout_s`) in all. Liveness is checked every
-        POLL_S, also while other peers' messages keep arriving. Messages that arrive early
-        (a later seq, or from another peer) are buffered. Time this process spent
-        suspended (SIGSTOP, a frozen VM) is not held against the peer: a gap between two
-        polls much longer than the poll itself extends both bounds, and if the peer is
-        gone by then the error says that we were suspended (its peers stop hearing the
-        heartbeats of a suspended role and declare it dead).
+        POLL_S, also while other peers' messages keep arriving (PeerWait, which also
+        discounts time this process spent suspended). Messages that arrive early (a later
+        seq, or from another peer) are buffered.
         """
         if src not in self._recv_seq:
             raise ValueError(f"{self.role_name(self.role)} has no link to {self.role_name(src)}")
         self.counters.on_wait()
         seq = self._recv_seq[src]
         silence_s = self.timeout_s if timeout_s is None else timeout_s
-        cap_s = max(self.max_wait_s, silence_s)
-        start = last_poll = heard_at = time.monotonic()
-        suspended_s = 0.0
-        next_check = start
+        wait = PeerWait(self, src, silence_s, max(self.max_wait_s, silence_s),
+                        during=f"while we wait for {label}", waiting="waiting for",
+                        detail=f" ({label}, message {seq})", cap_detail=f" (message {seq})")
         while seq not in self._early[src]:
-            now = time.monotonic()
-            stalled = now - last_poll - POLL_S
-            if stalled > STALL_S:
-                suspended_s += stalled
-                heard_at += stalled
-            last_poll = now
-            if now >= next_check or now - heard_at >= silence_s:  # checked before blaming
-                next_check = now + POLL_S
-                gone = self.peer_gone(src)
-                if gone is not None:
-                    own = (f"; this process was itself suspended for {suspended_s:.0f} s, so "
-                           f"its peers may have declared it dead" if suspended_s else "")
-                    raise PeerError(f"{self.role_name(src)} is gone ({gone}) while we wait "
-                                    f"for {label}{own}")
-                if self.peer_alive(src):
-                    heard_at = now
-            if now - heard_at >= silence_s:
-                raise PeerError(
-                    f"timed out after {silence_s:g} s waiting for {self.role_name(src)}"
-                    f"{self.link_state(src)} ({label}, message {seq})"
-                )
-            if now - start - suspended_s >= cap_s:
-                raise PeerError(
-                    f"{self.role_name(src)} is alive but sent nothing for {cap_s:g} s while we "
-                    f"wait for {label} (message {seq}): a deadlock or a lost message "
-                    f"(--max-wait)"
-                )
-            wait_s = min(next_check, heard_at + silence_s, start + suspended_s + cap_s) - now
-            received = self._receive(max(0.0, wait_s))
+            received = self._receive(wait.check())
             if received is not None:
                 self._accept(*received)
         msg = self._early[src].pop(seq)

@@ -8,12 +8,15 @@ Definitions (docs/design.md, "Measurement conventions"):
   therefore cost one round, and a receive-only or send-only step costs none.
 - scopes: nested names ("layer3/softmax"); each scope's numbers are what happened while
   it was the innermost open scope, and `report()` also sums them into every prefix.
+- choices: what a protocol's "auto" setting picked, counted per call: for each network
+  the choice was evaluated on ("run": the run's own; "lan", "wan": the presets), how
+  often each option won (`note_choice`); the report names them.
 """
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +51,7 @@ class Counters:
     bytes_to: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     scopes: dict[str, Tally] = field(default_factory=dict)
     scope_order: list[str] = field(default_factory=list)
+    choices: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     _stack: list[str] = field(default_factory=list)
     _sent_since_wait: bool = False
     _phase_start: float = field(default_factory=time.perf_counter)
@@ -76,6 +80,14 @@ class Counters:
         finally:
             self.set_phase(before)
             self._sent_since_wait = sent
+
+    def note_choice(self, what: str, picks: Mapping[str, str]) -> None:
+        """One call of `what` (e.g. "compare") whose "auto" setting picked `picks[network]`
+        on each network it was evaluated on ("run", "lan", "wan")."""
+        per_network = self.choices.setdefault(what, {})
+        for network, picked in picks.items():
+            tally = per_network.setdefault(network, {})
+            tally[picked] = tally.get(picked, 0) + 1
 
     @property
     def current_scope(self) -> str:
@@ -137,8 +149,11 @@ class Counters:
                 prefix = "/".join(parts[:i])
                 own = Tally(tally.bytes, tally.messages, tally.rounds, 0.0)
                 inclusive[prefix].add(own)
-        return {
+        report: dict[str, Any] = {
             "phases": {p: t.as_dict() for p, t in self.phases.items()},
             "bytes_to": {str(k): v for k, v in sorted(self.bytes_to.items())},
             "scopes": [{"name": p, **inclusive[p].as_dict()} for p in self.scope_order],
         }
+        if self.choices:
+            report["choices"] = self.choices
+        return report

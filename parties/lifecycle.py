@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from privit.parties.channel import FramedChannel
 from privit.parties.config import RunConfig
@@ -41,6 +41,8 @@ from privit.parties.offline import (
 from privit.parties.session import CorrelationRegistry, Params, Session
 
 T = TypeVar("T")
+# Told when a phase ends: its name and extra figures (e.g. the payload bytes read).
+PhaseHook = Callable[[str, dict[str, Any]], None]
 # The dealer hears nothing while the parties compute online, for as long as that takes: its
 # wait for their byes is bounded by their liveness (a party that fails aborts, one that dies
 # closes its link, which the channel notices), and only this generous cap besides.
@@ -81,17 +83,22 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                      pair_seeds: Mapping[int, bytes], job: Callable[[Session], T],
                      progress_sink: Callable[[int, int, str], None] | None = None,
                      sync: bool = True, limits: StreamLimits = UNLIMITED,
-                     material: MaterialFile | None = None) -> PartyOutcome[T]:
+                     material: MaterialFile | None = None,
+                     on_phase: PhaseHook | None = None) -> PartyOutcome[T]:
     """Offline, barrier, online, the plan used up, bye (see the module docstring); the
     dealer's material streams within `limits` (parties/offline.py). `material`: read it
     from this preprocessed file (parties/material.py, checked by the caller) instead: the
-    ids compared at the barrier, the file claimed before the online phase, no bye."""
+    ids compared at the barrier, the file claimed before the online phase, no bye.
+    `on_phase(name, extra)` is told when "offline" (the prefetch; extra: in_bytes, the
+    payload read) and "online" end (for progress displays)."""
     counters.set_phase("offline")
     source: ChunkSource = (material if material is not None
                            else DealerChunks(channel, counters, registry, cfg.dealer_id, limits))
     prepared = StreamedCorrelations(source, counters, registry, party_id, cfg.n_parties,
                                     dealer_seed, limits)
     prepared.prefetch()
+    if on_phase is not None:
+        on_phase("offline", {"in_bytes": prepared.read_bytes})
     counters.set_phase("setup")
     if sync:
         barrier(channel, cfg, party_id, material.header.material_id if material else None)
@@ -107,6 +114,8 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     result = job(sess)
     online_s = time.perf_counter() - start - (prepared.read_s - read_before)
     counters.set_phase("setup")
+    if on_phase is not None:
+        on_phase("online", {})
     if prepared.remaining:
         raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
     if sync and material is None:
@@ -135,11 +144,13 @@ def record_party_material(channel: FramedChannel, counters: Counters, cfg: RunCo
 def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                       registry: CorrelationRegistry, plan: Sequence[tuple[str, Params]],
                       seeds: Sequence[bytes], sync: bool = True,
-                      windows: Sequence[int] | None = None) -> tuple[list[int], float]:
+                      windows: Sequence[int] | None = None,
+                      on_phase: PhaseHook | None = None) -> tuple[list[int], float]:
     """Deal `plan` with one seed per party, then wait for every party's bye (a party that
     fails aborts; one that dies is noticed by the channel), within the `windows` the parties
     granted (None: no flow control). Returns each request's payload bytes and the seconds
-    the dealing took."""
+    the dealing took. `on_phase("offline", {})` is told when the plan is dealt, and
+    `on_phase("online", {})` when every party said bye."""
     counters.set_phase("offline")
     start = time.perf_counter()
     flow = None if windows is None else PartyWindows(channel, windows, max(BYE_WAIT_S, cfg.timeout_s))
@@ -147,8 +158,12 @@ def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig
     request_bytes = stream.send_plan(plan)
     deal_s = time.perf_counter() - start
     counters.set_phase("setup")
+    if on_phase is not None:
+        on_phase("offline", {})
     stream.finish()
     for party in range(cfg.n_parties if sync else 0):
         channel.recv(party, "bye", "bye", timeout_s=max(BYE_WAIT_S, cfg.timeout_s))
     counters.finish()
+    if on_phase is not None:
+        on_phase("online", {})
     return request_bytes, deal_s

@@ -64,7 +64,7 @@ from privit.parties.channel import (
     DEFAULT_MAX_WAIT_S,
     ChannelLimits,
     FramedChannel,
-    PeerError,
+    PeerWait,
     abort_message,
 )
 from privit.parties.cluster import Cluster, Endpoint
@@ -294,24 +294,22 @@ class ZmqChannel(FramedChannel):
         """Wait until ZeroMQ has sent enough of this link's earlier large frames that
         `nbytes` more stay within MAX_QUEUED_BYTES: a sender that produces faster than the
         link (CURVE encrypts at ~0.5 GB/s) holds a bounded queue, not every message. The
-        wait follows recv's rules: on while the peer is alive, an error naming it once it
-        is gone, the timeout for silence. Not with network emulation, whose delay thread
-        sends (and already holds copies of what is queued)."""
+        wait follows recv's rules (channel.PeerWait): on while the peer is alive, an error
+        naming it once it is gone, the timeout for silence, the cap. Not with network
+        emulation, whose delay thread sends (and already holds copies of what is queued)."""
         queued = sum(n for _, n in link.queued)
-        start = time.monotonic()
+        wait: PeerWait | None = None
         while link.queued and (link.queued[0][0].done or queued + nbytes > MAX_QUEUED_BYTES):
             tracker, size = link.queued[0]
-            try:
-                tracker.wait(SEND_POLL_S)
-            except zmq.NotDone:
-                gone = self.peer_gone(dst)
-                if gone is not None:
-                    raise PeerError(f"{self.role_name(dst)} is gone ({gone}) while we send "
-                                    f"to it") from None
-                if not self.peer_alive(dst) and time.monotonic() - start >= self.timeout_s:
-                    raise PeerError(f"timed out after {self.timeout_s:g} s sending to "
-                                    f"{self.role_name(dst)}{self.link_state(dst)}") from None
-                continue
+            if not tracker.done:
+                wait = wait or PeerWait(self, dst, self.timeout_s,
+                                        max(self.max_wait_s, self.timeout_s),
+                                        during="while we send to it", waiting="sending to",
+                                        stuck="took nothing we sent")
+                try:
+                    tracker.wait(min(SEND_POLL_S, max(wait.check(), 1e-3)))
+                except zmq.NotDone:
+                    continue
             link.queued.popleft()
             queued -= size
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from privit.parties.config import NETWORK_PRESETS
 from privit.parties.session import Session
 from privit.protocols import beaver
 from privit.protocols.binary import adder_gate
@@ -88,6 +89,10 @@ def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: 
     chosen = cfg.method
     if chosen == "auto":
         chosen = cfg.cost_model.choose(numels, bits, product, network, shared_mask)
+        # For the report: what auto picked here, and would pick on the LAN and WAN presets.
+        sess.counters.note_choice("compare", {"run": chosen, **{
+            name: cfg.cost_model.choose(numels, bits, product, NETWORK_PRESETS[name], shared_mask)
+            for name in ("lan", "wan")}})
     if chosen == "fss":
         return Plan("fss")
     return Plan("adder", cfg.cost_model.adder_leaf(numels, bits, product, network))

@@ -39,6 +39,21 @@ from privit.protocols.rsqrt import apply_correction
 OVERFLOW_BITS = 61
 
 
+def centring_shift(d: int, a: int, f: int, cfg: LayerNormConfig) -> int:
+    """t of step 0: kappa = d / 2^t in (2^(c-1), 2^c] with c = cfg.center_bits, or fewer
+    bits where d kappa^2 var_hi 2^2f would reach 2^OVERFLOW_BITS (more fractional bits,
+    e.g. --frac-bits 17-18: each bit of kappa given up buys 2 bits of headroom, and z
+    still carries c - 1 more bits than x - mean). Refuses what no kappa > 1/2 fits."""
+    for c in range(cfg.center_bits, -1, -1):
+        t = max(0, a - c)
+        kappa = d / 2 ** t
+        if math.log2(d * kappa * kappa) + cfg.var_hi_log2 + 2 * f < OVERFLOW_BITS:
+            return t
+    raise ValueError(f"LayerNorm of width {d}: variances up to 2^{cfg.var_hi_log2} overflow "
+                     f"the ring at {f} fractional bits (d var 2^2f >= 2^{OVERFLOW_BITS}); "
+                     f"lower var_hi_log2 or the fractional bits")
+
+
 def _is_secret(t: torch.Tensor | None) -> bool:
     return t is not None and t.dtype == torch.int64
 
@@ -72,18 +87,16 @@ def layer_norm(sess: Session, x: torch.Tensor, weight: torch.Tensor | None = Non
       2^lo the output is scaled down by P(e) sqrt(1 - e) < 1 (e -> 1: a constant row
       gives exactly the bias); above 2^hi the error grows smoothly (P > 0: no sign flip)
       until d kappa^2 var 2^(2f) reaches 2^61 (var ~ 3e4 for d = 256), where the sum of
-      squares wraps: such a configuration is refused (ValueError).
+      squares wraps. Where var_hi would reach it (d = 256 at f >= 17), kappa is halved
+      until it fits (centring_shift); what fits no kappa is refused (ValueError).
     """
     cfg = with_method(cfg or LayerNormConfig(), method)
     f = sess.frac_bits
     d = int(x.shape[-1])
     a = max(0, math.ceil(math.log2(d)))
-    t = max(0, a - cfg.center_bits)
+    t = centring_shift(d, a, f, cfg)
     kappa = d / 2 ** t
     q_scale = d * kappa * kappa
-    if math.log2(q_scale) + cfg.var_hi_log2 + 2 * f >= OVERFLOW_BITS:
-        raise ValueError(f"LayerNorm of width {d}: variances up to 2^{cfg.var_hi_log2} overflow "
-                         f"the ring (d kappa^2 var 2^2f >= 2^{OVERFLOW_BITS}); lower var_hi_log2")
     secret_w = _is_secret(weight)
     total = x.sum(-1, keepdim=True)
     (z,) = truncate_many(sess, [x * d - total], t or None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue as queue_mod
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -146,3 +147,12 @@ def finish_popens(procs: dict[str, subprocess.Popen[str]],
                 p.kill()
                 p.wait()
     return out
+
+
+STATUS_LINE = re.compile(r"^(party \d+|dealer): \w+ done \(")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """A role's stderr without its status lines (`party 0: handshake done (0.31 s)`, one per
+    finished phase, launch/progress.py): what it said about a failure."""
+    return [line for line in stderr.strip().splitlines() if not STATUS_LINE.match(line)]

@@ -9,8 +9,12 @@ import pytest
 import torch
 from nonlinear_helpers import LSB, Expected, F, check_costs, check_offline, make_cfg, run, shared
 
-from privit.protocols import compare, gelu, layernorm, ring
+from privit.parties.config import RunConfig
+from privit.parties.inmemory_run import run_in_memory_detailed
+from privit.parties.session import Session
+from privit.protocols import compare, gelu, layernorm, ring, sharing
 from privit.protocols.approx_config import GeluConfig, LayerNormConfig
+from privit.protocols.registry import CORRELATIONS
 
 FSS = "fss"
 
@@ -140,6 +144,30 @@ def test_layer_norm_out_of_range_rows() -> None:
     with pytest.raises(ValueError, match="overflow"):
         run(lambda s: layernorm.layer_norm(s, shared(s, 1, x), None, None, 1e-5,
                                            LayerNormConfig(var_hi_log2=30.0)))
+
+
+@pytest.mark.parametrize("f", [17, 18])
+def test_layer_norm_more_fractional_bits_gives_up_centring_bits(f: int) -> None:
+    """At width 256 and f >= 17 the default centring (kappa in (4, 8]) would overflow the
+    sum of squares at the top of the variance range; layer_norm takes a smaller kappa
+    instead of refusing, and keeps the error bound."""
+    rows, d = 9, 256
+    x = ln_rows(rows, d, 7)
+    assert layernorm.centring_shift(d, 8, 16, LayerNormConfig()) == 5  # kappa = 8
+    assert layernorm.centring_shift(d, 8, f, LayerNormConfig()) == 6 + (f - 17)
+    cfg = RunConfig(n_parties=2, truncation="local", frac_bits=f, timeout_s=60)
+
+    def job(sess: Session) -> torch.Tensor:
+        mine = sess.party_id == 1 and not sess.is_tracing
+        xs = sharing.share_input(sess, 1, ring.encode(x, f) if mine else None, (rows, d))
+        return layernorm.layer_norm(sess, xs, None, None, 1e-5, LayerNormConfig(method=FSS))
+
+    out = run_in_memory_detailed(cfg, job, CORRELATIONS)
+    value = ring.decode(sharing.reconstruct(out.results), f)
+    ref = torch.nn.functional.layer_norm(x, (d,), None, None, 1e-5)
+    assert (value - ref).abs().max() <= 1e-3
+    with pytest.raises(ValueError, match="overflow the ring at 24 fractional bits"):
+        layernorm.centring_shift(d, 8, 24, LayerNormConfig())
 
 
 def test_layer_norm_dealer_truncation() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mp_harness import finish_popens
+from mp_harness import error_lines, finish_popens
 
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.keys import RoleKeys
@@ -155,6 +155,12 @@ def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
     common = ["--job", "mlp", "--session-id", "t1", "--timeout", "30"]
     results = _finish(_start_roles(tmp_path, cluster, common))
     assert all(code == 0 for code, _ in results.values()), results
+    # a role started by hand prints one status line per phase, in order
+    for name, role in (("p0", "party 0"), ("p1", "party 1"), ("dealer", "dealer")):
+        phases = [line.removeprefix(f"{role}: ").split()[0] for line in results[name][1].splitlines()
+                  if line.startswith(f"{role}: ") and " done (" in line]
+        assert phases == ["startup", "handshake", "offline", "online"], results[name][1]
+    assert "4 online rounds" in results["p0"][1]
     report = _merged_report(tmp_path)
     assert report["online"]["rounds"] == 4
     assert report["accuracy"]["max_abs_error"] < 1e-2
@@ -167,7 +173,7 @@ def test_config_mismatch_stops_every_role_naming_it(tmp_path: Path) -> None:
     for name, (code, err) in results.items():
         assert code != 0, f"{name} should fail"
         assert "frac_bits" in err, f"{name}: {err}"
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(error_lines(err)) == 1, err
 
 
 def test_session_id_mismatch_is_named(tmp_path: Path) -> None:
@@ -371,7 +377,7 @@ def test_role_failing_at_start_up_stops_its_peers_quickly(tmp_path: Path) -> Non
     for name in ("dealer", "p0"):
         err = results[name][1]
         assert "party 1 aborted" in err and "failed to start" in err, f"{name}: {err}"
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(error_lines(err)) == 1, err
     assert elapsed < 40, f"peers waited {elapsed:.1f} s: they were not told"
 
 

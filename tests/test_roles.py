@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from mp_harness import finish_popens, track_popen
+from mp_harness import error_lines, finish_popens, track_popen
 
 from privit.launch.vit_job import default_checkpoint
 
@@ -148,7 +148,7 @@ def test_architecture_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     assert all(code != 0 for code, _ in results.values()), results
     err = results["p1"][1].strip()
     assert "architecture mismatch" in err and "vit_digits" in err and "vit_7_4_32" in err, err
-    assert len(err.splitlines()) == 1, err
+    assert len(error_lines(err)) == 1, err
 
 
 @pytest.mark.parametrize(("args", "message"), [
