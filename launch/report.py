@@ -93,7 +93,7 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
     parties = [r for r in roles if r["role"] != cfg.dealer_id]
     # No dealer report: the parties read preprocessed material from disk (parties/material.py).
     dealer = next((r for r in roles if r["role"] == cfg.dealer_id), {})
-    from_disk = [r["material"] for r in parties if "material" in r]
+    from_disk = [r["material"] for r in parties if r.get("material", {}).get("source") == "disk"]
     online_bytes = sum(_phase(r, "online")["bytes"] for r in parties)
     online_rounds = max(_phase(r, "online")["rounds"] for r in parties)
     online_wall = max(r["online_wall_s"] for r in parties)
