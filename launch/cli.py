@@ -219,24 +219,19 @@ def check_job_parties(cfg: RunConfig) -> None:
               help="vit: torch.save the private and plaintext logits (and labels) here")
 @click.option("--details", is_flag=True, default=False,
               help="also print the per-layer table and per-role figures (always in --json)")
+@click.option("--material", "material_dir", type=click.Path(exists=True, file_okay=False),
+              default=None, help="read each party's dealer material from this folder, written "
+                                 "by `privit preprocess` with the same options; no dealer runs "
+                                 "and the material is used up")
 def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
-        logits_path: str | None, details: bool, **options: Any) -> None:
+        logits_path: str | None, details: bool, material_dir: str | None,
+        **options: Any) -> None:
     """Run a job with the dealer and every party as separate local processes.
 
     With no options: the `vit` job on the embedded digits model and real digits test images.
     Prints a short summary (the per-layer table with --details); progress goes to stderr.
     """
-    import uuid
-
-    inputs = RoleInputs(checkpoint=options.pop("checkpoint"), images=options.pop("images"))
-    if options["job"] != "vit" and (logits_path or inputs.checkpoint or inputs.images):
-        named = [*(["save-logits"] if logits_path else []),
-                 *(["checkpoint"] if inputs.checkpoint else []), *(["images"] if inputs.images else [])]
-        flags = ", ".join("--" + k for k in named)
-        raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
-    merge_vit_options(options)
-    cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
-    check_job_parties(cfg)
+    inputs, cfg = _local_run_config(options, logits_path)
     # Imported only now, after the options are checked: they pull in torch (~2 s).
     from privit.launch.coordinator import RunFailed, run_local
     from privit.launch.environment import command_line
@@ -250,7 +245,8 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
         result = run_local(cfg, keep_dir=keep_dir, inputs=inputs,
                            progress="live" if sys.stderr.isatty() else "lines",
                            command_start=process_start_time(),
-                           fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec")
+                           fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec",
+                           material_dir=material_dir)
     except RunFailed as exc:
         click.echo(f"privit run: failed: {exc}", err=True)
         if debug_enabled() and exc.details:
@@ -262,6 +258,10 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     report = result.report
     report["command"] = command_line()
     click.echo(format_report(report, details=details))
+    if report["offline"].get("source") == "disk":
+        off = report["offline"]
+        click.echo(f"dealer material: {off['from_disk_bytes'] / 1e6:.2f} MB read from disk "
+                   f"(material {off['material_id'][:12]}, now used up); no dealer ran")
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1))
         click.echo(f"report written to {_shown_path(json_path)}")
@@ -283,6 +283,62 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     _fast_exit(0)
 
 
+def _local_run_config(options: dict[str, Any],
+                      logits_path: str | None = None) -> tuple[RoleInputs, RunConfig]:
+    """`run` and `preprocess`: the roles' inputs and the checked run config (options are
+    consumed in place)."""
+    import uuid
+
+    inputs = RoleInputs(checkpoint=options.pop("checkpoint"), images=options.pop("images"))
+    if options["job"] != "vit" and (logits_path or inputs.checkpoint or inputs.images):
+        named = [*(["save-logits"] if logits_path else []),
+                 *(["checkpoint"] if inputs.checkpoint else []), *(["images"] if inputs.images else [])]
+        flags = ", ".join("--" + k for k in named)
+        raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
+    merge_vit_options(options)
+    cfg = build_config(**options, default_session=uuid.uuid4().hex[:12])
+    check_job_parties(cfg)
+    return inputs, cfg
+
+
+@main.command()
+@run_options
+@vit_spec.click_options
+@DEBUG_OPTION
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for the material files (party-0.material, party-1.material, ...)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the summary here")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: the model (party 0 announces its public architecture from it)")
+@click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="vit: party 1's images file (it announces their batch size)")
+def preprocess(out_dir: str, json_path: str | None, **options: Any) -> None:
+    """Run the dealer and the parties' offline phase only, writing each party's dealer
+    material to --out for one later `privit run --material` with the same options."""
+    inputs, cfg = _local_run_config(options)
+    from privit.launch.coordinator import RunFailed, preprocess_local
+    from privit.parties.resources import process_start_time
+    try:
+        summary = preprocess_local(cfg, out_dir, inputs=inputs, command_start=process_start_time(),
+                                   fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec")
+    except RunFailed as exc:
+        click.echo(f"privit preprocess: failed: {exc}", err=True)
+        if debug_enabled() and exc.details:
+            click.echo(exc.details, err=True)
+        sys.exit(1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for p in summary["parties"]:
+        click.echo(f"{p['role']}: {p['path']} ({p['payload_bytes'] / 1e6:.2f} MB of material, "
+                   f"{p['requests']} requests)")
+    click.echo(f"material {summary['material_id']} for config {summary['config_hash']}; "
+               f"{summary['wall_s']:.2f} s; single-use: `privit run --material {out_dir}` "
+               f"with the same options")
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=1))
+    _fast_exit(0)
+
+
 def _shown_path(path: str) -> str:
     """A path the user gave, as they gave it when relative, else relative to the current
     directory when it lies below it (absolute otherwise: it is theirs)."""
@@ -298,7 +354,8 @@ def _shown_path(path: str) -> str:
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
     def command(cluster: str, role_id: int | None, json_path: str | None, bind_host: str | None,
                 key_path: str | None, checkpoint: str | None = None, images: str | None = None,
-                arch: str | None = None, **options: Any) -> None:
+                arch: str | None = None, material: str | None = None,
+                preprocess_out: str | None = None, **options: Any) -> None:
         merge_vit_options(options)
         cfg = build_config(**options, default_session="cluster")
         check_job_parties(cfg)
@@ -316,12 +373,14 @@ def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[.
         if cfg.secure and key_path is None:
             raise click.UsageError(f"{who} needs --key FILE (its secret key; "
                                    f"`privit cluster init` writes one per role), or --insecure")
+        if material and preprocess_out:
+            raise click.UsageError("--material and --preprocess-out exclude each other")
         inputs = RoleInputs(checkpoint=checkpoint, images=images, arch=arch)
         # Imported only now, after every check: it pulls in torch (~2 s).
-        from privit.launch.roles import role_main
+        from privit.launch.roles import MaterialUse, role_main
 
         sys.exit(role_main(cfg, cluster, role, json_path, bind_host=bind_host, key_path=key_path,
-                           inputs=inputs))
+                           inputs=inputs, material=MaterialUse(preprocess_out, material)))
     return command
 
 
@@ -359,6 +418,12 @@ ARCH_OPTION = click.option("--arch", type=click.Path(exists=True, dir_okay=False
               help="vit, party 1 only: torch file of images (default: digits test images "
                    "for a digits model, else seeded random images)")
 @ARCH_OPTION
+@click.option("--preprocess-out", type=click.Path(dir_okay=False), default=None,
+              help="offline phase only: write this party's dealer material to FILE for a "
+                   "later run with --material (the dealer runs as usual)")
+@click.option("--material", type=click.Path(dir_okay=False), default=None,
+              help="read this party's dealer material from FILE (written with "
+                   "--preprocess-out); no dealer takes part; the file is used up")
 @run_options
 @vit_spec.click_options
 @DEBUG_OPTION
@@ -456,8 +521,12 @@ def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str
                 f"config {other.config_hash()}) than {reports[0]['name']}'s "
                 f"(session {cfg.session_id!r}, config {cfg.config_hash()})")
     roles = sorted(r["role"] for r in reports)
-    if roles != list(range(cfg.n_parties + 1)):
-        raise click.ClickException(f"need a report from every role 0..{cfg.n_parties}, got {roles}")
+    # Parties that read preprocessed material ran without a dealer: no dealer report.
+    from_disk = all(r.get("material", {}).get("source") == "disk"
+                    for r in reports if r["role"] != cfg.dealer_id)
+    last = cfg.n_parties - 1 if from_disk else cfg.n_parties
+    if roles != list(range(last + 1)):
+        raise click.ClickException(f"need a report from every role 0..{last}, got {roles}")
     arch_hashes = sorted({str(r["arch_hash"]) for r in reports if r.get("arch_hash")})
     if len(arch_hashes) > 1:
         raise click.ClickException(f"the role reports name different architectures: {arch_hashes}")

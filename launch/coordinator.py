@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.config import RunConfig
 from privit.parties.keys import RoleKeys
+from privit.parties.material import check_unused
 
 FAILURE_GRACE_S = 2.0
 PROGRESS_MODES = ("live", "lines", "off")
@@ -131,9 +133,13 @@ def _kill(rp: RoleProcess) -> None:
 
 
 def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
-           preforked: PreforkedRoles | None = None) -> list[RoleProcess]:
+           preforked: PreforkedRoles | None = None,
+           material: Mapping[int, list[str]] | None = None,
+           with_dealer: bool = True) -> list[RoleProcess]:
     """Start every role: as `python -m privit.launch.roles` processes, or by sending the
-    same command lines to `preforked` children (launch/prefork.py)."""
+    same command lines to `preforked` children (launch/prefork.py). `material`: each
+    party's material option (--material FILE or --preprocess-out FILE); `with_dealer`
+    False starts the parties only (they read their material from files)."""
     cluster = Cluster.local(cfg.n_parties)
     key_paths: dict[int, Path] = {}
     if cfg.secure:
@@ -151,7 +157,7 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
     # Each role is one process; keep torch from oversubscribing the cores between them.
     env.setdefault("OMP_NUM_THREADS", "1")
     roles = []
-    for role in [cfg.dealer_id, *range(cfg.n_parties)]:
+    for role in [*([cfg.dealer_id] if with_dealer else []), *range(cfg.n_parties)]:
         report = workdir / f"report-{role}.json"
         stderr_path = workdir / f"stderr-{role}.txt"
         cmd = [sys.executable, "-m", "privit.launch.roles", "--config", str(config_path),
@@ -160,6 +166,7 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
         cmd += ["--progress", str(progress_path(workdir, role))]
         if role in key_paths:
             cmd += ["--key", str(key_paths[role])]
+        cmd += (material or {}).get(role, [])
         own = inputs.for_role(role)  # the checkpoint to party 0 only, the images to party 1 only
         for flag, value in (("--checkpoint", own.checkpoint), ("--images", own.images),
                             ("--arch", own.arch)):
@@ -208,7 +215,7 @@ def _wait(roles: list[RoleProcess], deadline: float | None, view: ProgressView |
 def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
               keep_dir: str | None = None, progress: str = "off",
               inputs: RoleInputs = ALL_INPUTS, command_start: float | None = None,
-              fork_roles: bool = False) -> RunResult:
+              fork_roles: bool = False, material_dir: str | None = None) -> RunResult:
     """Run `cfg`'s job with real processes on 127.0.0.1; return the merged report.
 
     `inputs` are the roles' own files (one user holds them all here): the checkpoint goes
@@ -221,22 +228,81 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
     torch imports); otherwise each role is a fresh `python -m privit.launch.roles`.
     `progress`: "live" (a rich display on stderr, for a terminal), "lines" (one plain line
     per phase and online step on stderr) or "off" (launch/progress_view.py).
+    `material_dir`: the parties read their dealer material from the files a
+    `preprocess_local` run wrote there (MATERIAL_NAME) and no dealer is started.
     """
     if progress not in PROGRESS_MODES:
         raise ValueError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
     command_start = time.time() if command_start is None else command_start
-    preforked = PreforkedRoles.start(cfg.n_parties + 1) if fork_roles else None
+    material = None
+    if material_dir is not None:
+        paths = [Path(material_dir) / MATERIAL_NAME.format(party=p) for p in range(cfg.n_parties)]
+        for path in paths:
+            check_unused(path)  # fail at once; each party verifies its file's contents
+        material = {p: ["--material", str(path)] for p, path in enumerate(paths)}
+    reports, job = _start_and_wait(cfg, overall_timeout_s, keep_dir, progress, inputs,
+                                   fork_roles, material, with_dealer=material is None)
+    party0 = next(r for r in reports if r["role"] == 0)
+    reference = job.reference()
+    report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
+    return RunResult(report, outputs_of(party0), reference)
+
+
+MATERIAL_NAME = "party-{party}.material"
+
+
+def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | None = None,
+                     keep_dir: str | None = None, inputs: RoleInputs = ALL_INPUTS,
+                     command_start: float | None = None,
+                     fork_roles: bool = False) -> dict[str, Any]:
+    """Run the dealer and the parties' offline phase only: party i writes its material to
+    `out_dir`/MATERIAL_NAME (parties/material.py) for a later `run_local(material_dir=...)`.
+    Returns a summary: material id, each party's file and bytes, the dealer's figures."""
+    command_start = time.time() if command_start is None else command_start
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {p: out / MATERIAL_NAME.format(party=p) for p in range(cfg.n_parties)}
+    existing = [str(path) for path in paths.values() if path.exists()]
+    if existing:
+        raise ValueError(f"{existing[0]} exists; refusing to overwrite material "
+                         f"(use a fresh --out folder)")
+    material = {p: ["--preprocess-out", str(path)] for p, path in paths.items()}
+    reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs, fork_roles,
+                                 material, with_dealer=True)
+    dealer = next(r for r in reports if r["role"] == cfg.dealer_id)
+    parties = sorted((r for r in reports if r["role"] != cfg.dealer_id), key=lambda r: r["role"])
+    ids = {r["material"]["material_id"] for r in parties}
+    if len(ids) != 1:  # pragma: no cover - the parties agree on it in their run
+        raise RunFailed(f"the parties wrote material with different ids: {sorted(ids)}")
+    return {"material_id": ids.pop(), "out": str(out), "config_hash": cfg.config_hash(),
+            "parties": [{"role": r["name"], **r["material"], "offline_wall_s": r["offline_wall_s"],
+                         "peak_rss_mb": r.get("peak_rss_mb")} for r in parties],
+            "dealer": {"offline_wall_s": dealer.get("offline_wall_s"),
+                       "requests": dealer.get("requests"),
+                       "offline_bytes": dealer["counters"]["phases"]["offline"]["bytes"],
+                       "peak_rss_mb": dealer.get("peak_rss_mb")},
+            "wall_s": time.time() - command_start}
+
+
+def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
+                    progress: str, inputs: RoleInputs, fork_roles: bool,
+                    material: Mapping[int, list[str]] | None,
+                    with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
+    """Start the roles (forked or fresh), wait for them; their reports and the whole job."""
+    n_roles = cfg.n_parties + (1 if with_dealer else 0)
+    preforked = PreforkedRoles.start(n_roles) if fork_roles else None
     try:
-        return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, command_start,
-                          preforked)
+        return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, preforked,
+                          material, with_dealer)
     finally:
         if preforked is not None:
             preforked.dismiss()
 
 
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
-               progress: str, inputs: RoleInputs, command_start: float,
-               preforked: PreforkedRoles | None) -> RunResult:
+               progress: str, inputs: RoleInputs, preforked: PreforkedRoles | None,
+               material: Mapping[int, list[str]] | None,
+               with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -250,13 +316,13 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         roles: list[RoleProcess] = []
         view = None
         paths = {cfg.role_name(r): progress_path(workdir, r)
-                 for r in [*range(cfg.n_parties), cfg.dealer_id]}
+                 for r in [*range(cfg.n_parties), *([cfg.dealer_id] if with_dealer else [])]}
         for path in paths.values():
             path.unlink(missing_ok=True)  # a kept folder's last run is not this one's progress
         if progress != "off":
             view = ProgressView(paths, live=progress == "live")
         try:
-            roles = _spawn(cfg, workdir, inputs, preforked)
+            roles = _spawn(cfg, workdir, inputs, preforked, material, with_dealer)
             deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
             _wait(roles, deadline, view)
         finally:
@@ -268,8 +334,4 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         if failures:
             details = "\n".join(f"--- {rp.name} stderr ---\n{rp.stderr_text()}" for rp in failures)
             raise RunFailed(_failure_summary(failures), details)
-        reports = [json.loads(rp.report_path.read_text()) for rp in roles]
-    party0 = next(r for r in reports if r["role"] == 0)
-    reference = job.reference()
-    report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
-    return RunResult(report, outputs_of(party0), reference)
+        return [json.loads(rp.report_path.read_text()) for rp in roles], job

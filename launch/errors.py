@@ -27,11 +27,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from privit.parties.cluster import ClusterError
     from privit.parties.handshake import HandshakeError
     from privit.parties.keys import KeyFileError
+    from privit.parties.material import MaterialError
     from privit.parties.transport import TransportError
     from privit.parties.wire import WireError
 
     return (PeerError, HandshakeError, ClusterError, TransportError, WireError, CheckpointError,
-            DatasetError, KeyFileError, ArchitectureMismatch, ArchitectureError)
+            DatasetError, KeyFileError, ArchitectureMismatch, ArchitectureError, MaterialError)
 
 
 DEBUG_ENV = "PRIVIT_DEBUG"

@@ -17,6 +17,10 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
   online.rounds     the critical path: max over parties of online rounds
   online.wall_s     slowest party, from the start of the online phase to its result
   offline.bytes     bytes sent in the offline phase (the dealer's payloads and headers)
+  offline.source    "disk" when the parties read preprocessed material (`privit run
+                    --material`; no dealer ran, offline.bytes is then 0), with
+                    from_disk_bytes (payload read, all parties), from_disk_file_bytes,
+                    material_id
   setup.bytes       handshake and barrier traffic (not part of either phase)
   per_party         bytes/rounds/wall of each role
   scopes            per named scope (layer, op): online bytes (all parties), rounds
@@ -87,7 +91,9 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
     of the whole command gives the `total` block, when one process ran every role;
     `environment` (launch/environment.py) where the caller has it."""
     parties = [r for r in roles if r["role"] != cfg.dealer_id]
-    dealer = next(r for r in roles if r["role"] == cfg.dealer_id)
+    # No dealer report: the parties read preprocessed material from disk (parties/material.py).
+    dealer = next((r for r in roles if r["role"] == cfg.dealer_id), {})
+    from_disk = [r["material"] for r in parties if r.get("material", {}).get("source") == "disk"]
     online_bytes = sum(_phase(r, "online")["bytes"] for r in parties)
     online_rounds = max(_phase(r, "online")["rounds"] for r in parties)
     online_wall = max(r["online_wall_s"] for r in parties)
@@ -134,7 +140,8 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
                    "messages": sum(_phase(r, "online")["messages"] for r in parties)},
         "offline": {"bytes": offline_bytes, "wall_s": dealer.get("offline_wall_s", 0.0),
                     "requests": dealer.get("requests", 0),
-                    "request_kinds": dealer.get("request_kinds", {})},
+                    "request_kinds": dealer.get("request_kinds", {}),
+                    **(material_from_disk(from_disk, parties) if from_disk else {})},
         "setup": {"bytes": setup_bytes},
         "per_party": [
             {"role": r["name"], "online_bytes": _phase(r, "online")["bytes"],
@@ -165,6 +172,17 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         report["accuracy"] = accuracy(outputs_of(parties[0]), reference,
                                       [outputs_of(r) for r in parties])
     return report
+
+
+def material_from_disk(material: list[dict[str, Any]],
+                       parties: list[dict[str, Any]]) -> dict[str, Any]:
+    """The offline block's fields when the parties read preprocessed material from disk:
+    no dealer ran, the offline phase's wire bytes are 0, and these say what was read."""
+    return {"source": "disk", "material_id": material[0]["material_id"],
+            "from_disk_bytes": sum(m["payload_bytes"] for m in material),
+            "from_disk_file_bytes": sum(m["file_bytes"] for m in material),
+            "requests": material[0]["requests"],
+            "wall_s": max(r.get("offline_wall_s", 0.0) for r in parties)}
 
 
 def whole_run(span: tuple[float, float], roles: list[dict[str, Any]],

@@ -11,6 +11,11 @@ Party i:
 Dealer:
   1-2 as above (it sends each party its seed); 3. trace the job to learn its exact
   correlation plan, deal it, flush, report, exit.
+Preprocessed material (parties/material.py, `MaterialUse`): a preprocess run's party does
+1-2 with the dealer, then writes every chunk the dealer sends to its material file and
+ends (no online phase); the dealer runs as always. An online run from material has no
+dealer: a party checks its file first, does 1-2 with the other parties only, reads the
+file in step 3 and compares material ids at the barrier of step 4.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,17 @@ from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
 from privit.parties.handshake import Hellos, exchange_hellos
 from privit.parties.keys import KeyFileError, RoleKeys
-from privit.parties.lifecycle import run_dealer_phases, run_party_phases
+from privit.parties.lifecycle import record_party_material, run_dealer_phases, run_party_phases
+from privit.parties.material import (
+    MaterialError,
+    MaterialFile,
+    MaterialHeader,
+    MaterialWriter,
+    material_fields,
+    material_hash,
+    public_hash,
+    share_material_id,
+)
 from privit.parties.offline import UNBOUNDED, StreamLimits
 from privit.parties.prg import new_seed
 from privit.parties.resources import current_rss_bytes, peak_rss_bytes, process_start_time
@@ -90,10 +106,11 @@ def _tensor_json(t: torch.Tensor) -> dict[str, Any]:
 
 
 def _open_channel(cfg: RunConfig, cluster: Cluster, role: int, counters: Counters,
-                  bind_host: str | None, keys: RoleKeys | None) -> ZmqChannel:
+                  bind_host: str | None, keys: RoleKeys | None,
+                  with_dealer: bool = True) -> ZmqChannel:
     if cluster.n_parties != cfg.n_parties:
         raise ValueError(f"cluster file lists {cluster.n_parties} parties, config says {cfg.n_parties}")
-    peers = [r for r in range(cfg.n_parties + 1) if r != role]
+    peers = [r for r in range(cfg.n_parties + (1 if with_dealer else 0)) if r != role]
     limits = ChannelLimits(max_frame_bytes=cfg.max_frame_mb << 20,
                            max_buffer_bytes=cfg.max_buffer_mb << 20)
     try:
@@ -132,53 +149,86 @@ def _close_after_failure(channel: ZmqChannel) -> None:
         pass
 
 
-def _announce_and_bind(channel: FramedChannel, cfg: RunConfig, role: int, job: Job,
-                       hellos: Hellos) -> None:
+def _announce_and_bind(channel: FramedChannel, role: int, job: Job, hellos: Hellos,
+                       peers: list[int]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Give the job what the others announced: party 0's in its hello, then (for jobs whose
-    client announces, e.g. the ViT's batch size) party 1's in one more setup message."""
+    client announces, e.g. the ViT's batch size) party 1's in one more setup message to
+    every peer. Returns both announcements (what a preprocessed plan depends on)."""
     owner = job.own_public() if role == WEIGHT_OWNER else hellos.public.get(WEIGHT_OWNER)
     client = None
     if job.client_announces:
         if role == DATA_OWNER:
             job.bind_public(owner, None)
             client = job.client_public()
-            for peer in range(cfg.n_parties + 1):
-                if peer != role:
-                    channel.send(peer, "data", "client_public", meta=client)
-            return
+            for peer in peers:
+                channel.send(peer, "data", "client_public", meta=client)
+            return owner, client
         msg = channel.recv(DATA_OWNER, "data", "client_public")
         client = msg.meta if isinstance(msg.meta, dict) else {}
     job.bind_public(owner, client)
+    return owner, client
+
+
+@dataclass(frozen=True)
+class MaterialUse:
+    """Where a party's dealer material goes or comes from (parties/material.py): streamed
+    from the dealer (both None, `privit run`), written to `record_to` by a preprocess run
+    (offline phase only), or read from `replay_from` by an online run without a dealer."""
+
+    record_to: str | None = None
+    replay_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.record_to and self.replay_from:
+            raise ValueError("a party either preprocesses material or uses it, not both")
+
+
+STREAMED = MaterialUse()
 
 
 def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,
               bind_host: str | None = None, progress_path: str | None = None,
-              inputs: RoleInputs = ALL_INPUTS) -> dict[str, Any]:
+              inputs: RoleInputs = ALL_INPUTS, material: MaterialUse = STREAMED) -> dict[str, Any]:
     counters = Counters()
     marks = {"process_start": process_start_time()}
     progress = role_progress(cfg.role_name(party_id), counters, progress_path)
-    channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys)
+    stored = _open_material(cfg, cluster, party_id, keys, material)
+    # Replaying material, the parties talk only to each other: no dealer takes part.
+    try:
+        channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys,
+                                with_dealer=stored is None)
+    except BaseException:
+        if stored is not None:
+            stored.close()
+        raise
     try:
         # After the channel, so a failure here (a bad checkpoint) reaches the peers.
         job = make_job(cfg, inputs.for_role(party_id))
         marks["ready"] = time.time()
         progress.phase_done("startup", since=marks["process_start"])
-        peers = [r for r in range(cfg.n_parties + 1) if r != party_id]
+        peers = list(channel.peers)
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
         limits = stream_limits(cfg, job.reserved_bytes())
         hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public(),
                                  limits.window_bytes)
         seeds_in = hellos.seeds
-        _announce_and_bind(channel, cfg, party_id, job, hellos)
+        owner, client = _announce_and_bind(channel, party_id, job, hellos, peers)
         marks["handshake_done"] = time.time()
         progress.phase_done("handshake")
         _log.info("handshake done (%.3f s after start); offline phase next",
                   marks["handshake_done"] - marks["process_start"])
+        if material.record_to:
+            return _record_material(channel, counters, cfg, party_id, job, limits,
+                                    material.record_to, seeds_in[cfg.dealer_id],
+                                    public_hash(owner, client), marks)
+        if stored is not None:
+            stored.check_public(owner, client)
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
                       for p in range(cfg.n_parties) if p != party_id}
+        dealer_seed = stored.header.seed if stored else seeds_in[cfg.dealer_id]
         outcome = run_party_phases(channel, counters, cfg, party_id, CORRELATIONS,
-                                   seeds_in[cfg.dealer_id], pair_seeds, job.run, progress.step,
-                                   limits=limits,
+                                   dealer_seed, pair_seeds, job.run, progress.step,
+                                   limits=limits, material=stored,
                                    on_phase=lambda phase, extra: progress.phase_done(phase, **extra))
         outputs, offline_s, online_s = outcome.result, outcome.offline_s, outcome.online_s
         _log.info("offline phase %.3f s, online phase %.3f s; outputs %s", offline_s, online_s,
@@ -187,6 +237,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
                 "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
                 "stream": outcome.stream, "marks": {**marks, "done": time.time()},
+                **({"material": _material_fields(stored)} if stored else {}),
                 "counters": counters.report(),
                 "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
     except BaseException as exc:
@@ -194,7 +245,60 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         _close_after_failure(channel)
         raise
     finally:
+        if stored is not None:
+            stored.close()
         channel.close()
+
+
+def _open_material(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,
+                   material: MaterialUse) -> MaterialFile | None:
+    """The party's material file, opened and checked before anything else (a used, damaged
+    or mismatched file fails at once); the other parties are told, as for a failed start."""
+    if not material.replay_from:
+        return None
+    try:
+        stored = MaterialFile.open(material.replay_from, CORRELATIONS)
+        try:
+            stored.check(cfg, party_id)
+        except MaterialError:
+            stored.close()
+            raise
+    except MaterialError as exc:
+        others = [p for p in range(cfg.n_parties) if p != party_id]
+        notify_abort(cluster, party_id, others, f"{cfg.role_name(party_id)} failed to start: "
+                                               f"{exc}", keys)
+        raise
+    return stored
+
+
+def _material_fields(stored: MaterialFile) -> dict[str, Any]:
+    """The report's account of material read from disk (never the seed)."""
+    return {"source": "disk", "path": str(stored.path), "material_id": stored.header.material_id,
+            "payload_bytes": stored.trailer["payload_bytes"], "file_bytes": stored.file_bytes,
+            "requests": stored.trailer["requests"]}
+
+
+def _record_material(channel: FramedChannel, counters: Counters, cfg: RunConfig, party_id: int,
+                     job: Job, limits: StreamLimits, path: str, dealer_seed: bytes,
+                     announced: str, marks: dict[str, float]) -> dict[str, Any]:
+    """A preprocess run's party: write what the dealer sends to `path`; no online phase."""
+    material_id = share_material_id(channel, cfg, party_id)
+    writer = MaterialWriter(path, MaterialHeader(
+        material_id, party_id, cfg.n_parties, material_hash(cfg),
+        json.dumps(material_fields(cfg), sort_keys=True), announced, dealer_seed))
+    try:
+        offline_s = record_party_material(channel, counters, cfg, CORRELATIONS, writer,
+                                          limits=limits)
+    except BaseException:
+        writer.discard()
+        raise
+    file_bytes = writer.finish()
+    return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
+            "config": cfg.to_dict(), **job.report_fields(), "offline_wall_s": offline_s,
+            "material": {"path": path, "material_id": material_id,
+                         "payload_bytes": writer.payload_bytes, "file_bytes": file_bytes,
+                         "requests": writer.requests},
+            "marks": {**marks, "done": time.time()}, "counters": counters.report()}
 
 
 def stream_limits(cfg: RunConfig, reserved: int) -> StreamLimits:
@@ -222,7 +326,7 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
         seeds = [new_seed() for _ in range(cfg.n_parties)]
         hellos = exchange_hellos(channel, cfg, dealer, list(range(cfg.n_parties)),
                                  dict(enumerate(seeds)))
-        _announce_and_bind(channel, cfg, dealer, job, hellos)
+        _announce_and_bind(channel, dealer, job, hellos, list(range(cfg.n_parties)))
         marks["handshake_done"] = time.time()
         progress.phase_done("handshake")
         _log.info("handshake done (%.3f s after start); tracing the job",
@@ -264,7 +368,7 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
 def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path: str | None,
               parent_pid: int | None = None, bind_host: str | None = None,
               progress_path: str | None = None, key_path: str | None = None,
-              inputs: RoleInputs = ALL_INPUTS) -> int:
+              inputs: RoleInputs = ALL_INPUTS, material: MaterialUse = STREAMED) -> int:
     """Run one role; returns the process exit code. Errors are one line on stderr.
 
     config: the run config, or the path of its JSON (as the coordinator writes it).
@@ -272,6 +376,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
     channels are "insecure".
     inputs: the role's own inputs (party 0's checkpoint, party 1's images, an
     architecture file to pin); the role takes only the part that is its own.
+    material: a party's preprocessed material to write or to read (`MaterialUse`).
     """
     if parent_pid is not None:
         _watch_parent(parent_pid)
@@ -301,7 +406,8 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
             if role == cfg.dealer_id:
                 report = run_dealer(cfg, cluster, keys, bind_host, inputs, progress_path)
             else:
-                report = run_party(cfg, cluster, role, keys, bind_host, progress_path, inputs)
+                report = run_party(cfg, cluster, role, keys, bind_host, progress_path, inputs,
+                                   material)
         finally:
             if profiler is not None and profile_dir:
                 profiler.disable()
@@ -347,10 +453,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--images")
     parser.add_argument("--arch")
+    parser.add_argument("--material")
+    parser.add_argument("--preprocess-out")
     args = parser.parse_args(argv)
     inputs = RoleInputs(checkpoint=args.checkpoint, images=args.images, arch=args.arch)
+    material = MaterialUse(record_to=args.preprocess_out, replay_from=args.material)
     sys.exit(role_main(args.config, args.cluster, args.role, args.report, args.parent_pid,
-                       args.bind_host, args.progress, args.key, inputs))
+                       args.bind_host, args.progress, args.key, inputs, material))
 
 
 if __name__ == "__main__":

@@ -13,16 +13,28 @@ processes produce. Steps:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
-from privit.parties.lifecycle import run_dealer_phases, run_party_phases
+from privit.parties.lifecycle import record_party_material, run_dealer_phases, run_party_phases
+from privit.parties.material import (
+    MaterialFile,
+    MaterialHeader,
+    MaterialWriter,
+    material_fields,
+    material_hash,
+    public_hash,
+    share_material_id,
+)
 from privit.parties.memory import MemoryChannel, MemoryHub
 from privit.parties.offline import UNLIMITED, StreamLimits
 from privit.parties.prg import SEED_BYTES, new_seed
@@ -67,12 +79,17 @@ def run_in_memory_detailed(
     check_plans: bool = True,
     limits: StreamLimits = UNLIMITED,
     seed_source: bytes | None = None,
+    record: Sequence[str | Path] | None = None,
+    material: Sequence[str | Path] | None = None,
 ) -> InMemoryRun[T]:
     """Run `job` on every party; results, counter reports, the dealer's report and the plan.
 
     limits: every party's streaming limits (parties/offline.py; default: the whole plan
     before the online phase). seed_source: derive every seed from these bytes instead of
     drawing fresh ones, so that two runs share their randomness (tests compare them).
+    record: preprocess only: party i writes its dealer material to record[i] and runs no
+    job (results are None). material: party i reads its material from material[i]
+    (parties/material.py) and no dealer runs (dealer_report is empty).
     """
     n = cfg.n_parties
     plan = trace_plan(cfg, job, registry, 0)
@@ -100,19 +117,61 @@ def run_in_memory_detailed(
                                  cfg.role_name) for r in roles}
     results: dict[int, Any] = {}
     streams: dict[int, dict[str, int | None]] = {}
-    errors: list[tuple[float, int, BaseException]] = []
-    lock = threading.Lock()
 
     def dealer() -> None:
         run_dealer_phases(channels[cfg.dealer_id], counters[cfg.dealer_id], cfg, registry, plan,
                           dealer_seeds, sync=False, windows=[limits.window_bytes] * n)
 
     def party(pid: int) -> None:
-        outcome = run_party_phases(channels[pid], counters[pid], cfg, pid, registry,
-                                   dealer_seeds[pid], pair_seeds[pid], job, sync=False,
-                                   limits=limits)
+        source: MaterialFile | None = None
+        party_seed = dealer_seeds[pid]
+        if record is not None:
+            material_id = share_material_id(channels[pid], cfg, pid)
+            writer = MaterialWriter(record[pid], MaterialHeader(
+                material_id, pid, n, material_hash(cfg), json.dumps(material_fields(cfg)),
+                public_hash(None, None), party_seed))
+            try:
+                record_party_material(channels[pid], counters[pid], cfg, registry, writer,
+                                      sync=False, limits=limits)
+            except BaseException:
+                writer.discard()
+                raise
+            writer.finish()
+            results[pid] = None
+            return
+        if material is not None:
+            source = MaterialFile.open(material[pid], registry)
+            source.check(cfg, pid)
+            party_seed = source.header.seed
+        try:
+            outcome = run_party_phases(channels[pid], counters[pid], cfg, pid, registry,
+                                       party_seed, pair_seeds[pid], job, sync=False,
+                                       limits=limits, material=source)
+        finally:
+            if source is not None:
+                source.close()
         results[pid] = outcome.result
         streams[pid] = outcome.stream
+
+    bodies: dict[int, Callable[[], None]] = {p: functools.partial(party, p) for p in range(n)}
+    if material is None:
+        bodies[cfg.dealer_id] = dealer
+    _run_threads(cfg, channels, bodies)
+    return InMemoryRun(
+        results=[results[p] for p in range(n)],
+        reports=[counters[p].report() for p in range(n)],
+        dealer_report=counters[cfg.dealer_id].report() if material is None else {},
+        plan=plan,
+        streams=[streams[p] for p in range(n)] if record is None else [],
+    )
+
+
+def _run_threads(cfg: RunConfig, channels: dict[int, MemoryChannel],
+                 bodies: dict[int, Callable[[], None]]) -> None:
+    """Run each role's body on a thread; re-raise the first failure (in time), naming its
+    role, after that role told the others to stop."""
+    errors: list[tuple[float, int, BaseException]] = []
+    lock = threading.Lock()
 
     def guarded(role: int, body: Callable[[], None]) -> None:
         try:
@@ -122,10 +181,8 @@ def run_in_memory_detailed(
                 errors.append((time.monotonic(), role, exc))
             channels[role].abort(f"{cfg.role_name(role)} failed: {exc}")
 
-    threads = [threading.Thread(target=guarded, args=(cfg.dealer_id, dealer), daemon=True,
-                                name="dealer")]
-    threads += [threading.Thread(target=guarded, args=(p, lambda p=p: party(p)), daemon=True,
-                                 name=f"party{p}") for p in range(n)]
+    threads = [threading.Thread(target=guarded, args=(role, body), daemon=True,
+                                name=cfg.role_name(role)) for role, body in bodies.items()]
     for t in threads:
         t.start()
     deadline = time.monotonic() + cfg.timeout_s + JOIN_MARGIN_S
@@ -138,13 +195,6 @@ def run_in_memory_detailed(
     if stuck:
         raise InMemoryRunError(", ".join(stuck), TimeoutError(
             f"did not finish within {cfg.timeout_s + JOIN_MARGIN_S:g} s"))
-    return InMemoryRun(
-        results=[results[p] for p in range(n)],
-        reports=[counters[p].report() for p in range(n)],
-        dealer_report=counters[cfg.dealer_id].report(),
-        plan=plan,
-        streams=[streams[p] for p in range(n)],
-    )
 
 
 def run_in_memory(

@@ -6,7 +6,9 @@ Party: 1. offline: receive and expand the dealer's plan up to the party's stream
 (phase `offline`; parties/offline.py); 2. a barrier with the other parties (`setup`); 3.
 online: the job on a `Session` (`online`), reading the rest of the plan as it needs it
 (counted in `offline`); 4. every planned correlation must have been used; 5. a `bye` to
-the dealer (`setup`).
+the dealer (`setup`). With preprocessed material (parties/material.py) the chunks come
+from the party's file instead and the dealer takes no part (no bye); a preprocess run's
+party does step 1 only, writing the chunks to its file (`record_party_material`).
 Dealer: 1. deal the plan within the windows the parties granted (`offline`); 2. wait
 until every party has read it all, then for every party's `bye` (`setup`), so that it
 ends successfully only when the whole run did.
@@ -26,8 +28,11 @@ from typing import Any, Generic, TypeVar
 from privit.parties.channel import FramedChannel
 from privit.parties.config import RunConfig
 from privit.parties.counters import Counters
+from privit.parties.material import MaterialError, MaterialFile, MaterialWriter, record_material
 from privit.parties.offline import (
     UNLIMITED,
+    ChunkSource,
+    DealerChunks,
     DealerStream,
     PartyWindows,
     StreamedCorrelations,
@@ -55,13 +60,22 @@ class PartyOutcome(Generic[T]):
     stream: dict[str, int | None]
 
 
-def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int) -> None:
-    """Every party tells every other it is ready, then waits for theirs (one round)."""
+def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int,
+            material_id: str | None = None) -> None:
+    """Every party tells every other it is ready, then waits for theirs (one round). With
+    preprocessed material each names its file's material id and a peer naming another
+    (or none) is refused: files of two preprocess runs must not be mixed."""
     others = [p for p in range(cfg.n_parties) if p != party_id]
+    meta = None if material_id is None else {"material_id": material_id}
     for p in others:
-        channel.send(p, "data", "barrier")
+        channel.send(p, "data", "barrier", meta=meta)
     for p in others:
-        channel.recv(p, "data", "barrier")
+        theirs = (channel.recv(p, "data", "barrier").meta or {}).get("material_id")
+        if theirs != material_id:
+            raise MaterialError(
+                f"party {p}'s material is not from the same preprocess run as party "
+                f"{party_id}'s (material id {str(theirs)[:12]} there, {str(material_id)[:12]} "
+                f"here; None: streamed from the dealer)")
 
 
 def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig, party_id: int,
@@ -69,20 +83,27 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
                      pair_seeds: Mapping[int, bytes], job: Callable[[Session], T],
                      progress_sink: Callable[[int, int, str], None] | None = None,
                      sync: bool = True, limits: StreamLimits = UNLIMITED,
+                     material: MaterialFile | None = None,
                      on_phase: PhaseHook | None = None) -> PartyOutcome[T]:
     """Offline, barrier, online, the plan used up, bye (see the module docstring); the
-    dealer's material streams within `limits` (parties/offline.py). `on_phase(name, extra)`
-    is told when "offline" (the prefetch; extra: in_bytes, the payload read) and "online"
-    end (for progress displays)."""
+    dealer's material streams within `limits` (parties/offline.py). `material`: read it
+    from this preprocessed file (parties/material.py, checked by the caller) instead: the
+    ids compared at the barrier, the file claimed before the online phase, no bye.
+    `on_phase(name, extra)` is told when "offline" (the prefetch; extra: in_bytes, the
+    payload read) and "online" end (for progress displays)."""
     counters.set_phase("offline")
-    prepared = StreamedCorrelations(channel, counters, registry, cfg.dealer_id, party_id,
-                                    cfg.n_parties, dealer_seed, limits)
+    source: ChunkSource = (material if material is not None
+                           else DealerChunks(channel, counters, registry, cfg.dealer_id, limits))
+    prepared = StreamedCorrelations(source, counters, registry, party_id, cfg.n_parties,
+                                    dealer_seed, limits)
     prepared.prefetch()
     if on_phase is not None:
         on_phase("offline", {"in_bytes": prepared.read_bytes})
     counters.set_phase("setup")
     if sync:
-        barrier(channel, cfg, party_id)
+        barrier(channel, cfg, party_id, material.header.material_id if material else None)
+    if material is not None:
+        material.claim()
     counters.set_phase("online")
     sess = Session(cfg, party_id, channel, counters, correlations=registry, prepared=prepared,
                    pair_seeds=dict(pair_seeds))
@@ -97,10 +118,27 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
         on_phase("online", {})
     if prepared.remaining:
         raise RuntimeError(f"the job left {prepared.remaining} planned correlations unused")
-    if sync:
+    if sync and material is None:
         channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
     counters.finish()
     return PartyOutcome(result, prepared.read_s, online_s, prepared.stats())
+
+
+def record_party_material(channel: FramedChannel, counters: Counters, cfg: RunConfig,
+                          registry: CorrelationRegistry, writer: MaterialWriter,
+                          sync: bool = True, limits: StreamLimits = UNLIMITED) -> float:
+    """A preprocess run's party: its offline phase only, every chunk the dealer sends
+    written to `writer` (parties/material.py) as it comes, then the bye. Returns the
+    seconds it took. The dealer runs as for an online run."""
+    counters.set_phase("offline")
+    start = time.perf_counter()
+    record_material(DealerChunks(channel, counters, registry, cfg.dealer_id, limits), writer)
+    elapsed = time.perf_counter() - start
+    counters.set_phase("setup")
+    if sync:
+        channel.send(cfg.dealer_id, "bye", "bye")
+    counters.finish()
+    return elapsed
 
 
 def run_dealer_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,

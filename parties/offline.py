@@ -28,6 +28,10 @@ barrier. A party with an unbounded window (the in-memory runner's default) sends
 and reads the whole plan before its online phase. The result is the same material in the
 same order whatever the limits: the same logits, online bytes and rounds.
 
+Preprocessed material (parties/material.py): a party's chunks may come from a file written
+by an earlier preprocess run instead of the dealer (a `ChunkSource`); expansion, limits and
+counting are the same.
+
 Deadlock freedom: the dealer sends chunks in plan order to party 0, 1, ..., so it can be
 blocked on one party's window only while that party has unread chunks, i.e. while it is at
 most one protocol step behind the others. A window that holds one step's material and a
@@ -40,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -210,6 +214,24 @@ class DealerStream:
 
 
 # -- party --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of the plan as a party reads it: requests r0, r0+1, ... each with its
+    kind, params and payload arrays; `end` closes the plan; `nbytes` is its payload."""
+
+    r0: int
+    entries: list[tuple[str, Params, Sequence[np.ndarray]]]
+    end: bool
+    nbytes: int
+
+
+class ChunkSource(Protocol):
+    """Where a party's chunks come from: the dealer (`DealerChunks`), or a material file
+    written ahead of the run (parties/material.py)."""
+
+    def read_chunk(self) -> Chunk: ...
+
+
 def _check_entry(entry: Any, registry: CorrelationRegistry) -> tuple[str, Params, int]:
     if not (isinstance(entry, list) and len(entry) == 3):
         raise PeerError(f"dealer sent a malformed plan entry {entry!r:.80}")
@@ -225,26 +247,72 @@ def _check_entry(entry: Any, registry: CorrelationRegistry) -> tuple[str, Params
     return kind, tuple(params), count
 
 
-class StreamedCorrelations(PreparedCorrelations):
-    """The dealer's material as a party receives it: chunks read when needed, requests
-    expanded one by one ahead of use within `limits` (see the module docstring), served in
-    plan order. Expanding per request (not per chunk) keeps the prepared material within
-    `held_bytes` plus one request, whatever a chunk would expand to."""
+def split_chunk(meta: Any, arrays: Sequence[np.ndarray], registry: CorrelationRegistry,
+                expected_r0: int) -> Chunk:
+    """A chunk from its meta ({r0, plan, end}) and its arrays, every field checked."""
+    meta = meta if isinstance(meta, dict) else {}
+    entries, r0, end = meta.get("plan"), meta.get("r0"), meta.get("end")
+    if not isinstance(entries, list) or r0 != expected_r0 or not isinstance(end, bool):
+        raise PeerError(f"dealer sent a malformed offline chunk (r0={r0!r}, have {expected_r0})")
+    out: list[tuple[str, Params, Sequence[np.ndarray]]] = []
+    offset = 0
+    for i, entry in enumerate(entries):
+        kind, params, count = _check_entry(entry, registry)
+        payload = arrays[offset:offset + count]
+        if len(payload) != count:
+            raise PeerError(f"dealer's chunk at request {expected_r0 + i} is missing payload arrays")
+        offset += count
+        out.append((kind, params, payload))
+    if offset != len(arrays):
+        raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
+    return Chunk(expected_r0, out, end, sum(a.nbytes for a in arrays))
+
+
+class DealerChunks:
+    """Chunks read from the dealer's channel, each acknowledged when the party's window is
+    bounded (the dealer counts on acks; module docstring)."""
 
     def __init__(self, channel: FramedChannel, counters: Counters, registry: CorrelationRegistry,
-                 dealer_id: int, party_id: int, n_parties: int, seed: bytes,
+                 dealer_id: int, limits: StreamLimits = UNLIMITED) -> None:
+        self.channel, self.counters, self.registry = channel, counters, registry
+        self.dealer_id, self.limits = dealer_id, limits
+        self.read_bytes = 0  # payload bytes read so far (what the acks carry)
+        self._planned = 0
+
+    def read_chunk(self) -> Chunk:
+        with self.counters.interlude("offline"):
+            msg = self.channel.recv(self.dealer_id, "corr", "corr")
+        chunk = split_chunk(msg.meta, msg.arrays, self.registry, self._planned)
+        self.read_bytes += chunk.nbytes
+        if chunk.nbytes and self.limits.window_bytes < UNBOUNDED:
+            with self.counters.interlude("setup"):
+                self.channel.send(self.dealer_id, "corr", "ack", meta={"read": self.read_bytes})
+        self._planned += len(chunk.entries)
+        return chunk
+
+
+class StreamedCorrelations(PreparedCorrelations):
+    """The dealer's material as a party receives it: chunks read from `source` when
+    needed, requests expanded one by one ahead of use within `limits` (see the module
+    docstring), served in plan order. Expanding per request (not per chunk) keeps the
+    prepared material within `held_bytes` plus one request, whatever a chunk would expand
+    to. The source is the dealer (`DealerChunks`) or a material file; expansion is the
+    same either way (each kind's `expand`, with the party's seed and the request index)."""
+
+    def __init__(self, source: ChunkSource, counters: Counters, registry: CorrelationRegistry,
+                 party_id: int, n_parties: int, seed: bytes,
                  limits: StreamLimits = UNLIMITED) -> None:
         super().__init__()
-        self.channel, self.counters, self.registry = channel, counters, registry
-        self.dealer_id, self.party_id, self.n_parties, self.seed = dealer_id, party_id, n_parties, seed
+        self.source, self.counters, self.registry = source, counters, registry
+        self.party_id, self.n_parties, self.seed = party_id, n_parties, seed
         self.limits = limits
         self.ended = False
-        self.read_bytes = 0  # payload bytes read so far (what the acks carry)
+        self.read_bytes = 0  # payload bytes read so far
         self.held_bytes = 0  # expanded material prepared and not yet taken
         self.peak_held_bytes = 0
         self.late_chunks = 0  # chunks read during the online phase
         self.read_s = 0.0  # seconds spent reading chunks and expanding requests
-        self._planned = 0  # requests the dealer listed, expanded or not
+        self._planned = 0  # requests listed so far, expanded or not
         # Requests read but not expanded yet: (plan index, kind, params, payload arrays).
         self._pending: deque[tuple[int, str, Params, Sequence[np.ndarray]]] = deque()
 
@@ -288,30 +356,15 @@ class StreamedCorrelations(PreparedCorrelations):
         self.read_s += time.perf_counter() - start
 
     def _read_chunk(self) -> None:
-        """Read the dealer's next chunk into the pending requests and acknowledge it."""
-        with self.counters.interlude("offline"):
-            msg = self.channel.recv(self.dealer_id, "corr", "corr")
-        meta = msg.meta or {}
-        entries, r0, end = meta.get("plan"), meta.get("r0"), meta.get("end")
-        if not isinstance(entries, list) or r0 != self._planned or not isinstance(end, bool):
-            raise PeerError(f"dealer sent a malformed offline chunk (r0={r0!r}, have {self._planned})")
-        nbytes = sum(a.nbytes for a in msg.arrays)
-        self.read_bytes += nbytes
-        if nbytes and self.limits.window_bytes < UNBOUNDED:  # the dealer counts on acks
-            with self.counters.interlude("setup"):
-                self.channel.send(self.dealer_id, "corr", "ack", meta={"read": self.read_bytes})
-        offset = 0
-        for i, entry in enumerate(entries):
-            kind, params, count = _check_entry(entry, self.registry)
-            arrays = msg.arrays[offset:offset + count]
-            if len(arrays) != count:
-                raise PeerError(f"dealer's chunk at request {r0 + i} is missing payload arrays")
-            offset += count
-            self._pending.append((r0 + i, kind, params, arrays))
-        if offset != len(msg.arrays):
-            raise PeerError("dealer's offline chunk carries more arrays than its plan lists")
-        self._planned += len(entries)
-        self.ended = end
+        """Read the source's next chunk into the pending requests."""
+        chunk = self.source.read_chunk()
+        if chunk.r0 != self._planned:
+            raise PeerError(f"offline chunk starts at request {chunk.r0}, expected {self._planned}")
+        self.read_bytes += chunk.nbytes
+        for i, (kind, params, arrays) in enumerate(chunk.entries):
+            self._pending.append((chunk.r0 + i, kind, params, arrays))
+        self._planned += len(chunk.entries)
+        self.ended = chunk.end
 
     def _expand(self, r: int, kind: str, params: Params, arrays: Sequence[np.ndarray]) -> None:
         try:
