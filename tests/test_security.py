@@ -72,23 +72,32 @@ def _plain_push(port: int, messages: list[list[bytes]]) -> None:
     the handshake (it refuses it), then drop the socket without waiting (what could not be
     delivered is discarded: a CURVE server never takes it)."""
     ctx = zmq.Context()
+    events = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+
+    def connect() -> tuple[zmq.Socket, zmq.Socket]:
+        sock = ctx.socket(zmq.PUSH)
+        mon = sock.get_monitor_socket(events)
+        sock.connect(f"tcp://127.0.0.1:{port}")  # its pipe exists at once (ZMQ_IMMEDIATE 0)
+        return sock, mon
+
     try:
-        push = ctx.socket(zmq.PUSH)
-        monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                          | zmq.EVENT_HANDSHAKE_SUCCEEDED
-                                          | zmq.EVENT_DISCONNECTED)
-        push.connect(f"tcp://127.0.0.1:{port}")
-        # The server's refusal drops the link's pipe (EAGAIN until libzmq reconnects, every
-        # 100 ms), and a first send can come before the pipe is attached: like a persistent
-        # attacker, retry each message on a fresh connection until a deadline.
-        queued, deadline = 0, time.monotonic() + 5.0
+        push, monitor = connect()
+        # The server's refusal can drop the link's pipe before a message is queued (on a
+        # loaded machine its I/O thread may answer before ours sends): like a persistent
+        # attacker, retry that message on a fresh connection, until a deadline.
+        queued, deadline = 0, time.monotonic() + 10.0
         for frames in messages:
             while time.monotonic() < deadline:
                 try:
                     push.send_multipart(frames, flags=zmq.NOBLOCK)
                 except zmq.Again:
-                    time.sleep(0.01)
+                    if queued:
+                        break  # this connection took what it could; enough of the flood
+                    push.disable_monitor()
+                    monitor.close(linger=0)
+                    push.close(linger=0)
+                    push, monitor = connect()
                     continue
                 queued += 1
                 break
