@@ -59,7 +59,8 @@ def test_streamed_run_equals_the_unstreamed_one(monkeypatch: pytest.MonkeyPatch)
 
 def test_dealer_refuses_a_request_over_half_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(offline, "MIN_WINDOW_BYTES", 1 << 20)
-    cfg = RunConfig(n_parties=2, seed=0, timeout_s=60,
+    # auto for the online phase alone: FSS ReLU keys, the largest requests
+    cfg = RunConfig(n_parties=2, seed=0, timeout_s=60, auto_objective="online",
                     job=JobSpec.make("vit", batch=1, model="vit_7_4_32", mu=0.5))
     with pytest.raises(Exception, match=r"request 40 \(relu_fss\) gives party 0 4 MB of material, "
                                         r"more than half of the 8 MB window it granted"):
@@ -101,8 +102,10 @@ def test_limits_refuse_a_budget_below_what_the_role_uses() -> None:
 
 def _run(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
     path = tmp_path / f"{name}.json"
+    # --auto-objective online: the FSS-heavy plan, whose material (296 MB) makes the
+    # unstreamed parties peak above the budget below
     proc = subprocess.run(PRIVIT + ["run", "--model", "vit_7_4_32_teacher", "--insecure",
-                                    "--json", str(path), *extra],
+                                    "--auto-objective", "online", "--json", str(path), *extra],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report: dict[str, Any] = json.loads(path.read_text())
