@@ -18,130 +18,20 @@ import click
 
 from privit import __version__
 from privit.launch import launch_plan, vit_spec
-from privit.launch.errors import debug_enabled, describe, enable_debug, format_traceback
-from privit.launch.logging_config import LOG_LEVEL_ENV, configure_logging
+from privit.launch.cli_options import (
+    DEBUG_OPTION,
+    build_config,
+    check_job_parties,
+    merge_vit_options,
+    run_options,
+    shown_path,
+    start_logging,
+)
+from privit.launch.errors import debug_enabled, describe, format_traceback
+from privit.launch.logging_config import LOG_LEVEL_ENV
+from privit.launch.report_commands import report
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER, RoleInputs
-from privit.parties.config import (
-    AUTO_OBJECTIVES,
-    MAX_FRAC_BITS,
-    MIN_FRAC_BITS,
-    NETWORK_PRESETS,
-    JobSpec,
-    RunConfig,
-    network_from_options,
-)
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
-        params[key] = int(value) if value.lstrip("-").isdigit() else value
-    return params
-
-
-def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every role must agree on (they are hashed into the handshake)."""
-    options = [
-        click.option("--job", default="vit", show_default=True,
-                     help="job to run (see `privit jobs`)"),
-        click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-                     help="job parameter, repeatable (e.g. --param rows=65)"),
-        click.option("--parties", "n_parties", default=2, show_default=True, type=int,
-                     help="number of computing parties"),
-        click.option("--network", default="none", show_default=True,
-                     type=click.Choice(sorted(NETWORK_PRESETS)),
-                     help="emulated network preset (in the transport)"),
-        click.option("--rtt-ms", type=float, default=None, help="custom round-trip time (ms)"),
-        click.option("--bandwidth-mbps", type=float, default=None,
-                     help="custom bandwidth (Mbit/s, 0 = unlimited)"),
-        click.option("--frac-bits", default=16, show_default=True,
-                     type=click.IntRange(MIN_FRAC_BITS, MAX_FRAC_BITS),
-                     help="fixed-point fractional bits"),
-        click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
-                     default="auto", show_default=True,
-                     help="auto = local for 2 parties, dealer otherwise"),
-        click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
-                     help="seconds a peer may be silent (no message and no heartbeat: dead, "
-                          "frozen, unreachable or never started) before the run fails; a "
-                          "peer that is alive and working is waited for"),
-        click.option("--max-wait", "max_wait_s", default=3600.0, show_default=True, type=float,
-                     help="seconds one wait may take even though the peer is alive (it answers "
-                          "heartbeats but sends nothing: a deadlock)"),
-        click.option("--seed", default=0, show_default=True, type=int,
-                     help="seed of the job's random inputs"),
-        click.option("--session-id", default=None, help="run id every role must share"),
-        click.option("--insecure", is_flag=True, default=False,
-                     help="plain TCP instead of CURVE: no authentication, no encryption; "
-                          "for measurements only (every role must agree)"),
-        click.option("--max-frame-mb", default=1024, show_default=True,
-                     type=click.IntRange(min=1),
-                     help="largest array frame a role sends or accepts (MiB)"),
-        click.option("--max-buffer-mb", default=2048, show_default=True,
-                     type=click.IntRange(min=1),
-                     help="most a peer may send ahead of what a role has read (MiB)"),
-        click.option("--auto-objective", default="whole", show_default=True,
-                     type=click.Choice(list(AUTO_OBJECTIVES)),
-                     help="what auto's choice of comparison protocol minimises: the whole "
-                          "run (online + the dealer's key generation and transfer) or the "
-                          "online phase only (material dealt ahead of time)"),
-        click.option("--memory-budget-mb", default=2048, show_default=True,
-                     type=click.IntRange(min=64),
-                     help="resident memory each party may use (MiB): the dealer's material "
-                          "streams in during the online phase when it would not fit"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str,
-                 rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
-                 truncation: str, timeout_s: float, max_wait_s: float, seed: int,
-                 session_id: str | None, insecure: bool, max_frame_mb: int, max_buffer_mb: int,
-                 memory_budget_mb: int, default_session: str,
-                 auto_objective: str = "whole") -> RunConfig:
-    if truncation == "auto":
-        truncation = "local" if n_parties == 2 else "dealer"
-    try:
-        job_params = _parse_params(params)
-        if job == "vit":  # typed and checked once, so every role hashes the same values
-            job_params = vit_spec.VitSpec.from_params(job_params).to_params()
-        return RunConfig(
-            n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
-            job=JobSpec.make(job, **job_params),
-            network=network_from_options(network, rtt_ms, bandwidth_mbps),
-            timeout_s=timeout_s, max_wait_s=max_wait_s, session_id=session_id or default_session, seed=seed,
-            channels="insecure" if insecure else "curve", max_frame_mb=max_frame_mb,
-            max_buffer_mb=max_buffer_mb, memory_budget_mb=memory_budget_mb,
-            auto_objective=auto_objective,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _start_logging() -> None:
-    """Configure the log from the environment (launch/logging_config.py); a bad
-    PRIVIT_LOG_LEVEL is a usage error."""
-    try:
-        configure_logging()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        enable_debug()
-        _start_logging()
-
-
-DEBUG_OPTION = click.option(
-    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug_callback,
-    help="on an unexpected error, print the full traceback (every role's, for `run`), and "
-         "log at DEBUG level; same as the environment variable PRIVIT_DEBUG=1",
-)
+from privit.parties.config import JobSpec, RunConfig
 
 
 @click.group(epilog=f"Environment: {LOG_LEVEL_ENV}=DEBUG|INFO|WARNING (default WARNING) sets "
@@ -150,7 +40,7 @@ DEBUG_OPTION = click.option(
 @DEBUG_OPTION
 def main() -> None:
     """privit: private ViT inference over ZeroMQ with honest cost accounting."""
-    _start_logging()
+    start_logging()
 
 
 _FAST_EXIT = {"enabled": False}
@@ -177,27 +67,6 @@ def run_cli() -> None:
         if debug_enabled():
             click.echo(format_traceback(exc), err=True)
         sys.exit(1)
-
-
-def merge_vit_options(options: dict[str, Any]) -> None:
-    """Move the typed ViT options into --param KEY=VALUE pairs (in place); refuse them, and
-    a clash with --param, where they do not apply."""
-    given = {k: options.pop(k) for k in vit_spec.CLI_FIELDS}
-    given = {k: v for k, v in given.items() if v is not None}
-    if given and options["job"] != "vit":
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise click.UsageError(f"{flags} apply to the vit job only (this is --job {options['job']})")
-    clash = sorted(set(given) & set(_parse_params(options["params"])))
-    if clash:
-        raise click.UsageError(f"{', '.join(clash)} given both as an option and as --param")
-    options["params"] = tuple(options["params"]) + tuple(f"{k}={v}" for k, v in given.items())
-
-
-def check_job_parties(cfg: RunConfig) -> None:
-    """Refuse, before anything starts, a party count the job cannot run with."""
-    if cfg.job.name == "vit" and cfg.n_parties != 2:
-        raise click.UsageError(f"the vit job runs with exactly 2 parties (its comparisons are "
-                               f"2-party protocols), not --parties {cfg.n_parties}")
 
 
 @main.command()
@@ -258,18 +127,14 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
     report = result.report
     report["command"] = command_line()
     click.echo(format_report(report, details=details))
-    if report["offline"].get("source") == "disk":
-        off = report["offline"]
-        click.echo(f"dealer material: {off['from_disk_bytes'] / 1e6:.2f} MB read from disk "
-                   f"(material {off['material_id'][:12]}, now used up); no dealer ran")
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1))
-        click.echo(f"report written to {_shown_path(json_path)}")
+        click.echo(f"report written to {shown_path(json_path)}")
     if plot_path:
         from privit.launch.plots import plot_layer_costs
 
         plot_layer_costs(report, plot_path)
-        click.echo(f"plot written to {_shown_path(plot_path)}")
+        click.echo(f"plot written to {shown_path(plot_path)}")
     if logits_path:
         import torch
 
@@ -279,7 +144,7 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
             if "labels" in reference:
                 saved["labels"] = reference["labels"].round().to(torch.int64)
         torch.save(saved, logits_path)
-        click.echo(f"logits written to {_shown_path(logits_path)}")
+        click.echo(f"logits written to {shown_path(logits_path)}")
     _fast_exit(0)
 
 
@@ -337,18 +202,6 @@ def preprocess(out_dir: str, json_path: str | None, **options: Any) -> None:
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=1))
     _fast_exit(0)
-
-
-def _shown_path(path: str) -> str:
-    """A path the user gave, as they gave it when relative, else relative to the current
-    directory when it lies below it (absolute otherwise: it is theirs)."""
-    given = Path(path)
-    if not given.is_absolute():
-        return path
-    try:
-        return str(given.relative_to(Path.cwd()))
-    except ValueError:
-        return path
 
 
 def _role_command(role_of: Callable[[RunConfig, int | None], int]) -> Callable[..., None]:
@@ -446,100 +299,6 @@ def dealer(**kwargs: Any) -> None:
     _role_command(lambda cfg, _: cfg.dealer_id)(role_id=None, **kwargs)
 
 
-def _read_role_report(path: Path) -> dict[str, Any]:
-    """A role's JSON report, checked for the fields `report` needs; else a one-line error."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"{path} is not a privit role report: {exc}") from None
-    needed = ("role", "name", "ok")
-    if not isinstance(data, dict) or any(k not in data for k in needed):
-        raise click.ClickException(
-            f"{path} is not a privit role report (a role report has the fields {', '.join(needed)})")
-    if data["ok"] and not isinstance(data.get("config"), dict):
-        raise click.ClickException(f"{path} is not a privit role report: no 'config' object")
-    return data
-
-
-def _is_run_report(data: Any) -> bool:
-    """A merged run report (`privit run --json`, `privit report --json`), not a role's."""
-    return isinstance(data, dict) and all(k in data for k in ("job", "online", "scopes"))
-
-
-@main.command()
-@click.argument("role_reports", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the merged report")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="vit: the model, to add the accuracy against plaintext (whoever merges "
-                   "needs both the model and the images for that)")
-@click.option("--images", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="vit: party 1's images file, for the accuracy against plaintext")
-@click.option("--details", is_flag=True, default=False,
-              help="also print the per-layer table and per-role figures")
-def report(role_reports: tuple[str, ...], json_path: str | None, checkpoint: str | None,
-           images: str | None, details: bool) -> None:
-    """Merge the role reports of a multi-machine run (every party's and the dealer's), or
-    print one run report (`privit run --json`). Reads every schema version so far.
-
-    ROLE_REPORTS: the JSON file each role wrote with its --json, one per role (or one run
-    report).
-    """
-    from privit.launch.environment import environment
-    from privit.launch.report import build_report, report_version
-    from privit.launch.report_text import format_report
-
-    if len(role_reports) == 1:
-        path = Path(role_reports[0])
-        try:
-            single = json.loads(path.read_text())
-        except (OSError, ValueError):
-            single = None  # _read_role_report below says what is wrong with it
-        if _is_run_report(single):
-            try:
-                report_version(single)
-                text = format_report(single, details=details)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise click.ClickException(f"{path} is not a readable run report: "
-                                           f"{describe(exc)}") from None
-            click.echo(text)
-            return
-    reports = [_read_role_report(Path(p)) for p in role_reports]
-    for p, r in zip(role_reports, reports, strict=True):
-        try:
-            report_version(r)
-        except ValueError as exc:
-            raise click.ClickException(f"{p}: {exc}") from None
-    failed = [r for r in reports if not r.get("ok")]
-    if failed:
-        raise click.ClickException("; ".join(f"{r['name']}: {r.get('error')}" for r in failed))
-    cfg = RunConfig.from_dict(reports[0]["config"])
-    for r in reports[1:]:
-        other = RunConfig.from_dict(r["config"])
-        if (other.session_id, other.config_hash()) != (cfg.session_id, cfg.config_hash()):
-            raise click.ClickException(
-                f"{r['name']}'s report is from another run (session {other.session_id!r}, "
-                f"config {other.config_hash()}) than {reports[0]['name']}'s "
-                f"(session {cfg.session_id!r}, config {cfg.config_hash()})")
-    roles = sorted(r["role"] for r in reports)
-    # Parties that read preprocessed material ran without a dealer: no dealer report.
-    from_disk = all(r.get("material", {}).get("source") == "disk"
-                    for r in reports if r["role"] != cfg.dealer_id)
-    last = cfg.n_parties - 1 if from_disk else cfg.n_parties
-    if roles != list(range(last + 1)):
-        raise click.ClickException(f"need a report from every role 0..{last}, got {roles}")
-    arch_hashes = sorted({str(r["arch_hash"]) for r in reports if r.get("arch_hash")})
-    if len(arch_hashes) > 1:
-        raise click.ClickException(f"the role reports name different architectures: {arch_hashes}")
-    reference, note = _merge_reference(cfg, reports, RoleInputs(checkpoint=checkpoint, images=images))
-    merged = build_report(cfg, reports, reference, environment=environment())
-    if note:
-        merged["accuracy_note"] = note
-    click.echo(format_report(merged, details=details))
-    if json_path:
-        Path(json_path).write_text(json.dumps(merged, indent=1))
-        click.echo(f"report written to {_shown_path(json_path)}")
-
-
 @main.command("launch")
 @click.argument("cluster_path", metavar="CLUSTER", type=click.Path(exists=True, dir_okay=False))
 @launch_plan.click_options
@@ -562,29 +321,6 @@ def launch(ctx: click.Context, cluster_path: str, **options: Any) -> None:
     sys.exit(launch_cluster(cfg, cluster_path, opts, lambda paths: ctx.invoke(
         report, role_reports=tuple(map(str, paths)), json_path=opts.json_path,
         checkpoint=None, images=None)))
-
-
-def _merge_reference(cfg: RunConfig, reports: list[dict[str, Any]],
-                     inputs: RoleInputs) -> tuple[dict[str, Any] | None, str]:
-    """The plaintext reference for `privit report`, or None and why: it takes the model and
-    the images together, which only someone holding both (a test, a benchmark) has."""
-    from privit.launch.job_registry import make_job
-
-    by_role = {r["role"]: r for r in reports}
-    party1 = by_role.get(DATA_OWNER, {})
-    if party1.get("image_source") == "file" and not inputs.images:
-        return None, "party 1 ran its own images file; pass it with --images"
-    try:
-        job = make_job(cfg, inputs)
-        fields = job.report_fields()
-    except (ValueError, RuntimeError, OSError) as exc:
-        return None, f"cannot rebuild the reference: {describe(exc)}"
-    owner = by_role.get(WEIGHT_OWNER, {})
-    if owner.get("checkpoint_sha256") and fields.get("checkpoint_sha256") != owner["checkpoint_sha256"]:
-        return None, "party 0 ran another checkpoint; pass the same file with --checkpoint"
-    if owner.get("arch_hash") and fields.get("arch_hash") != owner["arch_hash"]:
-        return None, "the model given here has another architecture than party 0's"
-    return job.reference(), ""
 
 
 @main.command("arch")
@@ -650,10 +386,11 @@ def _register_training_commands() -> None:
     from privit.launch.kernel_commands import KERNEL_COMMANDS
     from privit.launch.key_commands import KEY_COMMANDS
     from privit.launch.profile_commands import PROFILE_COMMANDS
+    from privit.launch.report_commands import REPORT_COMMANDS
     from privit.launch.tool_commands import TOOL_COMMANDS
     from privit.launch.train_commands import TRAIN_COMMANDS
 
-    for command in (*TOOL_COMMANDS, *TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS,
+    for command in (*REPORT_COMMANDS, *TOOL_COMMANDS, *TRAIN_COMMANDS, *PROFILE_COMMANDS, *KEY_COMMANDS,
                     *KERNEL_COMMANDS):
         main.add_command(command)
 

@@ -81,8 +81,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     """The summary block (at most ~15 lines)."""
     n_parties = sum(1 for p in report.get("per_party", []) if p["role"] != "dealer")
     on, off = report["online"], report["offline"]
+    from_disk = off.get("source") == "disk"  # `privit run --material`: no dealer ran
     lines = [f"model       {_job_text(report)}",
-             f"parties     {n_parties} + dealer; network {_network_text(report['network'])}",
+             f"parties     {n_parties}{'' if from_disk else ' + dealer'}; "
+             f"network {_network_text(report['network'])}",
              f"security    {_security_text(report.get('security', {}).get('channels', 'unknown'))}"]
     picked = _choices_on(report, "run")
     if picked:
@@ -91,8 +93,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.extend(_accuracy_lines(report["accuracy"]))
     elif report.get("accuracy_note"):
         lines.append(f"accuracy    not checked: {report['accuracy_note']}")
-    lines.append(f"bytes       online {mb(on['bytes'])}, dealer material {mb(off['bytes'])} "
-                 f"(each summed over the parties)")
+    if from_disk:
+        lines.append(f"bytes       online {mb(on['bytes'])} (summed over the parties); dealer "
+                     f"material {mb(off['from_disk_bytes'])} read from disk (material "
+                     f"{str(off['material_id'])[:12]}, now used up), none on the wire")
+    else:
+        lines.append(f"bytes       online {mb(on['bytes'])}, dealer material {mb(off['bytes'])} "
+                     f"(each summed over the parties)")
     lines.append(f"rounds      {on['rounds']} online (critical path)")
     if "total" in report:
         t = report["total"]
