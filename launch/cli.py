@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -69,6 +69,19 @@ def run_cli() -> None:
         sys.exit(1)
 
 
+def _local_run_failed(command: str, exc: Exception) -> NoReturn:
+    """End a local run's command: one line per failed role (RunFailed; their tracebacks
+    with --debug) and exit 1, or a usage error for a refused option (ValueError)."""
+    from privit.launch.coordinator import RunFailed  # here: it loads torch
+
+    if not isinstance(exc, RunFailed):
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"{command}: failed: {exc}", err=True)
+    if debug_enabled() and exc.details:
+        click.echo(exc.details, err=True)
+    sys.exit(1)
+
+
 @main.command()
 @run_options
 @vit_spec.click_options
@@ -116,13 +129,8 @@ def run(json_path: str | None, keep_dir: str | None, plot_path: str | None,
                            command_start=process_start_time(),
                            fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec",
                            material_dir=material_dir)
-    except RunFailed as exc:
-        click.echo(f"privit run: failed: {exc}", err=True)
-        if debug_enabled() and exc.details:
-            click.echo(exc.details, err=True)
-        sys.exit(1)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except (RunFailed, ValueError) as exc:
+        _local_run_failed("privit run", exc)
     reference = result.reference
     report = result.report
     report["command"] = command_line()
@@ -186,13 +194,8 @@ def preprocess(out_dir: str, json_path: str | None, **options: Any) -> None:
     try:
         summary = preprocess_local(cfg, out_dir, inputs=inputs, command_start=process_start_time(),
                                    fork_roles=os.environ.get("PRIVIT_SPAWN", "fork") != "exec")
-    except RunFailed as exc:
-        click.echo(f"privit preprocess: failed: {exc}", err=True)
-        if debug_enabled() and exc.details:
-            click.echo(exc.details, err=True)
-        sys.exit(1)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    except (RunFailed, ValueError) as exc:
+        _local_run_failed("privit preprocess", exc)
     for p in summary["parties"]:
         click.echo(f"{p['role']}: {p['path']} ({p['payload_bytes'] / 1e6:.2f} MB of material, "
                    f"{p['requests']} requests)")

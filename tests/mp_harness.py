@@ -14,8 +14,9 @@ import multiprocessing as mp
 import queue as queue_mod
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from privit.launch.progress import is_status_line
@@ -156,3 +157,28 @@ def error_lines(stderr: str) -> list[str]:
     """A role's stderr without its status lines (`party 0: handshake done (0.31 s)`, one per
     finished phase, launch/progress.py): what it said about a failure."""
     return [line for line in stderr.strip().splitlines() if not is_status_line(line)]
+
+
+@dataclass(frozen=True)
+class LiveProcess:
+    """A process of this machine as /proc shows it: its command line, state, environment."""
+
+    pid: int
+    cmd: str
+    state: str
+    environ: list[bytes]
+
+
+def live_processes() -> Iterator[LiveProcess]:
+    """Every process /proc lists that is not a zombie (those that vanish meanwhile skipped)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if state != "Z":
+            yield LiveProcess(int(entry.name), cmd, state, environ)

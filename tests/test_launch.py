@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mp_harness import error_lines, finish_popens
+from mp_harness import error_lines, finish_popens, live_processes
 
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.keys import RoleKeys
@@ -30,19 +30,8 @@ def role_processes(marker: str, coordinator: int) -> list[int]:
     """Pids of live role processes whose command line mentions `marker`: exec'd roles
     (`privit.launch.roles`) and roles forked by `privit run` (launch/prefork.py), which
     carry their coordinator's command line but not its pid."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        pid = int(entry.name)
-        if marker in cmd and state != "Z" and pid not in (os.getpid(), coordinator):
-            pids.append(pid)
-    return pids
+    return [p.pid for p in live_processes()
+            if marker in p.cmd and p.pid not in (os.getpid(), coordinator)]
 
 
 def run_cli(args: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:

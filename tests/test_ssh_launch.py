@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mp_harness import track_popen
+from mp_harness import live_processes, track_popen
 from ssh_test_server import SshTestServer, fresh_host_public_key
 
 from privit.launch.job_registry import make_job
@@ -88,19 +88,8 @@ def _role_pids() -> list[int]:
     it starts, at any depth, with PRIVIT_TEST_SESSION; the SSH server passes it on too), so
     that roles of other programs on the machine do not count. Tests run one at a time."""
     marker = f"PRIVIT_TEST_SESSION={os.environ['PRIVIT_TEST_SESSION']}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            marked = marker in (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if state != "Z" and marked and any(m in cmd for m in ROLE_MARKERS):
-            pids.append(int(entry.name))
-    return pids
+    return [p.pid for p in live_processes()
+            if marker in p.environ and any(m in p.cmd for m in ROLE_MARKERS)]
 
 
 def _has_socket(pid: int) -> bool:
