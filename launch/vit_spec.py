@@ -54,7 +54,9 @@ class VitSpec:
         value_range=(1, None)))
     offset: int = field(default=0, metadata=_option(
         "vit: first digits test image", value_range=(0, None), cli=False))
-    gelu: str = field(default="poly", metadata=_option("vit: GeLU approximation", GELU_KINDS))
+    gelu: str = field(default="erf", metadata=_option(
+        "vit: GeLU approximation (erf: within 5.8e-5 of GeLU; poly: 2.1e-3, 40% fewer bytes)",
+        GELU_KINDS))
     relu: str = field(default="exact", metadata=_option(
         "vit: ReLU of the ReLU-softmax heads; stochastic = Circa", RELU_KINDS))
     circa_k: int | None = field(default=None, metadata=_option(

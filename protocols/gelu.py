@@ -8,12 +8,12 @@ SIGMA reads the correction from a lookup table, here it is a polynomial). The co
 that select the pieces run in ONE batched call and their unscaled 0/1 bits multiply
 exactly.
 
-"poly" (the default): g ~ t h(t), h a cubic on [0, 3.3) (g(3.3) = 1.6e-3); 3 comparisons,
+"poly" (the cheap one): g ~ t h(t), h a cubic on [0, 3.3) (g(3.3) = 1.6e-3); 3 comparisons,
 4 rounds, 76 B per element per party. Max abs error 2.1e-3 on the whole real line.
 
-"erf": g ~ p_j(t), a quartic per piece of [0, 0.95), [0.95, 2.2), [2.2, 4.25) (g(4.25) =
-4.5e-5); 7 comparisons, 4 rounds, 124 B per element per party, 2.3x the poly's FSS key
-material. The piece's coefficients are selected by the bits (linear, local) and multiply
+"erf" (the private ViT's default, models/private_options.py): g ~ p_j(t), a quartic per
+piece of [0, 0.95), [0.95, 2.2), [2.2, 4.25) (g(4.25) = 4.5e-5); 7 comparisons, 4 rounds,
+124 B per element per party, 2.3x the poly's FSS key material. The piece's coefficients are selected by the bits (linear, local) and multiply
 x, x^2, x^3, x^4, so the online cost does not depend on the number of pieces. Max abs
 error 5.8e-5 on the whole real line, measured on every fixed-point input of [-4.5, 4.5]
 with the fixed-point rounding (tests/test_gelu_erf.py).
@@ -34,7 +34,7 @@ from privit.protocols.products import linear, mul_many, truncate_many
 GELU_KINDS = ("poly", "erf", "quad")
 
 
-def gelu(sess: Session, x: torch.Tensor, kind: str = "poly", cfg: GeluConfig | None = None, *,
+def gelu(sess: Session, x: torch.Tensor, kind: str = "erf", cfg: GeluConfig | None = None, *,
          method: str | None = None) -> torch.Tensor:
     """Shares of GeLU(x) (fixed point), kind "poly" (the cheap erf-GeLU approximation),
     "erf" (the precise one) or "quad" (MPCFormer's quadratic). See `gelu_poly`,
