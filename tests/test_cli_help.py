@@ -79,7 +79,7 @@ def test_jobs_lists_each_parameter_with_type_and_default() -> None:
     assert result.exit_code == 0, result.output
     assert "    --param rows (int) = 197: rows of X" in result.output
     assert "    --param dims (str) = '64,128,10': input, hidden and output widths" in result.output
-    assert "    --param gelu (poly|quad|erf) = 'poly': vit: GeLU approximation" in result.output
+    assert "    --param gelu (poly|quad|erf) = 'erf': vit: GeLU approximation" in result.output
 
 
 @pytest.mark.parametrize(("env", "want"), [

@@ -16,15 +16,16 @@ from privit.protocols.registry import CORRELATIONS
 
 PINS = {
     # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes);
-    # auto_objective "whole" (the default: auto counts the dealer's keys too) and "online"
+    # auto_objective "whole" (the default: auto counts the dealer's keys too) and "online";
+    # the default GeLU, erf
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((78_947_994, 488), (53_632_303, 487), 103_360_402)),
+                ((94_675_450, 488), (69_359_759, 487), 159_006_235)),
     "teacher-online": ({"model": "vit_7_4_32_teacher"},
-                       ((77_547_154, 359), (52_231_463, 358), 295_870_815)),
+                       ((93_258_798, 359), (67_943_107, 358), 355_559_219)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((70_176_213, 278), (44_860_522, 277), 82_011_075)),
+              ((85_903_669, 278), (60_587_978, 277), 137_656_990)),
     "mu0.5-online": ({"model": "vit_7_4_32", "mu": 0.5},
-                     ((70_085_275, 272), (44_769_584, 271), 91_271_667)),
+                     ((85_796_919, 272), (60_481_228, 271), 150_960_291)),
 }
 
 
