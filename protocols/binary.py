@@ -384,6 +384,43 @@ class AdderGate:
 
 
 # -- the online protocol ------------------------------------------------------------------
+# Elements per adder_gate request (~32 MB of party 1's material, ~60 MB with the product):
+# a larger gate takes its material as several plan requests, so that no one request outgrows
+# a party's streaming window (parties/offline.py; ViT-Base's erf GeLU compares 4.2 M
+# elements at once). The online protocol is the same: one message per round.
+GATE_REQUEST_ELEMENTS = 1 << 19
+
+
+def _gate_material(sess: Session, m: int, bits: int, relu: int, leaf: int
+                   ) -> dict[str, torch.Tensor]:
+    """The material of one adder gate on m elements, requested in pieces of at most
+    GATE_REQUEST_ELEMENTS and joined along the element axis (the tables' first, every other
+    array's last): the same layout as one request's."""
+    pieces = [min(GATE_REQUEST_ELEMENTS, m - i) for i in range(0, m, GATE_REQUEST_ELEMENTS)]
+    first = sess.correlation("adder_gate", (pieces[0] if pieces else 0, bits, relu, leaf))
+    if len(pieces) <= 1 or sess.is_tracing:
+        for n in pieces[1:]:
+            sess.correlation("adder_gate", (n, bits, relu, leaf))
+        return first
+    # Filled piece by piece, each piece dropped once copied: one gate's material at a time.
+    out: dict[str, torch.Tensor] = {}
+    for name, t in first.items():
+        axis = 0 if name in ("table", "r_table") else t.dim() - 1
+        shape = list(t.shape)
+        shape[axis] = m
+        out[name] = torch.empty(shape, dtype=t.dtype)
+    start = 0
+    for index, n in enumerate(pieces):
+        mat = first if index == 0 else sess.correlation("adder_gate", (n, bits, relu, leaf))
+        for name, t in mat.items():
+            axis = 0 if name in ("table", "r_table") else t.dim() - 1
+            out[name].narrow(axis, start, n).copy_(t)
+        start += n
+        del mat
+        first = {}
+    return out
+
+
 def _exchange_bytes(sess: Session, mine: np.ndarray, label: str) -> np.ndarray:
     """Send our uint8 string to the other party and receive theirs (same length): 1 round."""
     other = 1 - sess.party_id
@@ -414,7 +451,7 @@ def adder_gate(sess: Session, a: torch.Tensor, bits: int, mult: torch.Tensor | N
         raise ValueError(f"bits must be in [1, 64], got {bits}")
     shape = a.shape
     m = a.numel()
-    mat = sess.correlation("adder_gate", (m, bits, int(mult is not None), leaf))
+    mat = _gate_material(sess, m, bits, int(mult is not None), leaf)
     if sess.is_tracing:
         zero = torch.zeros(shape, dtype=torch.int64)
         return zero, (zero.clone() if mult is not None else None)

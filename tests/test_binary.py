@@ -177,6 +177,28 @@ def test_adder_gate_exact_with_rounds_and_bytes(bits: int, leaf: int) -> None:
     assert sum(n for _, n in adder_payloads(m, bits, True, leaf)) == cost.online_bytes
 
 
+@pytest.mark.parametrize("leaf", [2, 4])
+def test_a_large_gate_takes_its_material_in_pieces(monkeypatch: pytest.MonkeyPatch,
+                                                   leaf: int) -> None:
+    """Past GATE_REQUEST_ELEMENTS the material comes as several plan requests (a window
+    bounds each), joined into one layout: the same values, online rounds and bytes."""
+    m, bits = 400, 64
+    x = signed_inputs(bits, m, 3).reshape(20, 20)
+    y = torch.randint(-(1 << 62), 1 << 62, (20, 20), generator=torch.Generator().manual_seed(4))
+    whole = run_gate(bits, x, y, leaf)
+    monkeypatch.setattr(binary, "GATE_REQUEST_ELEMENTS", 96)  # 5 pieces: 4 x 96 + 16
+    pieces = run_gate(bits, x, y, leaf)
+    assert torch.equal(pieces[0][0][0] + pieces[1][0][0], (x >= 0).long())
+    assert torch.equal(pieces[0][0][1] + pieces[1][0][1], y * (x >= 0).long())
+    for (_, a), (_, b) in zip(whole, pieces, strict=True):
+        for key in ("bytes", "rounds", "messages"):
+            assert a["phases"]["online"][key] == b["phases"]["online"][key]
+        assert a["bytes_to"] == b["bytes_to"]
+    tracer = Session.tracing(RunConfig(), 0, CORRELATIONS)
+    binary.adder_gate(tracer, torch.zeros(m, dtype=torch.int64), bits, leaf=leaf)
+    assert [p[0] for _, p in tracer.trace or []] == [96, 96, 96, 96, 16]
+
+
 def test_adder_gate_without_product_and_n3_refused() -> None:
     x = signed_inputs(64, 100, 3)
     res = run_gate(64, x, None)

@@ -6,4 +6,4 @@ This file is the top-level package `privit` once installed: setup.py maps the im
 source and nothing else, so `import privit` has no side effects.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
