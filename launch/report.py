@@ -40,8 +40,10 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
                     start every role): wall_s from the command's process start to its
                     result, and apart: startup_s (to the last role ready: imports, inputs,
                     job), handshake_s, offline_s (the parties reading and expanding dealer
-                    material, streamed chunks included), online_s, other_s (the rest:
-                    barrier, bye, the plaintext reference, exits); bytes = online.bytes +
+                    material before the online phase), online_s, other_s (the rest:
+                    barrier, bye, the plaintext reference, exits), which add up to wall_s;
+                    offline_during_online_s (material streamed in during the online phase,
+                    the slowest party's reading: inside online_s); bytes = online.bytes +
                     offline.bytes (dealer material); peak_rss_mb per role
   accuracy          max abs error of the opened outputs against the plaintext reference;
                     for a `logits` output also images, argmax_agreement (private vs
@@ -149,6 +151,8 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
              "online_rounds": _phase(r, "online")["rounds"],
              "online_wall_s": r.get("online_wall_s", 0.0),
              "offline_wall_s": r.get("offline_wall_s", 0.0),
+             **({"offline_prefetch_s": r["offline_prefetch_s"]}
+                if "offline_prefetch_s" in r else {}),
              "peak_rss_mb": r.get("peak_rss_mb"),
              **({"stream": r["stream"]} if "stream" in r else {}),
              "bytes_to": r["counters"]["bytes_to"]}
@@ -193,11 +197,18 @@ def whole_run(span: tuple[float, float], roles: list[dict[str, Any]],
     marks = [r.get("marks", {}) for r in roles]
     ready = max((m.get("ready", start) for m in marks), default=start)
     handshake = max((m.get("handshake_done", ready) for m in marks), default=ready)
-    offline_s = max((r.get("offline_wall_s", 0.0) for r in parties), default=0.0)
+    # Before the online phase; what a party reads while online lies inside the online wall
+    # (its own reading, or the waits of the others), shown apart and not added again.
+    offline_s = max((r.get("offline_prefetch_s", r.get("offline_wall_s", 0.0))
+                     for r in parties), default=0.0)
+    streamed_s = max((r.get("offline_wall_s", 0.0) - r.get("offline_prefetch_s",
+                                                             r.get("offline_wall_s", 0.0))
+                      for r in parties), default=0.0)
     wall = end - start
     parts = {"startup_s": ready - start, "handshake_s": handshake - ready,
              "offline_s": offline_s, "online_s": online_s}
     return {"wall_s": wall, **parts, "other_s": max(wall - sum(parts.values()), 0.0),
+            "offline_during_online_s": streamed_s,
             "bytes": total_bytes,
             "peak_rss_mb": {r["name"]: r.get("peak_rss_mb")
                             for r in sorted(roles, key=lambda r: r["role"])}}

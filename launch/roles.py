@@ -236,6 +236,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
                 "config": cfg.to_dict(), **job.report_fields(),
                 "online_wall_s": online_s, "offline_wall_s": offline_s,
+                "offline_prefetch_s": outcome.prefetch_s,
                 "stream": outcome.stream, "marks": {**marks, "done": time.time()},
                 **({"material": _material_fields(stored)} if stored else {}),
                 "counters": counters.report(),

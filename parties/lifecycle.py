@@ -52,12 +52,14 @@ BYE_WAIT_S = 24 * 3600.0
 @dataclass
 class PartyOutcome(Generic[T]):
     """The job's result; offline_s counts reading and expanding the dealer's chunks (also
-    those read during the online phase), online_s the online phase less that."""
+    those read during the online phase), prefetch_s the part before the online phase,
+    online_s the online phase less this party's own reading."""
 
     result: T
     offline_s: float
     online_s: float
     stream: dict[str, int | None]
+    prefetch_s: float = 0.0
 
 
 def barrier(channel: FramedChannel, cfg: RunConfig, party_id: int,
@@ -121,7 +123,7 @@ def run_party_phases(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     if sync and material is None:
         channel.send(cfg.dealer_id, "bye", "bye")  # the dealer ends well only after every bye
     counters.finish()
-    return PartyOutcome(result, prepared.read_s, online_s, prepared.stats())
+    return PartyOutcome(result, prepared.read_s, online_s, prepared.stats(), read_before)
 
 
 def record_party_material(channel: FramedChannel, counters: Counters, cfg: RunConfig,

@@ -137,4 +137,7 @@ def test_processes_stream_within_a_small_memory_budget(tmp_path: Path) -> None:
     assert total["bytes"] == streamed["online"]["bytes"] + streamed["offline"]["bytes"]
     parts = sum(total[k] for k in ("startup_s", "handshake_s", "offline_s", "online_s", "other_s"))
     assert parts == pytest.approx(total["wall_s"], rel=1e-6)
+    # what the parties read while online is inside online_s, not added to offline_s
+    assert total["offline_during_online_s"] > 0
+    assert total["offline_s"] == max(p["offline_prefetch_s"] for p in parties)
     assert set(total["peak_rss_mb"]) == {"party 0", "party 1", "dealer"}
