@@ -14,7 +14,8 @@ from typing import Any
 RING_BITS = 64
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
-PROTOCOL_VERSION = 3  # 2: CURVE channels, the bye; 3: streamed offline phase, hello window
+PROTOCOL_VERSION = 4  # 2: CURVE channels, the bye; 3: streamed offline phase, hello window;
+# 4: compact FSS keys (drelu_bit_fss, bit_select), adder requests split at 2^19, auto_objective
 CHANNEL_MODES = ("curve", "insecure")
 
 

@@ -127,7 +127,11 @@ class MaterialWriter:
         if self.path.exists():
             raise MaterialError(f"{self.path} exists; refusing to overwrite material")
         self.partial = self.path.with_name(self.path.name + ".partial")
-        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:  # exclusive: two writers never interleave, a planted link is not followed
+            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise MaterialError(f"{self.partial} exists: another preprocess is writing it, or "
+                                f"one was killed (it holds a seed: remove it)") from None
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.chunks = self.requests = self.payload_bytes = 0
@@ -213,6 +217,11 @@ class MaterialFile:
     def open(path: str | Path, registry: CorrelationRegistry) -> MaterialFile:
         """Open and verify `path` (magic, trailer, digest, header fields)."""
         path = Path(path)
+        if path.suffix in (".used", ".partial"):
+            # a claimed file keeps its contents while (or if killed while) a run uses it;
+            # a partial one was never finished: neither is material to use
+            state = "used up" if path.suffix == ".used" else "unfinished"
+            raise MaterialError(f"material {path} is {state}; run privit preprocess again")
         try:
             fh = open(path, "rb")  # noqa: SIM115 - kept open for the run, closed by close()
         except FileNotFoundError:

@@ -66,7 +66,7 @@ class ExpConfig:
       k low bits dropped (Circa's truncated sign, circa.truncated_share, floor mode) on
       compare_bits - k + 1 bits (same range); None: k = f. An x + T in [0, 2^k) ulps may
       clamp to 0: abs error < e^(-T + 2^(k-f)) - e^(-T) (k = f, T = 16: 2.0e-7), for keys
-      of 64 (compare_bits - k) - 16 B instead of 64 compare_bits - 16 (k = f = 16: 1072
+      of 64 (compare_bits - k + 1) - 16 B instead of 64 compare_bits - 16 (k = f = 16: 1072
       instead of 2032). 0: the exact comparison.
     """
 

@@ -33,7 +33,7 @@ def grid_bits(sess: Session, x: torch.Tensor, grid: Grid, x_bits: int, *, method
     drop_bits k > 0: each party drops the k low bits of its difference first (Circa's
     truncated sign, circa.truncated_share, floor mode) and the comparison sees `bits` bits:
     exact for |x - tau| < 2^(bits + k - 2); an x in [tau_i, tau_i + 2^k) ulps may read as
-    below tau_i (the neighbouring guess, see layernorm.guess_drop_bits)."""
+    below tau_i (the neighbouring guess, see layernorm.guess_compare_bits)."""
     taus = torch.tensor([round(t * 2.0 ** x_bits) for t in grid.thresholds], dtype=torch.int64)
     view = taus.reshape((-1,) + (1,) * x.dim())
     diffs = x.unsqueeze(0) - view if sess.party_id == 0 else x.unsqueeze(0).expand(

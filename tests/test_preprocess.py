@@ -68,6 +68,9 @@ def test_preprocess_then_online_equals_one_run(cfg: RunConfig, tmp_path: Path) -
     assert [p.with_name(p.name + ".used").stat().st_size for p in paths] == [0, 0]
     with pytest.raises(Exception, match=r"party-[01].material was already used .* single-use"):
         run_in_memory_detailed(cfg, job.run, CORRELATIONS, material=paths)
+    # nor can the claimed file itself be given (it keeps its contents if its run is killed)
+    with pytest.raises(MaterialError, match=r"party-0.material.used is used up"):
+        MaterialFile.open(paths[0].with_name(paths[0].name + ".used"), CORRELATIONS)
 
 
 def test_material_from_another_config_is_refused(tmp_path: Path) -> None:
