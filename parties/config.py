@@ -200,3 +200,14 @@ class RunConfig:
     def config_hash(self) -> str:
         blob = json.dumps(self.hash_fields(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flat_fields(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"network": {"latency_s": 0}} -> {"network.latency_s": 0}: a config's fields by dotted
+    name, to compare two configs field by field (the handshake, preprocessed material)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(flat_fields(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from privit.parties.channel import FramedChannel
-from privit.parties.config import PROTOCOL_VERSION, RunConfig
+from privit.parties.config import PROTOCOL_VERSION, RunConfig, flat_fields
 from privit.parties.offline import MIN_WINDOW_BYTES
 from privit.parties.prg import SEED_BYTES
 
@@ -208,20 +208,10 @@ def check_hello(meta: Any, cfg: RunConfig, role: int, peer: int) -> bytes | None
     return seed
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """{"network": {"latency_s": 0}} -> {"network.latency_s": 0}."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def _compare_config(theirs_json: str, their_hash: str, cfg: RunConfig, who: str) -> None:
     theirs = _json_object(theirs_json, who, "config")
-    ours = _flatten(json.loads(json.dumps(cfg.hash_fields(), sort_keys=True, default=str)))
-    theirs_flat = _flatten(theirs)
+    ours = flat_fields(json.loads(json.dumps(cfg.hash_fields(), sort_keys=True, default=str)))
+    theirs_flat = flat_fields(theirs)
     missing = object()
     differences = []
     for key in sorted(set(ours) | set(theirs_flat)):

@@ -55,7 +55,7 @@ import msgpack
 import numpy as np
 
 from privit.parties.channel import FramedChannel, PeerError
-from privit.parties.config import RunConfig
+from privit.parties.config import RunConfig, flat_fields
 from privit.parties.offline import Chunk, ChunkSource, split_chunk
 from privit.parties.prg import SEED_BYTES
 from privit.parties.session import CorrelationRegistry
@@ -246,9 +246,9 @@ class MaterialFile:
             raise MaterialError(f"material {self.path} is for {h.n_parties} parties, "
                                 f"this run has {cfg.n_parties}")
         if h.config_hash != material_hash(cfg):
-            ours = _flat(material_fields(cfg))
+            ours = flat_fields(material_fields(cfg))
             try:
-                theirs = _flat(json.loads(h.config))
+                theirs = flat_fields(json.loads(h.config))
             except ValueError:
                 theirs = {}
             diffs = [f"{k} is {theirs.get(k, 'absent')!r} there, {ours.get(k, 'absent')!r} here"
@@ -372,13 +372,6 @@ def _verify(fh: io.BufferedReader) -> tuple[MaterialHeader, dict[str, Any], int]
     return MaterialHeader(**header), trailer, body_end
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def share_material_id(channel: FramedChannel, cfg: RunConfig, party_id: int) -> str:
