@@ -286,15 +286,23 @@ class ZmqChannel(FramedChannel):
     def _push_send(self, dst: int, frames: list[Any]) -> None:
         # Frame by frame rather than send_multipart, whose per-frame checks cost ~3 us.
         # Large array frames (memoryviews of 64 KiB or more) go without copying.
+        # Room is made once per message, before its first frame: ZeroMQ sends a multipart
+        # message only once its last part is queued, so waiting between the parts for an
+        # earlier part of the same message to leave would wait forever.
         link = self._links[dst]
+        tracked = self._delay is None
+        if tracked:
+            large = sum(f.nbytes for f in frames
+                        if isinstance(f, memoryview) and f.nbytes >= TRACK_THRESHOLD)
+            if large:
+                self._make_room(dst, link, large)
         last = len(frames) - 1
         for i, frame in enumerate(frames):
             copy = not isinstance(frame, memoryview) or frame.nbytes < COPY_THRESHOLD
             flags = _SNDMORE if i < last else 0
-            if copy or frame.nbytes < TRACK_THRESHOLD or self._delay is not None:
+            if copy or frame.nbytes < TRACK_THRESHOLD or not tracked:
                 link.push.send(frame, flags, copy=copy)
                 continue
-            self._make_room(dst, link, frame.nbytes)
             tracker = link.push.send(frame, flags, copy=False, track=True)
             link.queued.append((tracker, frame.nbytes))
 

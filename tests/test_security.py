@@ -540,3 +540,31 @@ def test_a_fast_sender_holds_a_bounded_queue_of_large_frames() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_one_message_of_large_frames_over_the_queue_bound_is_sent(monkeypatch) -> None:
+    """ZeroMQ sends a multipart message only once its last part is queued, so the queue
+    bound is applied per message: a message whose large frames sum past MAX_QUEUED_BYTES
+    goes out whole (it once waited forever for its own first frame; the dealer's FSS keys
+    for a 197x768 ReLU are such a message)."""
+    import threading
+
+    from privit.parties import transport
+
+    monkeypatch.setattr(transport, "MAX_QUEUED_BYTES", 24 << 20)
+    keys = _keys()
+    cluster = Cluster.local(1).with_keys(keys)
+    a = ZmqChannel(0, cluster, [1], Counters(), 10.0, _name, keys=keys[0])
+    b = ZmqChannel(1, cluster, [0], Counters(), 10.0, _name, keys=keys[1])
+    try:
+        size = (16 << 20) // 8
+        parts = [np.full(size, i, dtype=np.int64) for i in range(3)]
+        sender = threading.Thread(target=b.send, args=(0, "data", "big", parts), daemon=True)
+        sender.start()
+        sender.join(timeout=30)
+        assert not sender.is_alive(), "the sender waited on its own message"
+        got = a.recv(1, "data", "big").arrays
+        assert [int(g[0]) for g in got] == [0, 1, 2] and all(g.shape == (size,) for g in got)
+    finally:
+        a.close()
+        b.close()
