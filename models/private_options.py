@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 GELU_KINDS = ("poly", "quad", "erf")
 RELU_KINDS = ("exact", "stochastic")
-COMPARE_METHODS = ("auto", "fss", "adder")
+COMPARE_METHODS = ("auto", "fss", "fss_compact", "adder")
 SOFTMAX_KINDS = ("exact", "2quad")
 SCALE_ORDERS = ("auto", "qk", "kv")
 

@@ -111,6 +111,15 @@ def bit_products(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: 
     """Shares of b_k * x for every row k of `bits` (uint8 (K, *x.shape), XOR shares, 0/1)
     and, with square, of x^2 (raw: 2 f fractional bits), from ONE opening (module
     docstring). ROUNDS 1, BYTES ceil(K N / 8) + 8 N + H per party, OFFLINE 16 K N (+ 8 N)."""
+    products, _, sq = bit_products_and_bits(sess, bits, x, square=square, label=label)
+    return products, sq
+
+
+def bit_products_and_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: bool,
+                          label: str
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+    """As `bit_products`, and also the bits b_k themselves in additive int64 shares (0/1,
+    unscaled: step 3's [b], free). Same ROUNDS, BYTES and OFFLINE."""
     if sess.n != 2:
         raise NotImplementedError(f"bit_products: 2 parties only, not {sess.n}")
     k, n = int(bits.shape[0]), x.numel()
@@ -119,7 +128,8 @@ def bit_products(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: 
     mat = sess.correlation(BIT_SELECT, (k, n, int(square)))
     if sess.is_tracing:
         zero = torch.zeros(x.shape, dtype=torch.int64)
-        return [zero.clone() for _ in range(k)], (zero.clone() if square else None)
+        return ([zero.clone() for _ in range(k)], [zero.clone() for _ in range(k)],
+                zero.clone() if square else None)
     me, other = sess.party_id, 1 - sess.party_id
     r_share = mat["r_share"].numpy()
     masked_bits = bits.reshape(k, n).numpy() ^ mat["rho_bits"].numpy()
@@ -137,9 +147,10 @@ def bit_products(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: 
     br_share = e * r_share + flip * rho_r
     products = x_hat * b_share - br_share
     out = [torch.from_numpy(row.view(np.int64).reshape(x.shape).copy()) for row in products]
+    arith = [torch.from_numpy(row.view(np.int64).reshape(x.shape).copy()) for row in b_share]
     if not square:
-        return out, None
+        return out, arith, None
     sq = mat["r2"].numpy() - np.uint64(2) * x_hat * r_share
     if me == 0:
         sq = sq + x_hat * x_hat
-    return out, torch.from_numpy(sq.view(np.int64).reshape(x.shape).copy())
+    return out, arith, torch.from_numpy(sq.view(np.int64).reshape(x.shape).copy())

@@ -38,6 +38,7 @@ from privit.parties.config import NETWORK_PRESETS
 from privit.parties.session import Session
 from privit.protocols import beaver
 from privit.protocols.binary import adder_gate
+from privit.protocols.bit_select import bit_products_and_bits
 from privit.protocols.cost_model import DEFAULT_COST_MODEL, CostModel, wire_itemsize
 from privit.protocols.dcf import DreluMaterial, drelu_eval
 from privit.protocols.dcf_bit import BitDreluMaterial, bit_drelu_eval
@@ -45,14 +46,15 @@ from privit.protocols.fss_correlations import bit_dcf_keys, drelu_dcf_keys, relu
 from privit.protocols.relu_fss import relu_gate_eval
 
 RING_BITS = 64
-METHODS = ("auto", "fss", "adder")
+METHODS = ("auto", "fss", "fss_compact", "adder")
 _WIRE = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32, 8: torch.int64}
 _NP_WIRE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.int64}
 
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """How comparisons run: method "auto" | "fss" | "adder", and the cost model for auto."""
+    """How comparisons run: method "auto" | "fss" | "fss_compact" | "adder", and the cost
+    model for auto."""
 
     method: str = "auto"
     cost_model: CostModel = field(default=DEFAULT_COST_MODEL)
@@ -71,18 +73,28 @@ def _config(method: Method) -> ComparisonConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a comparison runs: method "fss" | "adder" and the adder's leaf width."""
+    """What a comparison runs: method "fss" | "adder", the adder's leaf width, and for
+    "fss" whether on the compact bit keys (drelu_xor; a ReLU gate then converts its bit
+    with bit_select: 2 rounds) or the wide ones (1 round)."""
 
     method: str
     leaf: int = 2
+    compact: bool = False
+
+    @property
+    def name(self) -> str:
+        """The path's name in reports (sub-scope, auto_choices): fss, fss_compact, adder."""
+        return "fss_compact" if self.method == "fss" and self.compact else self.method
 
 
 def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: int,
                     product: bool, shared_mask: bool = True, compact: bool = False) -> Plan:
-    """The method (auto: the cost model's lower estimate for the session's network) and,
-    for the adder, its leaf width (always the cost model's choice), for sequential
-    comparisons on `numels` elements; `compact`: the FSS path would use the bit keys
-    (drelu_xor)."""
+    """The path (auto: the cost model's lowest estimate for the session's network, among
+    the wide FSS key, the compact one for ReLU gates (`product`) and the adder) and, for
+    the adder, its leaf width (always the cost model's choice), for sequential comparisons
+    on `numels` elements. `compact`: the caller's FSS path is the bit keys (GeLU's
+    drelu_xor, product=False). "fss_compact" asked for a DReLU without `compact` runs the
+    wide key (the arithmetic DReLU has no compact variant)."""
     cfg = _config(method)
     if sess.n != 2:
         raise NotImplementedError(
@@ -95,19 +107,27 @@ def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: 
     if chosen == "auto":
         chosen = model.choose(numels, bits, product, network, shared_mask, compact)
         # For the report: what auto picked here, and would pick on the LAN and WAN presets.
-        sess.counters.note_choice("compare", {"run": chosen, **{
-            name: model.choose(numels, bits, product, NETWORK_PRESETS[name],
-                                        shared_mask, compact)
-            for name in ("lan", "wan")}})
-    if chosen == "fss":
-        return Plan("fss")
-    return Plan("adder", model.adder_leaf(numels, bits, product, network))
+        sess.counters.note_choice("compare", {
+            "run": _plan(chosen, product, compact).name, **{
+                name: _plan(model.choose(numels, bits, product, NETWORK_PRESETS[name],
+                                         shared_mask, compact), product, compact).name
+                for name in ("lan", "wan")}})
+    if chosen == "adder":
+        return Plan("adder", model.adder_leaf(numels, bits, product, network))
+    return _plan(chosen, product, compact)
+
+
+def _plan(chosen: str, product: bool, compact: bool) -> Plan:
+    if chosen == "adder":
+        return Plan("adder")
+    return Plan("fss", compact=compact or (product and chosen == "fss_compact"))
 
 
 def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,
                   product: bool, shared_mask: bool = True) -> str:
-    """"fss" or "adder" for sequential comparisons on `numels` elements (auto: cost model)."""
-    return plan_comparison(sess, method, numels, bits, product, shared_mask).method
+    """"fss", "fss_compact" or "adder" for sequential comparisons on `numels` elements
+    (auto: cost model)."""
+    return plan_comparison(sess, method, numels, bits, product, shared_mask).name
 
 
 def _check_bits(bits: int) -> None:
@@ -202,7 +222,8 @@ def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int 
 
     Only the low `bits` bits of x count: x must satisfy |x| < 2^(bits-1) (as a signed
     ring value). Steps: fss: open x + r mod 2^bits (1 round), evaluate the DReLU DCF
-    key; adder: binary.adder_gate without product.
+    key (method "fss_compact" runs this wide key too: no arithmetic compact DReLU);
+    adder: binary.adder_gate without product.
     ROUNDS fss 1, adder log2(P) (6 at 64 bits). BYTES per element per party: fss
     wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.7 at 64 bits).
     OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits.
@@ -226,13 +247,33 @@ def drelu_xor(sess: Session, x: torch.Tensor, *, bits: int = 64) -> torch.Tensor
     if sess.n != 2:
         raise NotImplementedError(f"comparisons are implemented for 2 parties, not {sess.n}")
     with sess.scope("fss"):
-        mat = sess.correlation("drelu_bit_fss", (x.numel(), bits))
-        if sess.is_tracing:
-            return torch.zeros(x.shape, dtype=torch.uint8)
-        r = mat["r_share"].numpy()
-        (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_bit_fss")
-        material = BitDreluMaterial(r, mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
-        return torch.from_numpy(bit_drelu_eval(sess.party_id, material, x_hat)).reshape(x.shape)
+        return _drelu_bits(sess, x, bits)
+
+
+def _drelu_bits(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
+    mat = sess.correlation("drelu_bit_fss", (x.numel(), bits))
+    if sess.is_tracing:
+        return torch.zeros(x.shape, dtype=torch.uint8)
+    r = mat["r_share"].numpy()
+    (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_bit_fss")
+    material = BitDreluMaterial(r, mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
+    return torch.from_numpy(bit_drelu_eval(sess.party_id, material, x_hat)).reshape(x.shape)
+
+
+def _gate_fss_compact(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DReLU(a) and DReLU(a) * x (x = a when None) on the compact bit keys, in 2 rounds:
+    1. drelu_xor's opening of a + r mod 2^n and its bit DCF: d in XOR shares;
+    2. bit_select.bit_products_and_bits (K = 1): d and d x in additive shares.
+    ROUNDS 2. BYTES per party: numel wire_itemsize(n) + H, then ceil(numel / 8) + 8 numel
+    + H. OFFLINE per element, c = dcf_bit.bit_dcf_cw_bytes(n - 1): party 0 c, party 1
+    c + 1/8 + 16 (n = 24: 274 and 290.125 B; n = 64: 919 and 935.125 B).
+    """
+    d_bits = _drelu_bits(sess, a, bits)
+    mult = a if x is None else x
+    (product,), (d,), _ = bit_products_and_bits(sess, d_bits.unsqueeze(0), mult, square=False,
+                                                label="relu_bit")
+    return d, product
 
 
 def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, bits: int = 64,
@@ -240,24 +281,30 @@ def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, 
     """(DReLU(a), DReLU(a) * x) with x = a when None; a compared on its low `bits` bits.
 
     The core of relu / maximum and of Circa's stochastic ReLU (a = truncated x). x is any
-    ring value (no truncation: DReLU is 0/1). ROUNDS fss 1, adder log2(P).
+    ring value (no truncation: DReLU is 0/1). Paths: "fss" (the wide key, 1 round),
+    "fss_compact" (the bit key + bit_select, 2 rounds, `_gate_fss_compact`), "adder"
+    (log2(P) rounds); "auto" the cost model's choice of the three. The report's sub-scope
+    names the path that ran.
     BYTES per element per party: fss 8 (x = a, bits = 64) or wire_itemsize(bits) + 8;
-    adder cost_model.adder_costs(product=True) (31.7 at 64 bits).
-    OFFLINE per element: fss 64 bits - 16 (4080 at 64), adder 127.5 at 64 bits.
+    fss_compact wire_itemsize(bits) + 8 + 1/8; adder cost_model.adder_costs(product=True)
+    (31.7 at 64 bits).
+    OFFLINE per element: fss 64 bits - 16 (4080 at 64); fss_compact
+    2 bit_dcf_cw_bytes(bits - 1) + 16.125 (564.125 at 24 bits, 1854.125 at 64); adder
+    127.5 at 64 bits.
     """
     _check_bits(bits)
     if x is not None and x.shape != a.shape:
         raise ValueError(f"relu_gate: shapes differ, {tuple(a.shape)} and {tuple(x.shape)}")
     shared = x is None and bits == RING_BITS
     plan = plan_comparison(sess, method, [a.numel()], bits, product=True, shared_mask=shared)
-    with sess.scope(plan.method):
+    with sess.scope(plan.name):
         return _gate(sess, a, bits, x, plan)
 
 
 def _gate(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None, plan: Plan
           ) -> tuple[torch.Tensor, torch.Tensor]:
     if plan.method == "fss":
-        return _gate_fss(sess, a, bits, x)
+        return (_gate_fss_compact if plan.compact else _gate_fss)(sess, a, bits, x)
     d, product = adder_gate(sess, a, bits, a if x is None else x, leaf=plan.leaf)
     assert product is not None
     return d, product
@@ -315,7 +362,7 @@ def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "
         length = (length + 1) // 2
     plan = (plan_comparison(sess, method, numels, bits, product=True) if numels
             else Plan("fss"))
-    with sess.scope(plan.method):
+    with sess.scope(plan.name):
         while x.shape[-1] > 1:
             length = x.shape[-1]
             pairs = length // 2

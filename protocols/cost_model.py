@@ -1,10 +1,12 @@
-"""Costs of the two comparison paths, exact (rounds, bytes) and estimated (seconds).
+"""Costs of the comparison paths, exact (rounds, bytes) and estimated (seconds).
 
 `fss_costs` and `adder_costs` give what a comparison sends, formula by formula from the
 protocols (compare.py, binary.py); tests check them against the wire. `CostModel`
-turns them into an estimated time for `method="auto"`:
+turns them into an estimated time for `method="auto"`, for each of the three paths
+("fss": the one-round wide key; "fss_compact": the two-round bit key; "adder"):
 
     T = compute(path, numel, bits) + bytes_per_party / bandwidth + rounds * latency
+        + dealer(path)   (objective "whole": key generation + the busier dealer link)
 
 with the session's network (sess.cfg.network), or, when the run emulates none, the
 loopback constants below. Every round of both paths is a symmetric exchange (both
@@ -21,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privit.parties.config import NetworkConfig
-from privit.protocols.dcf_bit import bit_dcf_cw_bytes
+from privit.protocols.dcf_bit import bit_dcf_cw_bytes, leaf_bits
 
 RING_BITS = 64
+PATHS = ("fss", "fss_compact", "adder")
 
 
 def wire_itemsize(bits: int) -> int:
@@ -48,29 +51,48 @@ def _packed(count: int, width: int) -> int:
 @dataclass(frozen=True)
 class OpCost:
     """rounds; online payload bytes sent by EACH party (headers excluded: one per message);
-    messages per party; offline payload bytes from the dealer, all parties together."""
+    messages per party; offline payload bytes from the dealer, all parties together, and
+    on the dealer's busier link (the dealer has one link per party, used in parallel)."""
 
     rounds: int
     online_bytes: int
     messages: int
     offline_bytes: int
+    offline_link_bytes: int
 
 
 def fss_costs(numel: int, bits: int, product: bool, shared_mask: bool = True,
               compact: bool = False) -> OpCost:
-    """The FSS path (compare.py), per call on `numel` elements.
+    """The FSS path (compare.py), per call on `numel` elements; c = bit_dcf_cw_bytes(n - 1).
 
-    DReLU: 1 round, wire_itemsize(bits) B per element per party; offline 48 n - 24 B, or
-    with the compact bit keys (compare.drelu_xor, `compact`) 2 bit_dcf_cw_bytes(n - 1) + 1/8.
-    ReLU gate (product): 1 round; shared_mask (n = 64, the product of x with DReLU(x)):
-    8 B per element per party, else wire_itemsize(n) + 8; offline 64 n - 16 B.
+    DReLU: 1 round, wire_itemsize(bits) B per element per party; offline 48 n - 24 B
+    (party 0: 24 n - 16, party 1: 24 n - 8), or with the compact bit keys
+    (compare.drelu_xor, `compact`) c to each party + the packed MSB(r) bits to party 1.
+    ReLU gate (product), wide key: 1 round; shared_mask (n = 64, the product of x with
+    DReLU(x)): 8 B per element per party, else wire_itemsize(n) + 8; offline 64 n - 16 B
+    (party 0: 32 n - 16, party 1: 32 n). Compact (`compact`): drelu_xor, then
+    bit_select.bit_products (K = 1): 2 rounds, wire_itemsize(n) + ceil(N / 8) / N + 8 B per
+    element per party; offline c to party 0, c + ceil(N / 8) / N + 16 to party 1.
     """
+    msb_bits = -(-numel // 8)
+    if compact:
+        keys = numel * bit_dcf_cw_bytes(bits - 1)
+        to_party1 = keys + msb_bits + (16 * numel if product else 0)
+        if not product:
+            return OpCost(1, numel * wire_itemsize(bits), 1, keys + to_party1, to_party1)
+        online = numel * (wire_itemsize(bits) + 8) + msb_bits
+        return OpCost(2, online, 2, keys + to_party1, to_party1)
     if not product:
-        offline = (numel * 2 * bit_dcf_cw_bytes(bits - 1) + -(-numel // 8) if compact
-                   else numel * (48 * bits - 24))
-        return OpCost(1, numel * wire_itemsize(bits), 1, offline)
+        return OpCost(1, numel * wire_itemsize(bits), 1, numel * (48 * bits - 24),
+                      numel * (24 * bits - 8))
     online = 8 if shared_mask else wire_itemsize(bits) + 8
-    return OpCost(1, numel * online, 1, numel * (64 * bits - 16))
+    return OpCost(1, numel * online, 1, numel * (64 * bits - 16), numel * 32 * bits)
+
+
+def fss_key_levels(bits: int, compact: bool) -> int:
+    """DCF tree levels the dealer expands per element: bits - 1 for the wide keys (dcf.py,
+    relu_fss.py); the compact key's tree on n = bits - 1 stops leaf_bits(n) levels early."""
+    return bits - 1 - (leaf_bits(bits - 1) if compact else 0)
 
 
 def adder_level_widths(bits: int, leaf: int = 2) -> list[int]:
@@ -102,7 +124,7 @@ def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2) -> OpCost:
     offline = _packed(2 * numel, lanes) + sum(_packed(2 * numel, w // 2) for w in widths)
     offline += 8 * 7 * numel * (2 if product else 1)
     rounds = len(widths) + 2
-    return OpCost(rounds, online, rounds, offline)
+    return OpCost(rounds, online, rounds, offline, offline)  # all of it to party 1
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,9 @@ class CostModel:
 
     Measured on this 2-core VM by `python -m privit.launch.bench_ops_compare` (one party's
     local work, best of 5, M = 151,296; docs/comparison.md, "Cost model"): fss_drelu /
-    fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; adder:
+    fss_relu: the DCF evaluation dominates, 13 / 12 ns per element per level; fss_compact
+    (bit DCF + bit_select, compare._gate_fss_compact): 15 ns per level and 76 ns per
+    element (fss_drelu_bit: not measured, fss_drelu's); adder:
     22-36 ns per element plus 0.4 ns per tree position, 15-20 ns more with 4-bit leaves.
     per_call_s and the adder's
     per_round_s (message handling beyond the RTT) are fitted to `privit bench` walls.
@@ -141,6 +165,8 @@ class CostModel:
 
     fss_drelu: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
     fss_relu: PathConstants = PathConstants(1e-3, 0.0, 5.1e-8, 1.2e-8)
+    fss_drelu_bit: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
+    fss_compact: PathConstants = PathConstants(2e-3, 0.0, 7.6e-8, 1.5e-8)
     adder: PathConstants = PathConstants(1e-3, 5e-4, 2.5e-8, 4e-10)
     adder_leaf4_per_elem_s: float = 1.5e-8  # 4-bit leaves: 15 monomials per block to mask
     loopback_rtt_s: float = 130e-6
@@ -148,6 +174,9 @@ class CostModel:
     # DCF key generation at the dealer: 227-262 ns per element and level measured with 2
     # other loads on the 2 cores (dcf.drelu_keygen, M = 151,296), about 100 ns alone.
     fss_keygen_per_elem_level_s: float = 1e-7
+    # the bit DCF's keygen per level: indistinguishable from the wide key's under load
+    # (0.6x and 1.6x of it in two runs, M = 151,296); its tree has leaf_bits fewer levels.
+    fss_bit_keygen_per_elem_level_s: float = 1e-7
     objective: str = "whole"
 
     def __post_init__(self) -> None:
@@ -163,8 +192,14 @@ class CostModel:
         bandwidth = network.bandwidth_bps / 8 if network.bandwidth_bps > 0 else math.inf
         return latency, bandwidth
 
-    def compute_s(self, method: str, numel: int, bits: int, product: bool, leaf: int = 2
-                  ) -> float:
+    def compute_s(self, method: str, numel: int, bits: int, product: bool, leaf: int = 2,
+                  compact: bool = False) -> float:
+        """Local compute of one call; method "fss" with `compact` is "fss_compact"."""
+        if method == "fss_compact" or (method == "fss" and compact):
+            c = self.fss_compact if product else self.fss_drelu_bit
+            levels = fss_key_levels(bits, True)
+            return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
+                                                           * levels)
         if method == "fss":
             c = self.fss_relu if product else self.fss_drelu
             return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
@@ -179,30 +214,46 @@ class CostModel:
         raise ValueError(f"unknown comparison method {method!r}")
 
     def dealer_s(self, method: str, numel: int, bits: int, cost: OpCost,
-                 bandwidth: float) -> float:
+                 bandwidth: float, compact: bool = False) -> float:
         """The dealer's share of the whole run for one call (0 for objective "online"):
-        FSS key generation, and the material over the dealer's links (one per party, in
-        parallel: half of the material each)."""
+        FSS key generation (fss_key_levels levels per element: the compact key's tree is
+        shorter), and the material over the dealer's links, one per party, in parallel: the
+        busier link's bytes (`cost.offline_link_bytes`; the adder's and the select's
+        material all goes to party 1, party 0 derives its own from its seed)."""
         if self.objective == "online":
             return 0.0
-        keygen = self.fss_keygen_per_elem_level_s * numel * (bits - 1) if method == "fss" else 0.0
-        return keygen + cost.offline_bytes / 2 / bandwidth
+        keygen = 0.0
+        if method in ("fss", "fss_compact"):
+            compact = compact or method == "fss_compact"
+            per_level = (self.fss_bit_keygen_per_elem_level_s if compact
+                         else self.fss_keygen_per_elem_level_s)
+            keygen = per_level * numel * fss_key_levels(bits, compact)
+        return keygen + cost.offline_link_bytes / bandwidth
+
+    def costs(self, method: str, numel: int, bits: int, product: bool, shared_mask: bool = True,
+              leaf: int = 2, compact: bool = False) -> OpCost:
+        """The exact OpCost of `method` ("fss" with `compact` is "fss_compact")."""
+        if method == "adder":
+            return adder_costs(numel, bits, product, leaf)
+        if method not in ("fss", "fss_compact"):
+            raise ValueError(f"unknown comparison method {method!r}")
+        return fss_costs(numel, bits, product, shared_mask, compact or method == "fss_compact")
 
     def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
                    network: NetworkConfig, shared_mask: bool = True, leaf: int | None = None,
                    compact: bool = False) -> float:
-        """Estimated wall time of sequential calls on `numels` elements each (adder: with
-        the given leaf width, or the best one), with the dealer's share (`objective`)."""
+        """Estimated wall time of sequential calls on `numels` elements each (method "fss",
+        "fss_compact" or "adder"; adder: with the given leaf width, or the best one), with
+        the dealer's share (`objective`)."""
         if method == "adder" and leaf is None:
             leaf = self.adder_leaf(numels, bits, product, network)
         latency, bandwidth = self.network_terms(network)
         total = 0.0
         for numel in numels:
-            cost = (fss_costs(numel, bits, product, shared_mask, compact) if method == "fss"
-                    else adder_costs(numel, bits, product, leaf or 2))
-            total += (self.compute_s(method, numel, bits, product, leaf or 2)
+            cost = self.costs(method, numel, bits, product, shared_mask, leaf or 2, compact)
+            total += (self.compute_s(method, numel, bits, product, leaf or 2, compact)
                       + cost.online_bytes / bandwidth + cost.rounds * latency
-                      + self.dealer_s(method, numel, bits, cost, bandwidth))
+                      + self.dealer_s(method, numel, bits, cost, bandwidth, compact))
         return total
 
     def adder_leaf(self, numels: Sequence[int], bits: int, product: bool,
@@ -213,11 +264,18 @@ class CostModel:
             self.estimate_s("adder", numels, bits, product, network, leaf=w), w))
 
     def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,
-               shared_mask: bool = True, compact: bool = False) -> str:
-        """The method with the lower estimate ("fss" on ties)."""
-        fss = self.estimate_s("fss", numels, bits, product, network, shared_mask, compact=compact)
-        adder = self.estimate_s("adder", numels, bits, product, network)
-        return "fss" if fss <= adder else "adder"
+               shared_mask: bool = True, compact: bool = False,
+               paths: Sequence[str] = PATHS) -> str:
+        """The path of `paths` with the lowest estimate (earlier in PATHS on ties).
+
+        ReLU gates (product) weigh the wide key ("fss") against the compact one
+        ("fss_compact"); a DReLU has one FSS variant, the compact one when `compact`
+        (GeLU's drelu_xor), and "fss" names it."""
+        if not product:
+            paths = [p for p in paths if p != "fss_compact"] or ["fss"]
+        return min(paths, key=lambda m: (
+            self.estimate_s(m, numels, bits, product, network, shared_mask, compact=compact),
+            PATHS.index(m)))
 
 
 DEFAULT_COST_MODEL = CostModel()
