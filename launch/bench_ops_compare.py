@@ -1,7 +1,9 @@
 """Benchmark ops of the comparison layer (protocols/compare.py, circa.py).
 
-Rows: ReLU on 197x768 by each path and by `auto` (its row reports `auto_chose_fss`),
-DReLU, Circa's stochastic ReLU at the default (k, m) on both paths (its row reports
+Rows: ReLU on 197x768 by each path ("fss": the one-round wide key, "fss_compact": the
+two-round bit key, "adder") and by `auto` (its row reports `auto_chose_fss` and
+`auto_chose_fss_compact`),
+DReLU, Circa's stochastic ReLU at the default (k, m) on each path (its row reports
 the measured fault rate on N(0, 1) and the expected one), and max over the last dim
 of (3, 197, 197) (a softmax's row maximum).
 
@@ -58,13 +60,14 @@ class _Choice:
         self.method = compare.choose_method(sess, "auto", numels, 64, product=True)
         model = compare.ComparisonConfig().cost_model
         self.estimates_s = {m: model.estimate_s(m, numels, 64, True, sess.cfg.network)
-                            for m in ("fss", "adder")}
+                            for m in ("fss", "fss_compact", "adder")}
 
 
 def _auto_check(choice: _Choice) -> Callable[[torch.Tensor, torch.Tensor, Plain], dict[str, float]]:
     def check(result: torch.Tensor, reference: torch.Tensor, plain: Plain) -> dict[str, float]:
         return {**default_check(result, reference, plain),
                 "auto_chose_fss": float(choice.method == "fss"),
+                "auto_chose_fss_compact": float(choice.method == "fss_compact"),
                 **{f"est_{m}_ms": 1e3 * t for m, t in choice.estimates_s.items()}}
     return check
 
@@ -121,6 +124,8 @@ _EW, _SC = "197x768", "3x197x197, max dim -1"
 OPS = [
     BenchOp("relu_fss", _EW, "ReLU with an FSS comparison (DCF keys from the dealer)",
             _normal(ELEMENTWISE), _method_run(compare.relu, "fss"), _relu_ref),
+    BenchOp("relu_fss_compact", _EW, "ReLU on the compact bit DCF keys + bit_select (2 rounds)",
+            _normal(ELEMENTWISE), _method_run(compare.relu, "fss_compact"), _relu_ref),
     BenchOp("relu_adder", _EW, "ReLU with a boolean-adder comparison",
             _normal(ELEMENTWISE), _method_run(compare.relu, "adder"), _relu_ref),
     BenchOp("relu_auto", _EW, "ReLU, comparison protocol picked by the cost model",
@@ -135,11 +140,17 @@ OPS = [
     BenchOp("stochastic_relu_fss", _EW, "Circa's stochastic ReLU, FSS comparison",
             _normal(ELEMENTWISE), _circa_run("fss"), _relu_ref,
             check=_circa_check),
+    BenchOp("stochastic_relu_fss_compact", _EW,
+            "Circa's stochastic ReLU, FSS comparison on the compact bit keys",
+            _normal(ELEMENTWISE), _circa_run("fss_compact"), _relu_ref,
+            check=_circa_check),
     BenchOp("stochastic_relu_adder", _EW, "Circa's stochastic ReLU, boolean-adder comparison",
             _normal(ELEMENTWISE), _circa_run("adder"), _relu_ref,
             check=_circa_check),
     BenchOp("max_fss", _SC, "row maximum by a tree of FSS ReLUs",
             _normal(SCORES), _method_run(compare.maximum, "fss"), _max_ref),
+    BenchOp("max_fss_compact", _SC, "row maximum by a tree of compact FSS ReLUs",
+            _normal(SCORES), _method_run(compare.maximum, "fss_compact"), _max_ref),
     BenchOp("max_adder", _SC, "row maximum by a tree of boolean-adder ReLUs",
             _normal(SCORES), _method_run(compare.maximum, "adder"), _max_ref),
     BenchOp("max_auto", _SC, "row maximum, comparison protocol picked by the cost model",

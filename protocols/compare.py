@@ -187,31 +187,45 @@ def _drelu_fss(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
     return _as_ring(drelu_eval(sess.party_id, material, x_hat), x.shape)
 
 
+# Elements per relu_fss request (64-bit keys: 134 MB of party 1's material): a larger gate
+# takes its keys as several plan requests, so that no one request outgrows a party's
+# streaming window (parties/offline.py: the bench's 197 x 768 ReLU is 310 MB of keys). The
+# online protocol is the same: one opening for all pieces.
+FSS_REQUEST_ELEMENTS = 1 << 16
+
+
 def _gate_fss(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """DReLU(a) and DReLU(a) * x (x = a when None) from one opening (relu_fss.py).
 
     1. open a + r mod 2^n and x + R mod 2^64 (one value when x is a and n = 64: r = R);
-    2. evaluate the two-word DCF locally. ROUNDS 1, BYTES numel * 8 per party when
-    shared, numel * (wire_itemsize(n) + 8) otherwise; OFFLINE (64 n - 16) numel.
+    2. evaluate the two-word DCF locally, piece by piece of FSS_REQUEST_ELEMENTS.
+    ROUNDS 1, BYTES numel * 8 per party when shared, numel * (wire_itemsize(n) + 8)
+    otherwise; OFFLINE (64 n - 16) numel.
     """
     shared = x is None and bits == RING_BITS
     m = a.numel()
-    mat = sess.correlation("relu_fss", (m, bits, int(shared)))
+    pieces = [(i, min(FSS_REQUEST_ELEMENTS, m - i)) for i in range(0, m, FSS_REQUEST_ELEMENTS)]
+    mats = [sess.correlation("relu_fss", (n, bits, int(shared))) for _, n in pieces or [(0, 0)]]
     if sess.is_tracing:
         zero = torch.zeros(a.shape, dtype=torch.int64)
         return zero, zero.clone()
     mult = a if x is None else x
-    big_r = mat["big_r_share"].numpy()
+    big_r = np.concatenate([mat["big_r_share"].numpy() for mat in mats])
     if shared:
         (x_hat,) = _open_masked(sess, [(_u64(a) + big_r, RING_BITS)], "relu_fss")
         a_hat = x_hat
     else:
-        a_hat, x_hat = _open_masked(sess, [(_u64(a) + mat["r_share"].numpy(), bits),
-                                           (_u64(mult) + big_r, RING_BITS)], "relu_fss")
-    d, product = relu_gate_eval(sess.party_id, bits, mat["root_seed"].numpy(),
-                                relu_corrections(mat), mat["msb_share"].numpy(),
-                                mat["r_msb_share"].numpy(), big_r, a_hat, x_hat)
+        r = np.concatenate([mat["r_share"].numpy() for mat in mats])
+        a_hat, x_hat = _open_masked(sess, [(_u64(a) + r, bits), (_u64(mult) + big_r, RING_BITS)],
+                                    "relu_fss")
+    d, product = np.empty(m, np.uint64), np.empty(m, np.uint64)
+    for (start, n), mat in zip(pieces, mats, strict=False):
+        part = slice(start, start + n)
+        d[part], product[part] = relu_gate_eval(
+            sess.party_id, bits, mat["root_seed"].numpy(), relu_corrections(mat),
+            mat["msb_share"].numpy(), mat["r_msb_share"].numpy(), big_r[part], a_hat[part],
+            x_hat[part])
     return _as_ring(d, a.shape), _as_ring(product, a.shape)
 
 

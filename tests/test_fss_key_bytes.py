@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from privit.parties.prg import Prg
+from privit.protocols.bit_select import BitSelect
+from privit.protocols.cost_model import fss_costs
 from privit.protocols.dcf_bit import BitDreluMaterial, bit_drelu_eval
 from privit.protocols.fss_correlations import (
     DreluBitFss,
@@ -79,3 +81,24 @@ def test_drelu_bit_fss_rejects_a_wrong_payload() -> None:
         kind.expand((16, 24), 1, 2, Prg(SEEDS[1], 1), [*payloads[1][:3], np.zeros(3, np.uint8)])
     with pytest.raises(ValueError, match="seed_cw"):
         kind.expand((16, 25), 0, 2, Prg(SEEDS[0], 1), payloads[0])
+
+
+# The compact ReLU gate (compare._gate_fss_compact, method "fss_compact"): a drelu_bit_fss
+# key and bit_select's (K = 1) material; bytes per element to (party 0, party 1), numel = 8
+COMPACT_GATE = {14: (113, 129.125), 17: (162, 178.125), 20: (210, 226.125),
+                24: (274, 290.125), 25: (291, 307.125), 32: (403, 419.125),
+                64: (919, 935.125)}
+
+
+@pytest.mark.parametrize("bits", sorted(COMPACT_GATE))
+def test_compact_relu_gate_bytes_per_element_are_pinned(bits: int) -> None:
+    numel = 8
+    prgs = [Prg(seed, 5) for seed in SEEDS]
+    keys = fss_kinds()["drelu_bit_fss"].deal((numel, bits), prgs)
+    select = BitSelect().deal((1, numel, 0), prgs)
+    sent = [sum(a.nbytes for a in keys[p] + select[p]) / numel for p in (0, 1)]
+    assert sent == list(COMPACT_GATE[bits])
+    cost = fss_costs(numel, bits, True, shared_mask=False, compact=True)
+    assert cost.offline_bytes == numel * sum(sent) and cost.offline_link_bytes == numel * sent[1]
+    # the target, <= 300 B per element per party: met up to 24 bits
+    assert (max(sent) <= 300) == (bits <= 24)
