@@ -6,7 +6,8 @@ dataclasses built by launch/ (or the defaults) and passed down explicitly. Deriv
 (polynomial coefficients, threshold grids) are computed from a config on first use and
 cached per config value; nothing is computed at import.
 
-`method` is the comparison path of protocols/compare.py ("auto", "fss", "adder"); the
+`method` is the comparison path of protocols/compare.py ("auto", "fss", "fss_compact",
+"adder"; "fss_compact": 2 rounds per ReLU gate instead of 1); the
 round counts in the docstrings are those of the FSS path (1 round per comparison step);
 "adder" replaces each comparison step's 1 round by its log2(P) rounds (6 at 64 bits).
 """

@@ -1,19 +1,24 @@
 """Comparison, DReLU, ReLU, select and maximum on additive shares (2 parties + dealer).
 
-Two paths, picked per call by `method`:
+Three paths, picked per call by `method`:
 - "fss": dealer-assisted function secret sharing (as in SIGMA / Orca): the parties open
   the input masked by the dealer's r (1 round) and evaluate DCF keys locally.
   DReLU uses dcf.py's key (`drelu_fss`); ReLU uses the two-word DCF of relu_fss.py
   (`relu_fss`) so that DReLU and DReLU * x come out of ONE opening: 1 round.
+- "fss_compact": the ReLU gate on the compact one-bit DCF (dcf_bit.py, `drelu_xor`, 1
+  round) whose XOR-shared bit converts inside the product's opening (bit_select.py,
+  `bit_products_and_bits`, 1 round): 2 rounds, keys 2-4.4x smaller than "fss"'s. A DReLU
+  asked with "fss_compact" runs the "fss" key (no arithmetic compact DReLU).
 - "adder": conversion to binary shares and a carry-out tree (binary.py, `adder_gate`):
   log2(P) rounds (6 for 64 bits; one fewer with 4-bit leaves, which the cost model picks
   where a round costs more than their extra bytes), about 24-32 B per element per party,
   cheap to compute.
-- "auto": the lower estimate of cost_model.CostModel for the session's network; the
-  choice shows in the report as a sub-scope named after the method ("fss"/"adder").
+- "auto": the lowest estimate of cost_model.CostModel for the session's network, among
+  the three for a ReLU gate (fss and adder for a DReLU); the choice shows in the report as
+  a sub-scope named after the path ("fss"/"fss_compact"/"adder") and in `auto_choices`.
 
 Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
-(payload; each message adds a ~50-60 B header):
+(payload; each message adds a ~50-60 B header); offline: the dealer's payload to both:
 
 | op | fss rounds | fss online | fss offline | adder rounds | adder online | adder offline |
 |---|---|---|---|---|---|---|
@@ -22,6 +27,9 @@ Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
 | max of two (per pair) | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
 
 (adder columns with 2-bit leaves; with 4-bit leaves relu is 5 rounds, 87.3 B, 119.5 B.)
+fss_compact relu / max of two: 2 rounds, 32.25 B online, 1854.125 B offline (919 to party
+0, 935.125 to party 1); at 24 bits 24.25 B and 564.125 B (274 / 290.125: the <= 300 B
+per element per party of issue 15 holds up to 24 bits), at 32 bits 24.25 B and 822.125 B.
 
 `select` is a Beaver product (1 round, 32 B both parties, 8 B offline). n > 2 parties:
 NotImplementedError (FSS keys and the binary leaf protocol are two-party).
@@ -333,6 +341,8 @@ def relu_and_drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", b
     round. Exact (no truncation, no error). ROUNDS fss 1, adder 6 (64 bits).
     BYTES per element per party: fss 8, adder 31.7. OFFLINE: fss 4080, adder 127.5.
     bits < 64 (|x| < 2^(bits-1)): fss opens bits + 64 bits, keys (64 bits - 16) B.
+    fss_compact: 2 rounds, 16.125 B online per element per party, 1854.125 B offline
+    (64 bits; `relu_gate`).
     """
     d, product = relu_gate(sess, x, None, bits=bits, method=method)
     return product, d
@@ -342,7 +352,8 @@ def relu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int =
          ) -> torch.Tensor:
     """Shares of max(x, 0) (fixed point in, fixed point out, exact). Costs as
     `relu_and_drelu`: fss 1 round, 8 B per element per party online, 4080 B offline;
-    adder 6 rounds, 31.7 B online, 127.5 B offline (64 bits)."""
+    fss_compact 2 rounds, 16.125 B, 1854.125 B; adder 6 rounds, 31.7 B online, 127.5 B
+    offline (64 bits)."""
     return relu_gate(sess, x, None, bits=bits, method=method)[1]
 
 
@@ -363,8 +374,9 @@ def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "
     Steps: per level, pair elements (0, 1), (2, 3), ... along `dim` (an odd length carries
     its last element to the next level) and compute every pair of the level with ONE
     batched relu on the differences. ceil(log2(L)) levels (L = 197: 8).
-    ROUNDS levels * (1 on fss, 6 on adder). BYTES per pair per party: as `relu` (fss 8,
-    adder 31.7). OFFLINE per pair: as `relu`. |a - b| must stay below 2^(bits-1).
+    ROUNDS levels * (1 on fss, 2 on fss_compact, 6 on adder). BYTES per pair per party: as
+    `relu` (fss 8, fss_compact 16.125, adder 31.7). OFFLINE per pair: as `relu`.
+    |a - b| must stay below 2^(bits-1).
     """
     _check_bits(bits)
     x = x.movedim(dim, -1)
