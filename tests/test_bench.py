@@ -32,3 +32,23 @@ def test_bench_unknown_op_lists_the_known_ones() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown bench ops ['no_such_op']" in proc.stderr and "'mul'" in proc.stderr
+
+
+def test_bench_compact_fss_circa_on_real_processes(tmp_path: Path) -> None:
+    """Circa's stochastic ReLU on the compact FSS ReLU gate (method "fss_compact"), 197x768
+    under the default memory budget: 2 rounds, exact payload bytes, exact dealer bytes."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(PRIVIT + ["bench", "--ops", "stochastic_relu_fss_compact", "--reps", "1",
+                                    "--no-transport", "--no-prg", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in json.loads(out.read_text()) if r["op"] == "stochastic_relu_fss_compact")
+    m = 197 * 768
+    # per party: the 14-bit opening (uint16), then the packed bit and x + R (int64)
+    payload = 2 * m + (-(-m // 8) + 8 * m)
+    assert row["rounds"] == 2
+    assert 0 < row["online_bytes"] - 2 * payload <= 4 * 80  # + 4 message headers
+    # the bit DCF's CWs on 14 - 1 = 13 bits (113 B) to both parties, party 1 also the MSB(r)
+    # bits and its select material (16 B per element)
+    assert row["offline_bytes"] == m * (2 * 113 + 16) + -(-m // 8)
+    assert row["max_abs_error"] < 1e-4 and row["fault_rate"] < 0.01
