@@ -148,8 +148,9 @@ class CostModel:
     (fss_keygen_per_elem_level_s, or fss_bit_keygen_per_elem_level_s for the compact key,
     per element and DCF level, fss_key_levels) and sending the material over the dealer's
     links, one per party in parallel, so the busier link's bytes (OpCost.offline_link_bytes;
-    the run's network: `--network` emulates the dealer links too). "online" counts the online phase only, for material
-    made ahead of time (`privit preprocess`) when only the online latency matters. Under
+    the run's network: `--network` emulates the dealer links too). "online" counts the
+    online phase only, for material made ahead of time (`privit preprocess`) when only the
+    online latency matters. Under
     the WAN preset the difference decides: FSS saves ~5 rounds per comparison but its
     keys cost 1.5-4 KB per element on a 50 MB/s link.
 
