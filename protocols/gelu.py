@@ -20,9 +20,9 @@ piece of [0, 0.95), [0.95, 2.2), [2.2, 4.25) (g(4.25) = 4.5e-5); 7 comparisons, 
 100 N + ceil(7 N / 8) + 4 H B per party on the fss path (100.9 B per element; 124 on the
 arithmetic keys before), dealer 5802.9 B per element (was 10648), 2.3x the poly's (7
 against 3 comparisons). The piece's coefficients are selected by the bits (linear, local)
-and multiply x, x^2, x^3, x^4, so the online cost does not depend on the number of pieces. Max abs error 5.8e-5 on the whole real line,
-measured on every fixed-point input of [-4.5, 4.5] with the fixed-point rounding
-(tests/test_gelu_erf.py).
+and multiply x, x^2, x^3, x^4, so the online cost does not depend on the number of pieces.
+Max abs error 5.8e-5 on the whole real line, measured on every fixed-point input of
+[-4.5, 4.5] with the fixed-point rounding (tests/test_gelu_erf.py).
 
 "quad": MPCFormer's 0.125 x^2 + 0.25 x + 0.5 (a cheap stand-in that needs distillation;
 it is not close to GeLU: it is the model's activation, evaluated exactly).
