@@ -19,10 +19,14 @@ Steps (party i):
    [x^2] = [i = 0] x_hat^2 - 2 x_hat [R] + [R^2].
 ROUNDS 1. BYTES per party: ceil(K N / 8) + 8 N + one header. No truncation here: bits are
 unscaled, so b x keeps x's scale; x^2 has twice the fractional bits.
+The arithmetic shares [b] of step 3 come out of the same opening at no cost (`open_bits`),
+for a consumer that needs the bits themselves in a later product (the erf GeLU selects
+its coefficients with them).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -106,20 +110,30 @@ class BitSelect:
         return {}
 
 
+@dataclass(frozen=True)
+class OpenedBits:
+    """What ONE `bit_select` opening gives (int64 shares, x's shape): the bits b_k in
+    arithmetic shares (0/1, unscaled), the products b_k x (x's scale) and, when asked,
+    x^2 (raw: 2 f fractional bits)."""
+
+    bits: list[torch.Tensor]
+    products: list[torch.Tensor]
+    square: torch.Tensor | None
+
+
 def bit_products(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: bool,
                  label: str) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Shares of b_k * x for every row k of `bits` (uint8 (K, *x.shape), XOR shares, 0/1)
     and, with square, of x^2 (raw: 2 f fractional bits), from ONE opening (module
     docstring). ROUNDS 1, BYTES ceil(K N / 8) + 8 N + H per party, OFFLINE 16 K N (+ 8 N)."""
-    products, _, sq = bit_products_and_bits(sess, bits, x, square=square, label=label)
-    return products, sq
+    opened = open_bits(sess, bits, x, square=square, label=label)
+    return opened.products, opened.square
 
 
-def bit_products_and_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: bool,
-                          label: str
-                          ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
-    """As `bit_products`, and also the bits b_k themselves in additive int64 shares (0/1,
-    unscaled: step 3's [b], free). Same ROUNDS, BYTES and OFFLINE."""
+def open_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: bool,
+              label: str) -> OpenedBits:
+    """`bit_products`, and the rows of `bits` in arithmetic shares too (step 3 of the
+    module docstring computes them anyway). Costs as `bit_products`."""
     if sess.n != 2:
         raise NotImplementedError(f"bit_products: 2 parties only, not {sess.n}")
     k, n = int(bits.shape[0]), x.numel()
@@ -128,8 +142,8 @@ def bit_products_and_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *,
     mat = sess.correlation(BIT_SELECT, (k, n, int(square)))
     if sess.is_tracing:
         zero = torch.zeros(x.shape, dtype=torch.int64)
-        return ([zero.clone() for _ in range(k)], [zero.clone() for _ in range(k)],
-                zero.clone() if square else None)
+        return OpenedBits([zero.clone() for _ in range(k)], [zero.clone() for _ in range(k)],
+                          zero.clone() if square else None)
     me, other = sess.party_id, 1 - sess.party_id
     r_share = mat["r_share"].numpy()
     masked_bits = bits.reshape(k, n).numpy() ^ mat["rho_bits"].numpy()
@@ -146,11 +160,15 @@ def bit_products_and_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *,
     b_share = flip * rho + (e if me == 0 else np.uint64(0))
     br_share = e * r_share + flip * rho_r
     products = x_hat * b_share - br_share
-    out = [torch.from_numpy(row.view(np.int64).reshape(x.shape).copy()) for row in products]
-    arith = [torch.from_numpy(row.view(np.int64).reshape(x.shape).copy()) for row in b_share]
-    if not square:
-        return out, arith, None
-    sq = mat["r2"].numpy() - np.uint64(2) * x_hat * r_share
-    if me == 0:
-        sq = sq + x_hat * x_hat
-    return out, arith, torch.from_numpy(sq.view(np.int64).reshape(x.shape).copy())
+    sq = None
+    if square:
+        sq_share = mat["r2"].numpy() - np.uint64(2) * x_hat * r_share
+        if me == 0:
+            sq_share = sq_share + x_hat * x_hat
+        sq = _ring(sq_share, x.shape)
+    return OpenedBits([_ring(row, x.shape) for row in b_share],
+                      [_ring(row, x.shape) for row in products], sq)
+
+
+def _ring(values: np.ndarray, shape: torch.Size) -> torch.Tensor:
+    return torch.from_numpy(values.view(np.int64).reshape(shape).copy())

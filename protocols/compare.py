@@ -7,7 +7,7 @@ Three paths, picked per call by `method`:
   (`relu_fss`) so that DReLU and DReLU * x come out of ONE opening: 1 round.
 - "fss_compact": the ReLU gate on the compact one-bit DCF (dcf_bit.py, `drelu_xor`, 1
   round) whose XOR-shared bit converts inside the product's opening (bit_select.py,
-  `bit_products_and_bits`, 1 round): 2 rounds, keys 2-4.4x smaller than "fss"'s. A DReLU
+  `open_bits`, 1 round): 2 rounds, keys 2-4.4x smaller than "fss"'s. A DReLU
   asked with "fss_compact" runs the "fss" key (no arithmetic compact DReLU).
 - "adder": conversion to binary shares and a carry-out tree (binary.py, `adder_gate`):
   log2(P) rounds (6 for 64 bits; one fewer with 4-bit leaves, which the cost model picks
@@ -46,7 +46,7 @@ from privit.parties.config import NETWORK_PRESETS
 from privit.parties.session import Session
 from privit.protocols import beaver
 from privit.protocols.binary import adder_gate
-from privit.protocols.bit_select import bit_products_and_bits
+from privit.protocols.bit_select import open_bits
 from privit.protocols.cost_model import DEFAULT_COST_MODEL, CostModel, wire_itemsize
 from privit.protocols.dcf import DreluMaterial, drelu_eval
 from privit.protocols.dcf_bit import BitDreluMaterial, bit_drelu_eval
@@ -286,16 +286,15 @@ def _gate_fss_compact(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """DReLU(a) and DReLU(a) * x (x = a when None) on the compact bit keys, in 2 rounds:
     1. drelu_xor's opening of a + r mod 2^n and its bit DCF: d in XOR shares;
-    2. bit_select.bit_products_and_bits (K = 1): d and d x in additive shares.
+    2. bit_select.open_bits (K = 1): d and d x in additive shares.
     ROUNDS 2. BYTES per party: numel wire_itemsize(n) + H, then ceil(numel / 8) + 8 numel
     + H. OFFLINE per element, c = dcf_bit.bit_dcf_cw_bytes(n - 1): party 0 c, party 1
     c + 1/8 + 16 (n = 24: 274 and 290.125 B; n = 64: 919 and 935.125 B).
     """
     d_bits = _drelu_bits(sess, a, bits)
     mult = a if x is None else x
-    (product,), (d,), _ = bit_products_and_bits(sess, d_bits.unsqueeze(0), mult, square=False,
-                                                label="relu_bit")
-    return d, product
+    opened = open_bits(sess, d_bits.unsqueeze(0), mult, square=False, label="relu_bit")
+    return opened.bits[0], opened.products[0]
 
 
 def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, bits: int = 64,

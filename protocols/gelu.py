@@ -6,30 +6,37 @@ even correction that decays fast, approximate g on [0, a) and take 0 beyond (the
 is then ReLU(x) exactly), as in SIGMA's GeLU (ReLU minus a correction on a clipped range;
 SIGMA reads the correction from a lookup table, here it is a polynomial). The comparisons
 that select the pieces run in ONE batched call and their unscaled 0/1 bits multiply
-exactly.
+exactly. On the fss path both kinds compare with the compact one-bit DCF keys
+(compare.drelu_xor, dcf_bit.py) and convert the XOR-shared bits inside the opening of the
+first product round (bit_select.py), at no extra round; on the adder path (chosen by
+"auto" where the cost model finds it cheaper) the bits come out arithmetic.
 
 "poly" (the cheap one): g ~ t h(t), h a cubic on [0, 3.3) (g(3.3) = 1.6e-3); 3 comparisons,
-4 rounds, 76 B per element per party. Max abs error 2.1e-3 on the whole real line.
+4 rounds, 52 N + ceil(3 N / 8) + 4 H B per party on the fss path (52.4 B per element).
+Max abs error 2.1e-3 on the whole real line.
 
 "erf" (the private ViT's default, models/private_options.py): g ~ p_j(t), a quartic per
 piece of [0, 0.95), [0.95, 2.2), [2.2, 4.25) (g(4.25) = 4.5e-5); 7 comparisons, 4 rounds,
-124 B per element per party, 2.3x the poly's FSS key material. The piece's coefficients
-are selected by the bits (linear, local) and multiply x, x^2, x^3, x^4, so the online cost
-does not depend on the number of pieces. Max abs error 5.8e-5 on the whole real line,
-measured on every fixed-point input of [-4.5, 4.5] with the fixed-point rounding
-(tests/test_gelu_erf.py).
+100 N + ceil(7 N / 8) + 4 H B per party on the fss path (100.9 B per element; 124 on the
+arithmetic keys before), dealer 5802.9 B per element (was 10648), 2.3x the poly's (7
+against 3 comparisons). The piece's coefficients are selected by the bits (linear, local)
+and multiply x, x^2, x^3, x^4, so the online cost does not depend on the number of pieces.
+Max abs error 5.8e-5 on the whole real line, measured on every fixed-point input of
+[-4.5, 4.5] with the fixed-point rounding (tests/test_gelu_erf.py).
 
 "quad": MPCFormer's 0.125 x^2 + 0.25 x + 0.5 (a cheap stand-in that needs distillation;
 it is not close to GeLU: it is the model's activation, evaluated exactly).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from privit.parties.session import Session
 from privit.protocols import compare, ring, sharing
 from privit.protocols.approx_config import GeluConfig, with_method
-from privit.protocols.bit_select import bit_products
+from privit.protocols.bit_select import bit_products, open_bits
 from privit.protocols.products import linear, mul_many, truncate_many
 
 GELU_KINDS = ("poly", "erf", "quad")
@@ -69,7 +76,7 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
       message): fss: 3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H:
       52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the adder's bytes, then
       8 (3 N + N) + H, 16 N + H, 16 N + H.
-    OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(bits - 1)) + 3 ceil(N / 8) for the keys (806 N at
+    OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(bits - 1)) + ceil(3 N / 8) for the keys (806 N at
       32 bits, was 1512 N with drelu_fss), 8 (3 N + 3 N + N) for the select, 8 N + 8 N
       for the last two products.
     Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
@@ -110,7 +117,7 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
 
     Pieces [b_(j-1), b_j) of |x|, j = 1..m, b_0 = 0, b_m = a = cutoff; p_j(t) = sum_k
     c_jk t^k, k <= 4 (m = 3 by default). kb = cfg.erf.coeff_bits.
-    1. ONE compare.drelu call on x, x - b_j, x + b_j (j = 1..m; 2m + 1 comparisons): bits
+    1. ONE comparison call on x, x - b_j, x + b_j (j = 1..m; 2m + 1 comparisons): bits
        s = [x >= 0], P_j = [x >= b_j], N_j = [x >= -b_j]. With P_0 = N_0 = s, pos_j =
        P_(j-1) - P_j and neg_j = N_j - N_(j-1) are the piece's halves, ind_j = pos_j + neg_j
        = [|x| in piece j] and kappa_j = pos_j - neg_j = ind_j sign(x).
@@ -118,53 +125,85 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
        C_k = sum_j e_jk [c_jk 2^kb] with e_jk = ind_j (k even) or kappa_j (k odd), so that
        C_k x^k = [piece j] c_jk t^k (t^k = sign^k x^k); bits times public integers: exact.
        (Coefficient selection: the online cost does not grow with the number of pieces.)
-    2. ONE product round: r = s x (ReLU, exact) and C_1 x (one broadcast product of the
-       stacked (s, C_1) with x, both untruncated), y = x^2 (truncated by f).
+    2. ONE product round: r = s x (ReLU, exact) and C_1 x (both untruncated), y = x^2
+       (truncated by f).
     3. ONE round: C_2 y and x y (broadcast product of (C_2, x) with y), y^2; x^3 = x y and
        x^4 = y^2 truncated by f.
     4. ONE round: (C_3, C_4) (x^3, x^4) (one product of the stacked pairs).
        corr = C_0 + C_1 x + ... + C_4 x^4 carries f + kb bits; ONE truncation by kb (after
        the selection, so only the element's own piece value is truncated); result r - corr.
-    ROUNDS 4 on the fss path (3 + the comparison round), local truncation (dealer
-      truncation: +3).
+    On the fss path steps 1-2 use the compact keys (as gelu_poly): 1. compare.drelu_xor
+    (bits in XOR shares, dcf_bit.py); 2. bit_select.open_bits: the 2m + 1 bits in
+    arithmetic shares, every bit times x and x^2 from ONE opening of the (2m + 1) N masked
+    bits and x + R; s x is a row, C_1 x the same selection applied to the rows b x
+    (linear). The adder path: compare.drelu, then step 2 is one broadcast product of the
+    stacked (s, C_1) with x, and x^2.
+    ROUNDS 3 + the comparison's: 4 on the fss path, 3 + the adder's rounds on the adder
+      path; local truncation (dealer truncation: +3).
     BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
-      message): (2m + 1) w N + H (fss), then 8 (3 N + N) + H twice and 8 (4 N) + H:
-      (2m + 1) w N + 96 N + 4 H = 124 N + 4 H at m = 3 and 32-bit comparisons.
-      OFFLINE (fss): (2m + 1) N (48 bits - 24) for the keys (7 x 1512 = 10584 N), + 64 N
-      for the products.
+      message): fss: (2m + 1) w N + H, then ceil((2m + 1) N / 8) + 8 N + H, then 8 (3 N + N)
+      + H and 8 (4 N) + H: 100 N + ceil(7 N / 8) + 4 H at m = 3 and 32-bit comparisons
+      (it was 124 N + 4 H on the arithmetic keys); adder: the adder's bytes, then
+      8 (3 N + N) + H twice and 8 (4 N) + H.
+    OFFLINE (fss): (2m + 1) N 2 bit_dcf_cw_bytes(bits - 1) + ceil((2m + 1) N / 8) for the
+      keys (7 x 806 N = 5642 N + ceil(7 N / 8) at 32 bits; 10584 N with drelu_fss), 16 (2m
+      + 1) N + 8 N for the select (120 N), 8 (2 N + N) + 8 (2 N) for the last two products:
+      5802 N + ceil(7 N / 8) in all (was 10648 N). OFFLINE (adder): the adder's material
+      (7 x 63.5 N at 32 bits, cost_model.adder_costs) + 8 (3 N) twice + 8 (2 N): 508.5 N.
     Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
     output is ReLU(x) itself (error g(|x|) <= g(a) = 4.5e-5 at a = 4.25). Inside: the
     interpolation error (3.9e-5), the coefficients' rounding (< 1.3e-5) and the rounding
     of x^2, x^3, x^4 weighted by the coefficients (a few 2^-f).
     """
     f, ecfg = sess.frac_bits, cfg.erf
-    kb = ecfg.coeff_bits
-    ends = [round(hi * 2.0 ** f) for _, hi in ecfg.pieces()]
     shifted = [x]
-    for end in ends:
+    for _, hi in ecfg.pieces():
+        end = round(hi * 2.0 ** f)
         shifted += [sharing.add_public(sess, x, -end), sharing.add_public(sess, x, end)]
-    with sess.scope("pieces"):
-        bits = compare.drelu(sess, torch.stack(shifted), method=cfg.method, bits=cfg.compare_bits)
-    sign_bit = bits[0]
-    above, not_below = [sign_bit, *bits[1::2]], [sign_bit, *bits[2::2]]
-    coeffs: list[torch.Tensor] = [torch.zeros_like(x) for _ in range(5)]
-    for j, piece in enumerate(ecfg.coefficients()):
-        pos, neg = above[j] - above[j + 1], not_below[j + 1] - not_below[j]
-        ind, kappa = pos + neg, pos - neg
-        coeffs[0] = coeffs[0] + ind * round(piece[0] * 2.0 ** (f + kb))
-        for k in range(1, 5):
-            coeffs[k] = coeffs[k] + (kappa if k % 2 else ind) * round(piece[k] * 2.0 ** kb)
-    first, y = mul_many(sess, [(torch.stack([sign_bit, coeffs[1]]), x.unsqueeze(0)), (x, None)],
-                        bits=[None, f], label="gelu_erf")
-    relu_x, c1x = first[0], first[1]
+    stacked = torch.stack(shifted)
+    plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
+                                   product=False, compact=True)
+    if plan.method == "fss":
+        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
+        with sess.scope("pieces"):
+            xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
+        opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
+        assert opened.square is not None
+        coeffs = _erf_coefficients(opened.bits, cfg, f)
+        relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f)[1]
+        (y,) = truncate_many(sess, [opened.square], f)
+    else:
+        with sess.scope("pieces"):
+            bits = compare.drelu(sess, stacked, method=plan.method, bits=cfg.compare_bits)
+        coeffs = _erf_coefficients(list(bits), cfg, f)
+        first, y = mul_many(sess, [(torch.stack([bits[0], coeffs[1]]), x.unsqueeze(0)),
+                                   (x, None)], bits=[None, f], label="gelu_erf")
+        relu_x, c1x = first[0], first[1]
     second, y2 = mul_many(sess, [(torch.stack([coeffs[2], x]), y.unsqueeze(0)), (y, None)],
                           bits=None, label="gelu_erf")
     x3, x4 = truncate_many(sess, [second[1], y2], f)
     (third,) = mul_many(sess, [(torch.stack([coeffs[3], coeffs[4]]), torch.stack([x3, x4]))],
                         bits=None, label="gelu_erf")
     corr_raw = coeffs[0] + c1x + second[0] + third[0] + third[1]
-    (corr,) = truncate_many(sess, [corr_raw], kb)
+    (corr,) = truncate_many(sess, [corr_raw], ecfg.coeff_bits)
     return relu_x - corr
+
+
+def _erf_coefficients(rows: Sequence[torch.Tensor], cfg: GeluConfig, f: int
+                      ) -> list[torch.Tensor]:
+    """C_0..C_4 of gelu_erf's step 1 from the rows (s, P_1, N_1, ..., P_m, N_m): shares of
+    the bits, or of the bits times x (the selection is linear: it then gives C_k x)."""
+    ecfg = cfg.erf
+    kb = ecfg.coeff_bits
+    above, not_below = [rows[0], *rows[1::2]], [rows[0], *rows[2::2]]
+    coeffs: list[torch.Tensor] = [torch.zeros_like(rows[0]) for _ in range(5)]
+    for j, piece in enumerate(ecfg.coefficients()):
+        pos, neg = above[j] - above[j + 1], not_below[j + 1] - not_below[j]
+        ind, kappa = pos + neg, pos - neg
+        coeffs[0] = coeffs[0] + ind * round(piece[0] * 2.0 ** (f + kb))
+        for k in range(1, 5):
+            coeffs[k] = coeffs[k] + (kappa if k % 2 else ind) * round(piece[k] * 2.0 ** kb)
+    return coeffs
 
 
 def gelu_quad(sess: Session, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """bit_select.bit_products: XOR-shared bits times one shared value (and its square) from
-one opening: values, exact rounds, online bytes and dealer bytes (2 parties, in memory)."""
+one opening: values, exact rounds, online bytes and dealer bytes (2 parties, in memory);
+open_bits: the same opening also gives the bits in arithmetic shares."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from nonlinear_helpers import LSB, Expected, check_costs, check_offline, run, shared
 
 from privit.parties.prg import Prg
-from privit.protocols.bit_select import BitSelect, bit_products
+from privit.protocols.bit_select import BitSelect, bit_products, open_bits
 
 SEEDS = (b"party-0-seed-16b", b"party-1-seed-16b")
 
@@ -43,6 +44,31 @@ def test_bit_products_values_rounds_and_bytes(square: bool) -> None:
     e.requests([("bit_select", (k, n, int(square)))])
     check_costs(res, e)
     check_offline(res, 8 * (2 * k * n + (n if square else 0)))
+
+
+def test_open_bits_gives_the_bits_in_arithmetic_shares_from_the_same_opening() -> None:
+    n, k = 101, 7
+    x = torch.linspace(-9, 9, n, dtype=torch.float64)
+    bits = torch.randint(0, 2, (k, n), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    assert 0 < int(bits.sum()) < k * n  # both values occur
+
+    def job(sess):  # type: ignore[no-untyped-def]
+        opened = open_bits(sess, _xor_shares(sess, bits), shared(sess, 1, x), square=False,
+                           label="sel")
+        assert opened.square is None
+        return opened.bits + opened.products
+
+    res = run(job)
+    for row in range(k):  # decoded with f: the unscaled bit b reads as b 2^-16
+        assert torch.equal(res.value[row] * 2.0**16, bits[row].double())
+        assert torch.equal(res.value[k + row], bits[row].double() * x.mul(2.0**16).round()
+                           .div(2.0**16))
+    e = Expected()
+    e.sent.append(("sel", "|u1", (-(-k * n // 8) + 8 * n,)))
+    e.rounds += 1
+    e.requests([("bit_select", (k, n, 0))])
+    check_costs(res, e)
+    check_offline(res, 8 * 2 * k * n)
 
 
 def test_bit_select_deals_to_party_1_only_and_rejects_bad_payloads() -> None:

@@ -1,13 +1,25 @@
 """The "erf" GeLU (gelu.gelu_erf): max abs error <= 1e-4 against torch's exact GeLU over
 the whole line, in MPC and in a plaintext replay of its fixed-point arithmetic on every
-fixed-point input of [-4.5, 4.5]; exact rounds, online bytes and dealer material."""
+fixed-point input of [-4.5, 4.5]; exact rounds, online bytes and dealer material on the
+fss path (compact bit keys, bits converted in the first product's opening) and on the
+adder path."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from nonlinear_helpers import LSB, Expected, F, check_costs, check_offline, make_cfg, run, shared
+from nonlinear_helpers import (
+    LSB,
+    Expected,
+    F,
+    check_costs,
+    check_offline,
+    make_cfg,
+    offline_payload,
+    run,
+    shared,
+)
 
 from privit.protocols import compare, gelu, ring
 from privit.protocols.approx_config import GeluConfig, GeluErfConfig
@@ -35,8 +47,21 @@ def whole_line() -> torch.Tensor:
 
 
 def expected_costs(n: int, comparisons: int) -> Expected:
-    """The steps of gelu_erf's docstring for n elements (local truncation)."""
-    e = Expected().compare(lambda s: compare.drelu(s, zeros((comparisons, n)), method=FSS, bits=32))
+    """The steps of gelu_erf's docstring for n elements on the fss path (local truncation):
+    the compact keys, then ONE opening of the masked bits and x + R (bit_select)."""
+    e = Expected().compare(
+        lambda s: compare.drelu_xor(s, zeros((comparisons, n)), bits=32).long())
+    e.sent.append(("gelu_erf", "|u1", (-(-comparisons * n // 8) + 8 * n,)))
+    e.rounds += 1
+    e.requests([("bit_select", (comparisons, n, 1))])
+    e.ours("gelu_erf", 4 * n, [("bcast_triple", (2, 2, n, 1, n)), ("square", (n,))])
+    return e.ours("gelu_erf", 4 * n, [("triple", (2, n))])
+
+
+def expected_adder_costs(n: int, comparisons: int) -> Expected:
+    """The same steps on the adder path: arithmetic bits, step 2 a Beaver round."""
+    e = Expected().compare(
+        lambda s: compare.drelu(s, zeros((comparisons, n)), method="adder", bits=32))
     step = [("bcast_triple", (2, 2, n, 1, n)), ("square", (n,))]
     e.ours("gelu_erf", 4 * n, step).ours("gelu_erf", 4 * n, step)
     return e.ours("gelu_erf", 4 * n, [("triple", (2, n))])
@@ -54,10 +79,15 @@ def test_gelu_erf_whole_line_error_and_costs() -> None:
     n = x.numel()
     e = expected_costs(n, 7)
     assert e.rounds == 4
+    assert e.plan[0] == ("drelu_bit_fss", (7 * n, 32))
     check_costs(res, e)
-    check_offline(res, 64 * n, e.plan[:1])
-    # 124 B per element per party at 32-bit comparisons: 7 x 4 + 3 x 32 (plus headers)
-    assert res.reports[0]["phases"]["online"]["bytes"] < 124 * n + 1000
+    # select 16 x 7 N + 8 N, then (2 N + N) and 2 N Beaver products
+    check_offline(res, 120 * n + 24 * n + 16 * n, e.plan[:1])
+    # the keys: 806 B per comparison (both parties), 7 per element (1512 each on drelu_fss)
+    assert offline_payload(e.plan[:1]) == 7 * n * 806 + -(-7 * n // 8)
+    # per element per party at 32-bit comparisons: 7 x 4 + 7/8 + 8 + 32 + 32 (was 124)
+    payload = 100 * n + -(-7 * n // 8)
+    assert payload < res.reports[0]["phases"]["online"]["bytes"] < payload + 4 * 100
 
 
 def quantized(x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +154,8 @@ def test_gelu_erf_adder_comparisons_and_dealer_truncation(trunc: str) -> None:
     x = torch.linspace(-5, 5, 257, dtype=torch.float64)
     res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "erf", method="adder"), make_cfg(trunc))
     assert (res.value - exact_gelu(x)).abs().max() <= TARGET
+    if trunc == "local":
+        check_costs(res, expected_adder_costs(x.numel(), 7))
     if trunc == "dealer":
         # dealer truncation pairs for y, for (x^3, x^4) together and for the sum
         rounds = res.reports[0]["phases"]["online"]["rounds"]
