@@ -90,6 +90,8 @@ def _stop_on_signals() -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         raise Stopped(signum)
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (a role run inside another program)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
@@ -318,10 +320,10 @@ def _record_material(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     try:
         offline_s = record_party_material(channel, counters, cfg, CORRELATIONS, writer,
                                           limits=limits)
-    except BaseException:
+        file_bytes = writer.finish()
+    except BaseException:  # a SIGTERM too (`Stopped`): the unfinished file holds the seed
         writer.discard()
         raise
-    file_bytes = writer.finish()
     return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
             "config": cfg.to_dict(), **job.report_fields(), "offline_wall_s": offline_s,
             "material": {"path": path, "material_id": material_id,
