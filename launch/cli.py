@@ -71,13 +71,15 @@ def run_cli() -> None:
 
 def _local_run_failed(command: str, exc: Exception) -> NoReturn:
     """End a local run's command: one line per failed role (RunFailed; their tracebacks
-    with --debug) and exit 1, or a usage error for a refused option (ValueError)."""
+    with --debug) or on unusable material (MaterialError) and exit 1, or a usage error for
+    a refused option (ValueError)."""
     from privit.launch.coordinator import RunFailed  # here: it loads torch
+    from privit.parties.material import MaterialError
 
-    if not isinstance(exc, RunFailed):
+    if not isinstance(exc, (RunFailed, MaterialError)):
         raise click.UsageError(str(exc)) from None
     click.echo(f"{command}: failed: {exc}", err=True)
-    if debug_enabled() and exc.details:
+    if debug_enabled() and isinstance(exc, RunFailed) and exc.details:
         click.echo(exc.details, err=True)
     sys.exit(1)
 

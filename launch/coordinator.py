@@ -12,7 +12,8 @@ Steps:
    run whose roles are alive and working is never killed for taking long;
 4. on success, merge the role reports (launch/report.py) and check the outputs against
    the job's plaintext reference.
-No child outlives `run_local`: every exit path (error, timeout, Ctrl-C) kills and reaps.
+No child outlives `run_local`: every exit path (error, timeout, Ctrl-C) stops and reaps
+them (SIGTERM, then SIGKILL after STOP_GRACE_S).
 """
 from __future__ import annotations
 
@@ -40,9 +41,10 @@ from privit.launch.vit_job import VitJob, prepare_local_run
 from privit.parties.cluster import Cluster, key_name
 from privit.parties.config import RunConfig
 from privit.parties.keys import RoleKeys
-from privit.parties.material import check_unused
+from privit.parties.material import MaterialError, check_unused, stale_material
 
 FAILURE_GRACE_S = 2.0
+STOP_GRACE_S = 3.0
 PROGRESS_MODES = ("live", "lines", "off")
 
 
@@ -120,16 +122,24 @@ def _failure_summary(failures: list[RoleProcess]) -> str:
     return "; ".join(causes)
 
 
-def _kill(rp: RoleProcess) -> None:
-    if rp.proc.poll() is None:
-        try:
-            os.killpg(rp.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            rp.proc.kill()
-    try:
-        rp.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-        pass
+def _stop(roles: list[RoleProcess]) -> None:
+    """Stop every role still running: SIGTERM first, so that each cleans up as on an error
+    (a preprocess removes its unfinished file, which holds a seed; launch/roles.py), then
+    SIGKILL whatever is left after STOP_GRACE_S; reap them all."""
+    alive = [rp for rp in roles if rp.proc.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for rp in alive:
+            try:
+                os.killpg(rp.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                if sig == signal.SIGKILL:
+                    rp.proc.kill()
+        deadline = time.monotonic() + (STOP_GRACE_S if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and any(rp.proc.poll() is None for rp in alive):
+            time.sleep(0.02)
+        alive = [rp for rp in alive if rp.proc.poll() is None]
+    for rp in roles:
+        rp.returncode = rp.proc.poll()
 
 
 def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
@@ -203,9 +213,7 @@ def _wait(roles: list[RoleProcess], deadline: float | None, view: ProgressView |
         now = time.monotonic()
         overdue = deadline is not None and now > deadline
         if overdue or (failed_at is not None and now - failed_at > FAILURE_GRACE_S):
-            for rp in alive:
-                _kill(rp)
-                rp.returncode = rp.proc.returncode
+            _stop(alive)
             if overdue and failed_at is None:
                 raise RunFailed("run timed out; killed " + ", ".join(rp.name for rp in alive))
             return
@@ -257,18 +265,38 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
                      fork_roles: bool = False) -> dict[str, Any]:
     """Run the dealer and the parties' offline phase only: party i writes its material to
     `out_dir`/MATERIAL_NAME (parties/material.py) for a later `run_local(material_dir=...)`.
-    Returns a summary: material id, each party's file and bytes, the dealer's figures."""
+    Returns a summary: material id, each party's file and bytes, the dealer's figures.
+    A run that fails or is interrupted leaves no material: the roles are stopped with
+    SIGTERM, so each removes its unfinished file, and the files of parties that finished
+    are removed here. A seed-holding leftover of an earlier killed run in `out_dir`
+    (`stale_material`) is refused with one line that names it."""
     command_start = time.time() if command_start is None else command_start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {p: out / MATERIAL_NAME.format(party=p) for p in range(cfg.n_parties)}
-    existing = [str(path) for path in paths.values() if path.exists()]
+    existing = [path for path in paths.values() if path.exists()]
+    missing = [path for path in paths.values() if not path.exists()]
+    if existing and missing:  # a preprocess killed before all its parties finished
+        raise MaterialError(f"{existing[0]} was left by a preprocess that did not finish "
+                            f"(there is no {missing[0]}); it holds a party's seed: remove it "
+                            f"(rm {' '.join(map(str, existing))})")
     if existing:
         raise ValueError(f"{existing[0]} exists; refusing to overwrite material "
                          f"(use a fresh --out folder)")
+    for path in paths.values():
+        stale = stale_material(path)  # a killed run's seed, or a preprocess running there now
+        if stale:
+            raise MaterialError(stale)
     material = {p: ["--preprocess-out", str(path)] for p, path in paths.items()}
-    reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs, fork_roles,
-                                 material, with_dealer=True)
+    try:
+        reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs,
+                                     fork_roles, material, with_dealer=True)
+    except BaseException:
+        # A party that finished wrote a whole file, but the run's material is unusable
+        # without the others: remove what this run wrote (the paths did not exist before).
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        raise
     dealer = next(r for r in reports if r["role"] == cfg.dealer_id)
     parties = sorted((r for r in reports if r["role"] != cfg.dealer_id), key=lambda r: r["role"])
     ids = {r["material"]["material_id"] for r in parties}
@@ -328,8 +356,7 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
         finally:
             if view is not None:
                 view.close()
-            for rp in roles:
-                _kill(rp)
+            _stop(roles)
         failures = [rp for rp in roles if rp.returncode != 0]
         if failures:
             details = "\n".join(f"--- {rp.name} stderr ---\n{rp.stderr_text()}" for rp in failures)

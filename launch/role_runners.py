@@ -10,7 +10,11 @@ Both runners do the same five things, each an `async` method:
    its exit status (128 + N for signal N);
 4. `stop`: close its stdin, then kill its process group if it is still there after
    STOP_WAIT_S; a no-op once the role has exited;
-5. `fetch_report` and `cleanup`: read report.json back, remove the run folder.
+5. `fetch_report` and `cleanup`: read report.json back, remove the run folder (over SSH,
+   on a fresh connection if the role's own one was lost).
+Every failure is a `LaunchError`, one line that names the role (and, over SSH, its host
+and what the link did: `party 1 on user@host:22: ssh connection lost: ...`, or `ssh
+session refused`, `ssh disconnected`), so `privit launch` can stop every role and say so.
 """
 from __future__ import annotations
 
@@ -172,9 +176,25 @@ class SshRole:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
             raise LaunchError(f"{self.target.name}: cannot connect to {self.ssh}: {reason}") from None
 
+    def _ssh_failed(self, exc: BaseException) -> LaunchError:
+        """One line for an SSH failure of this role's link, naming the role and the host."""
+        if isinstance(exc, asyncssh.ChannelOpenError):
+            what = "ssh session refused"
+        elif isinstance(exc, asyncssh.ConnectionLost):
+            what = "ssh connection lost"
+        elif isinstance(exc, asyncssh.DisconnectError):
+            what = "ssh disconnected"
+        else:
+            what = "ssh failed"
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        return LaunchError(f"{self.target.name} on {self.ssh}: {what}: {' '.join(str(reason).split())}")
+
     async def _run(self, command: str, stdin: str | None = None) -> str:
         assert self.conn is not None
-        result = await self.conn.run(command, input=stdin, check=False)
+        try:
+            result = await self.conn.run(command, input=stdin, check=False)
+        except (OSError, asyncssh.Error) as exc:
+            raise self._ssh_failed(exc) from None
         if result.exit_status != 0:
             err = str(result.stderr or "").strip().splitlines()
             raise LaunchError(f"{self.target.name} on {self.ssh}: `{command.split(' &&')[-1].strip()}` "
@@ -194,17 +214,26 @@ class SshRole:
         assert self.conn is not None and self.folder is not None
         argv = [self.ssh.python, *SUPERVISOR, *role_args]
         command = f"cd {shlex.quote(self.folder)} && exec {shlex.join(argv)}"
-        self.proc = await self.conn.create_process(command, encoding="utf-8", errors="replace")
+        try:
+            self.proc = await self.conn.create_process(command, encoding="utf-8", errors="replace")
+        except (OSError, asyncssh.Error) as exc:
+            raise self._ssh_failed(exc) from None
         self._pumps = _start_pumps(self.proc.stdout, self.proc.stderr, self.target.name, self._last_lines)
 
     async def wait(self) -> int:
         assert self.proc is not None
-        await asyncio.gather(*self._pumps)
-        await self.proc.wait_closed()
+        try:
+            await asyncio.gather(*self._pumps)
+            await self.proc.wait_closed()
+        except (OSError, asyncssh.Error) as exc:
+            raise self._ssh_failed(exc) from None
         self._exited = True
         if self.proc.exit_status is not None and self.proc.exit_status >= 0:
             return self.proc.exit_status
-        signame = self.proc.exit_signal[0] if self.proc.exit_signal else ""
+        if not self.proc.exit_signal:  # the channel closed with neither: the link went away
+            raise LaunchError(f"{self.target.name} on {self.ssh}: ssh connection lost: the "
+                              f"role's channel closed without an exit status")
+        signame = self.proc.exit_signal[0]
         number = getattr(signal, f"SIG{signame}", None)
         return 128 + int(number) if number is not None else 255
 
@@ -235,9 +264,17 @@ class SshRole:
     async def cleanup(self) -> None:
         if self.conn is None:
             return
+        remove = f"rm -rf {shlex.quote(self.folder)}" if self.folder is not None else None
         try:
-            if self.folder is not None:
-                await asyncio.wait_for(self._run(f"rm -rf {shlex.quote(self.folder)}"), STOP_WAIT_S)
+            if remove is not None:
+                try:
+                    await asyncio.wait_for(self._run(remove), STOP_WAIT_S)
+                except LaunchError:
+                    # The link went away (or rm failed): once more over a fresh connection,
+                    # since the folder may hold the role's secret key.
+                    self.conn.close()
+                    self.conn = await asyncio.wait_for(self._connect(), STOP_WAIT_S)
+                    await asyncio.wait_for(self._run(remove), STOP_WAIT_S)
         except (TimeoutError, LaunchError, OSError, asyncssh.Error):
             pass
         finally:

@@ -25,11 +25,13 @@ import ctypes.util
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -68,13 +70,41 @@ from privit.protocols.registry import CORRELATIONS
 _log = logging.getLogger(__name__)
 
 
+STOP_GRACE_S = 5.0
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP reached the role (a BaseException, as KeyboardInterrupt is, so that
+    no `except Exception` swallows it): it stops as on an error (its peers are told, a
+    material file it writes is removed, one it claimed is wiped) and exits 128 + N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into `Stopped` in the main thread, once: a second signal
+    during the clean-up is ignored (whoever sent it follows with SIGKILL if it must)."""
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (a role run inside another program)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
 def _watch_parent(parent_pid: int) -> None:
-    """Exit if the coordinator that started us dies, so no role outlives a killed run."""
+    """Stop if the coordinator that started us dies, so no role outlives a killed run: as
+    on SIGTERM (clean-up included), and at once if that takes more than STOP_GRACE_S."""
     def loop() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(3)
+        while os.getppid() == parent_pid:
             time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_S)
+        os._exit(3)
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
 
 
@@ -290,10 +320,10 @@ def _record_material(channel: FramedChannel, counters: Counters, cfg: RunConfig,
     try:
         offline_s = record_party_material(channel, counters, cfg, CORRELATIONS, writer,
                                           limits=limits)
-    except BaseException:
+        file_bytes = writer.finish()
+    except BaseException:  # a SIGTERM too (`Stopped`): the unfinished file holds the seed
         writer.discard()
         raise
-    file_bytes = writer.finish()
     return {"role": party_id, "name": cfg.role_name(party_id), "ok": True,
             "config": cfg.to_dict(), **job.report_fields(), "offline_wall_s": offline_s,
             "material": {"path": path, "material_id": material_id,
@@ -379,6 +409,7 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
     architecture file to pin); the role takes only the part that is its own.
     material: a party's preprocessed material to write or to read (`MaterialUse`).
     """
+    _stop_on_signals()
     if parent_pid is not None:
         _watch_parent(parent_pid)
     keep_freed_memory()
@@ -417,6 +448,10 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
     except KeyboardInterrupt:
         report = {"role": role, "name": name, "ok": False, "error": "interrupted"}
         code = 130
+    except Stopped as exc:
+        report = {"role": role, "name": name, "ok": False, "error": str(exc)}
+        print(f"privit {name}: {exc}", file=sys.stderr, flush=True)
+        code = 128 + exc.signum
     except Exception as exc:
         # One line: the cause and where; the traceback only on request (--debug).
         message = describe(exc)

@@ -27,13 +27,24 @@ handshake compares them, less the session id: the online run is another session)
 
 Single use. A party claims its file (`claim`) just before its online phase by renaming it
 to NAME.used, atomically: of two runs given one file only one gets it, and a later run
-finds the mark and is refused. After the run the marked file is emptied: the seed and
-payloads are gone, the name stays as the mark. Both parties' files of one preprocess run
+finds the mark and is refused. The rename is by name, the reading by the descriptor that
+was verified, so the claim then checks that NAME.used is that same file (device and
+inode) and refuses otherwise (another file put at NAME in between). After the run, failed
+or not, the marked file's header record (it holds the seed) is overwritten with zeros and
+synced, then the file is emptied; the name stays as the mark. Overwriting in place reaches
+the old blocks on ext4 or xfs, not on a copy-on-write filesystem or an SSD's remapped
+blocks: keep material on an encrypted disk. Both parties' files of one preprocess run
 carry one material id (`share_material_id`); an online run's parties compare them at
 their barrier (parties/lifecycle.py), before the claim: files of two different preprocess
 runs are refused. The mark guards against a second run on the same file; a copy made
 before the first run is the operator's to avoid (nothing local can tell it from the
 original), and its use with a fresh peer file is refused by the id check.
+
+Leftovers. A writer removes its NAME.partial on any error, and a role turns SIGTERM and
+SIGHUP into an error (launch/roles.py), so only a SIGKILL (or a power loss) leaves one; a
+run killed so after its claim leaves a non-empty NAME.used. Both hold the party's seed:
+parties/material_leftovers.py tells them from files in use, and a later preprocess into
+the same place refuses with one line naming the file and how to remove it.
 
 Why reuse breaks security: the material is one-time pads. A Beaver triple (a, b, c) masks
 the opened x - a and y - b; opened twice with the same a, the differences of two inputs'
@@ -42,6 +53,7 @@ truncation pairs, comparison masks and FSS keys: each masks one value, once.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -56,6 +68,14 @@ import numpy as np
 
 from privit.parties.channel import FramedChannel, PeerError
 from privit.parties.config import RunConfig, flat_fields
+from privit.parties.material_leftovers import (
+    PARTIAL_SUFFIX,
+    USED_SUFFIX,
+    leftover,
+    same_file,
+    stale_material,
+    wipe,
+)
 from privit.parties.offline import Chunk, ChunkSource, split_chunk
 from privit.parties.prg import SEED_BYTES
 from privit.parties.session import CorrelationRegistry
@@ -64,7 +84,6 @@ from privit.parties.wire import MAX_NDIM, WIRE_DTYPES
 MAGIC = b"PRIVMAT\n"
 END = b"PMND"
 FORMAT = 1
-USED_SUFFIX = ".used"
 MAX_RECORD_BYTES = 1 << 24  # a chunk header lists at most a few thousand arrays
 _U32 = struct.Struct("<I")
 HEADER_FIELDS = {"format": int, "material_id": str, "party": int, "n_parties": int,
@@ -119,19 +138,23 @@ class MaterialHeader:
 
 class MaterialWriter:
     """Writes one party's material file: the header now, chunks as they come, the trailer
-    at `finish`. It writes NAME.partial (mode 0600: it holds the party's seed) and renames
-    it to NAME only when complete, so a crash leaves no file that looks usable."""
+    at `finish`. It writes NAME.partial (mode 0600: it holds the party's seed, locked while
+    written) and links it to NAME only when complete (never over a file there), so a crash
+    leaves no file that looks usable; `discard` removes it on any failure."""
 
     def __init__(self, path: str | Path, header: MaterialHeader) -> None:
         self.path = Path(path)
         if self.path.exists():
             raise MaterialError(f"{self.path} exists; refusing to overwrite material")
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        stale = stale_material(self.path)
+        if stale:
+            raise MaterialError(stale)
+        self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         try:  # exclusive: two writers never interleave, a planted link is not followed
             fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
-            raise MaterialError(f"{self.partial} exists: another preprocess is writing it, or "
-                                f"one was killed (it holds a seed: remove it)") from None
+            raise MaterialError(stale_material(self.path) or f"{self.partial} exists") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: this file is in use, not left over
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.chunks = self.requests = self.payload_bytes = 0
@@ -164,14 +187,23 @@ class MaterialWriter:
         self._fh.write(trailer + _U32.pack(len(trailer) - _U32.size) + END)
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        size = os.fstat(self._fh.fileno()).st_size
+        try:  # a link never replaces a file that appeared at NAME meanwhile (a rename would)
+            os.link(self.partial, self.path)
+        except FileExistsError:
+            self.discard()
+            raise MaterialError(f"{self.path} appeared while this preprocess wrote it; "
+                                f"refusing to overwrite material") from None
+        except OSError:  # a filesystem without hard links
+            os.replace(self.partial, self.path)
+        self.partial.unlink(missing_ok=True)
         self._fh.close()
-        os.replace(self.partial, self.path)
-        return self.path.stat().st_size
+        return size
 
     def discard(self) -> None:
-        """Drop an unfinished file (the run failed)."""
+        """Drop an unfinished file (the run failed or was stopped); the seed goes with it."""
+        self.partial.unlink(missing_ok=True)  # before the close ends the lock
         self._fh.close()
-        self.partial.unlink(missing_ok=True)
 
 
 def _fields(obj: Any, spec: dict[str, type], what: str) -> dict[str, Any]:
@@ -196,8 +228,10 @@ def check_unused(path: str | Path) -> None:
         return
     used = path.with_name(path.name + USED_SUFFIX)
     if used.exists():
+        left = leftover(used, "an online run that was killed; its material is spent")
         raise MaterialError(f"material {path} was already used ({used} marks it); "
-                            f"material is single-use: run `privit preprocess` again")
+                            f"material is single-use: run `privit preprocess` again"
+                            + (f"; {left}" if left else ""))
     raise MaterialError(f"material {path}: no such file")
 
 
@@ -209,6 +243,7 @@ class MaterialFile:
                  trailer: dict[str, Any], body_end: int, registry: CorrelationRegistry) -> None:
         self.path, self._fh, self.header, self.trailer = path, fh, header, trailer
         self.body_end, self.registry = body_end, registry
+        self.header_bytes = fh.tell()  # `_verify` read the header last: the seed is before
         self.used_path: Path | None = None
         self.file_bytes = path.stat().st_size
         self._planned = 0
@@ -229,6 +264,10 @@ class MaterialFile:
             raise
         except OSError as exc:
             raise MaterialError(f"material {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # in use (`stale_material`)
+        except OSError:
+            pass  # a writer still holds it, or no locks here: the checks below decide
         try:
             header, trailer, body_end = _verify(fh)
         except (ValueError, struct.error, msgpack.UnpackException) as exc:
@@ -270,6 +309,16 @@ class MaterialFile:
         except FileNotFoundError:
             raise MaterialError(f"material {self.path} was already used by another run; "
                                 f"material is single-use") from None
+        if not same_file(used, self._fh.fileno()):
+            # Another file was put at NAME after ours was verified: give it its name back
+            # (a link never replaces one that appeared since) and use neither.
+            try:
+                os.link(used, self.path)
+                os.unlink(used)
+            except OSError:
+                pass
+            raise MaterialError(f"material {self.path} was replaced after it was verified; "
+                                f"refusing it (is another preprocess writing into the same place?)")
         self.used_path = used
 
     def read_chunk(self) -> Chunk:
@@ -296,10 +345,13 @@ class MaterialFile:
         return chunk
 
     def close(self) -> None:
-        """Close the file; once claimed, empty it (the material is spent, the mark stays)."""
-        self._fh.close()
-        if self.used_path is not None and self.used_path.exists():
-            os.truncate(self.used_path, 0)
+        """Close the file; once claimed, wipe its header (the seed) and empty it (the
+        material is spent, the mark stays). Only the file this run claimed is touched."""
+        try:
+            if self.used_path is not None:
+                wipe(self.used_path, self._fh.fileno(), self.header_bytes)
+        finally:
+            self._fh.close()
 
 
 def _read_record(fh: io.BufferedReader, limit: int) -> bytes:

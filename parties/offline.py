@@ -12,21 +12,24 @@ Steps:
 4. Each party expands requests with its own PRG (the same streams) and its payload, into
    prepared tensors that the online phase reads in plan order.
 
-Streaming and memory (`StreamLimits`): in its hello (parties/handshake.py) each party grants
-the dealer a window of payload bytes; the dealer never has more than that sent to a party
-and not yet read by it (the party acknowledges each chunk it reads with an 'ack' carrying
-its running total of payload bytes read). A party prepares material ahead of use only up
-to its `held_bytes`: before the online phase it expands requests (reading chunks as
-needed) until that much is prepared (everything, for a plan that fits) and then, during
-the online phase, expands the next request (and reads the next chunk) when the job asks
-for one it does not hold yet. So a party's memory for dealer material is bounded by
-window + held + one request + one chunk's payload whatever the model size, and the
-dealer, which deals while the parties compute, holds one chunk and what its parties'
-windows let through. Time and rounds spent reading chunks during the online phase are
-counted in the `offline` phase; acks are flow control, counted in `setup` like the
-barrier. A party with an unbounded window (the in-memory runner's default) sends no acks
-and reads the whole plan before its online phase. The result is the same material in the
-same order whatever the limits: the same logits, online bytes and rounds.
+Streaming and memory (`StreamLimits`): in its hello (parties/handshake.py) each party
+grants the dealer a window of payload bytes; the dealer never has more than that sent to
+a party and not yet read by it (the party acknowledges each chunk it reads with an 'ack'
+carrying its running total of payload bytes read). A party prepares material ahead of use
+only up to its `held_bytes`: before the online phase it expands requests (reading chunks
+as needed) until that much is prepared (everything, for a plan that fits) and then,
+during the online phase, expands the next request (and reads the next chunk) when the job
+asks for one it does not hold yet. So a party's memory for dealer material is bounded by
+window + held + one request + one chunk's payload whatever the model size. The dealer,
+which deals while the parties compute, holds one chunk, one request's `deal` arrays and
+what its parties' windows let through (as the network emulation's copies, or frames
+ZeroMQ has not sent yet); its own budget is not applied, and its peak is mostly the trace
+of step 1 (docs/design.md, step 3, "The dealer's own memory"). Time and rounds spent
+reading chunks during the online phase are counted in the `offline` phase; acks are flow
+control, counted in `setup` like the barrier. A party with an unbounded window (the
+in-memory runner's default) sends no acks and reads the whole plan before its online
+phase. The result is the same material in the same order whatever the limits: the same
+logits, online bytes and rounds.
 
 Preprocessed material (parties/material.py): a party's chunks may come from a file written
 by an earlier preprocess run instead of the dealer (a `ChunkSource`); expansion, limits and

@@ -7,6 +7,12 @@ are piped to it and its exit status goes back. When the client closes stdin or t
 the command's stdin closes; if the connection goes away while the command still runs, it
 gets SIGTERM. That is what sshd does closely enough for `privit launch` (which relies only on
 stdin closing). Host keys are checked: the client gets a known_hosts file naming this one.
+
+Faults, by the user name a client logs in as (`ssh_section(user=...)`; any name is accepted
+with the client key): REFUSE_USER has every session channel refused (as a server with
+sessions disabled answers); DROP_USER has its connection aborted, with no exit status, as
+soon as a `role_supervisor` command has written its first bytes of stderr (a link lost
+mid-run).
 """
 from __future__ import annotations
 
@@ -23,6 +29,24 @@ with warnings.catch_warnings():
     import asyncssh
 
 USER = "privit-test"
+REFUSE_USER = "privit-refuse"
+DROP_USER = "privit-drop"
+
+
+class _FaultyServer(asyncssh.SSHServer):
+    """Refuses the session channels of REFUSE_USER; runs the others' commands with
+    `handle` (asyncssh asks `session_requested` only when no process_factory is set)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def session_requested(self) -> Any:
+        if self._conn.get_extra_info("username") == REFUSE_USER:
+            return False
+        return asyncssh.SSHServerProcess(self._handle, None, 3, False)  # 3: no SFTP here
 
 
 def fresh_host_public_key() -> str:
@@ -74,7 +98,8 @@ class SshTestServer:
     async def _listen(self) -> None:
         self._server = await asyncssh.listen(
             "127.0.0.1", 0, server_host_keys=[self.host_key],
-            authorized_client_keys=self.authorized_keys, process_factory=self._handle,
+            authorized_client_keys=self.authorized_keys,
+            server_factory=lambda: _FaultyServer(self._handle),
             encoding=None, allow_scp=False)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -108,9 +133,15 @@ class SshTestServer:
             finally:
                 stdin.close()
 
+        drop = (process.get_extra_info("username") == DROP_USER
+                and "role_supervisor" in command)
+
         async def pump(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
             while data := await reader.read(65536):
                 writer.write(data)
+                if drop and writer is process.stderr:
+                    process.get_extra_info("connection").abort()
+                    return
 
         feeder = asyncio.create_task(feed())
         try:

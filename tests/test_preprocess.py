@@ -5,20 +5,32 @@ party's, truncated, corrupt, or mixed from two preprocess runs."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import marked_descendants
 
+from privit.launch.coordinator import preprocess_local
 from privit.launch.job_registry import make_job
 from privit.parties.config import JobSpec, RunConfig
 from privit.parties.counters import Counters
 from privit.parties.inmemory_run import InMemoryRun, run_in_memory_detailed
 from privit.parties.lifecycle import barrier
-from privit.parties.material import MaterialError, MaterialFile
+from privit.parties.material import (
+    MaterialError,
+    MaterialFile,
+    MaterialHeader,
+    MaterialWriter,
+    check_unused,
+    stale_material,
+)
 from privit.parties.memory import MemoryChannel, MemoryHub
 from privit.protocols.registry import CORRELATIONS
 
@@ -37,6 +49,7 @@ def _files(folder: Path, n: int = 2) -> list[Path]:
 
 
 def _preprocess(cfg: RunConfig, folder: Path) -> list[Path]:
+    folder.mkdir(exist_ok=True)
     paths = _files(folder)
     run_in_memory_detailed(cfg, make_job(cfg).run, CORRELATIONS, seed_source=SEEDS, record=paths)
     return paths
@@ -173,3 +186,126 @@ def test_processes_refuse_material_of_two_preprocess_runs(tmp_path: Path) -> Non
                    str(mixed))
     assert proc.returncode == 1
     assert "preprocessed for another config: frac_bits is 16 there, 14 here" in proc.stderr
+
+
+def test_claim_refuses_a_file_replaced_after_it_was_verified(tmp_path: Path) -> None:
+    """The claim renames by name but the run reads the descriptor it verified: a file put
+    at the same name in between is refused, given its name back, and not marked used."""
+    ours = _preprocess(MLP, tmp_path / "a")[0]
+    theirs = _preprocess(MLP, tmp_path / "b")[0]
+    material = MaterialFile.open(ours, CORRELATIONS)
+    os.replace(theirs, ours)  # e.g. another preprocess writing into the same place
+    with pytest.raises(MaterialError, match=r"party-0.material was replaced after it was "
+                                            r"verified; refusing it"):
+        material.claim()
+    material.close()
+    assert sorted(p.name for p in ours.parent.iterdir()) == ["party-0.material", "party-1.material"]
+    other = MaterialFile.open(ours, CORRELATIONS)  # the other run's file, whole and unused
+    other.close()
+
+
+def test_a_run_wipes_only_the_file_it_claimed(tmp_path: Path) -> None:
+    ours = _preprocess(MLP, tmp_path / "a")[0]
+    theirs = _preprocess(MLP, tmp_path / "b")[0]
+    material = MaterialFile.open(ours, CORRELATIONS)
+    material.claim()
+    used = ours.with_name(ours.name + ".used")
+    seed = material.header.seed
+    assert seed in used.read_bytes()
+    kept = theirs.read_bytes()
+    os.replace(theirs, used)  # a later file at the mark's name is not this run's to wipe
+    material.close()
+    assert used.read_bytes() == kept
+    material = MaterialFile.open(tmp_path / "a" / "party-1.material", CORRELATIONS)
+    material.claim()
+    material.close()
+    assert (tmp_path / "a" / "party-1.material.used").stat().st_size == 0
+
+
+def _header() -> MaterialHeader:
+    return MaterialHeader("c" * 32, 0, 2, "h", "{}", "p", b"s" * 16)
+
+
+def test_a_seed_left_on_disk_is_named_with_how_to_remove_it(tmp_path: Path) -> None:
+    """A killed preprocess's NAME.partial and a killed online run's non-empty NAME.used
+    hold a seed: the next preprocess into that place is refused with one line naming the
+    file and how to remove it; files in use (locked by a live writer or run) are not
+    called leftovers, and an emptied mark is none."""
+    out = tmp_path / "mat"
+    path = out / "party-0.material"
+    out.mkdir()
+    writer = MaterialWriter(path, _header())  # a live writer: its lock is held
+    assert stale_material(path) == (f"{path}.partial is being written by a preprocess that "
+                                    f"runs now; use another place")
+    writer.discard()
+    assert stale_material(path) is None
+    Path(f"{path}.partial").write_bytes(b"PRIVMAT\n" + b"s" * 64)  # as a SIGKILL leaves it
+    left = (f"{path}.partial was left by a preprocess that was killed before it finished, "
+            f"but it still holds a party's seed: remove it (rm {path}.partial)")
+    assert stale_material(path) == left
+    with pytest.raises(MaterialError) as refused:
+        MaterialWriter(path, _header())
+    assert str(refused.value) == left
+    with pytest.raises(MaterialError) as refused:
+        preprocess_local(MLP, str(out))
+    assert str(refused.value) == left
+    os.unlink(f"{path}.partial")
+    used = Path(f"{path}.used")
+    used.write_bytes(b"PRIVMAT\n" + b"s" * 64)  # an online run killed after its claim
+    left = (f"{used} was left by an online run that was killed; its material is spent, but "
+            f"it still holds a party's seed: remove it (rm {used})")
+    assert stale_material(path) == left
+    with pytest.raises(MaterialError) as refused:
+        check_unused(path)
+    assert str(refused.value).endswith(f"material is single-use: run `privit preprocess` "
+                                       f"again; {left}")
+    used.write_bytes(b"")  # the mark a finished run leaves holds nothing
+    assert stale_material(path) is None
+    # a run that claimed its file and still reads it holds its lock: not a leftover
+    live = _preprocess(MLP, tmp_path / "live")[0]
+    material = MaterialFile.open(live, CORRELATIONS)
+    material.claim()
+    assert stale_material(live) is None
+    material.close()
+
+
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+def test_a_stopped_preprocess_leaves_no_seed_on_disk(tmp_path: Path, how: str) -> None:
+    """`privit preprocess` interrupted (Ctrl-C: the coordinator stops its roles with
+    SIGTERM), or killed outright (each role sees its parent gone and stops itself), while
+    party 1 writes its file and party 0 has finished its own: no NAME.partial is left and
+    no role process. Interrupted, the coordinator also removes party 0's finished file;
+    killed, it cannot, and the next preprocess there names that file as a leftover."""
+    out = tmp_path / "mat"
+    # A slow emulated link keeps party 1 writing its file for seconds.
+    proc = subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
+                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        partial, finished = out / "party-1.material.partial", out / "party-0.material"
+        deadline = time.monotonic() + 120
+        while not (partial.exists() and finished.exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT if how == "interrupt" else signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+        deadline = time.monotonic()
+        assert proc.returncode != 0
+        if how == "interrupt":
+            assert stderr.strip().splitlines() == ["Aborted!"]
+        while marked_descendants():  # the roles, each in its own session
+            assert time.monotonic() < deadline + 30, "a role outlived its preprocess run"
+            time.sleep(0.05)
+        if how == "interrupt":
+            assert sorted(p.name for p in out.iterdir()) == []
+            return
+        assert sorted(p.name for p in out.iterdir()) == ["party-0.material"]
+        with pytest.raises(MaterialError) as refused:
+            preprocess_local(MLP, str(out))
+        assert str(refused.value) == (
+            f"{finished} was left by a preprocess that did not finish (there is no "
+            f"{out / 'party-1.material'}); it holds a party's seed: remove it (rm {finished})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from mp_harness import live_processes, track_popen
-from ssh_test_server import SshTestServer, fresh_host_public_key
+from ssh_test_server import DROP_USER, REFUSE_USER, SshTestServer, fresh_host_public_key
 
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS
@@ -262,3 +262,27 @@ def test_targets_of_a_cluster_file_with_ssh_objects(tmp_path: Path, ssh_server: 
     assert remote is not None and (remote.host, remote.port, remote.user, remote.python,
                                    remote.client_key) == ("dealer.example.org", 22, None,
                                                           "python3", None)
+
+
+@pytest.mark.parametrize("user", [REFUSE_USER, DROP_USER])
+def test_a_refused_session_or_a_lost_connection_names_the_role(
+        tmp_path: Path, ssh_server: SshTestServer, user: str) -> None:
+    """An SSH failure of one role's link, whether the server refuses the session channel
+    (before anything starts) or the connection goes away while the role runs, is one line
+    that names the role and its host; every role is stopped and every run folder removed."""
+    cluster = _write_cluster(tmp_path, ssh_server)
+    data = json.loads(cluster.read_text())
+    data["parties"][1]["ssh"]["user"] = user
+    cluster.write_text(json.dumps(data))
+    proc = _launch(tmp_path, cluster, [*SLOW_CHAIN, "--timeout", "60"])
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.strip().splitlines() if line.startswith("privit")]
+    where = f"party 1 on {user}@127.0.0.1:{ssh_server.port}"
+    if user == REFUSE_USER:
+        assert lines[-1].startswith(f"privit launch: failed: {where}: ssh session refused: ")
+    else:
+        assert lines[-1].startswith(f"privit launch: failed: {where}: ssh connection lost")
+    assert lines[-1].endswith("; every role stopped")
+    assert proc.returncode == 1
+    _wait_for(lambda: not _role_pids(), 30, "every role process to exit")
+    assert not list(tmp_path.glob("privit-launch*"))
