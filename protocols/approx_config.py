@@ -448,9 +448,10 @@ def precision_configs(name: str) -> PrecisionConfigs:
     """The configs of precision level `name` (models/private_options.PRECISIONS).
 
     "default": every config's defaults.
-    "precise" (docs/nonlinear.md, "Precise mode"; meant for f = 18 with dealer truncation):
-      LayerNorm: variances in [2^-14, 2^10) (2^14 would cost kappa 2 bits at f = 18, see
-        layernorm.centring_shift), correction of degree 3;
+    "precise" (docs/nonlinear.md, "Precise mode"; meant for f = 20 with dealer truncation):
+      LayerNorm: variances in [2^-14, 2^10) (at f = 20 and width 256, 2^14 overflows the
+        ring and 2^10 leaves kappa = 2, see layernorm.centring_shift), correction of
+        degree 3 (the largest approximation error left at f = 20);
       softmax: the row-sum reciprocal with k = 3 factors (relative error e0^8 <= 3.1e-9);
       GeLU "erf": 5 pieces up to 5.25 (approximation <= 1.0e-5, tail g(5.25) = 4.0e-7),
         coefficients at f + 26 bits (their rounding < 2^-27 sum_k 5.25^k = 7.0e-6).
