@@ -454,7 +454,9 @@ def precision_configs(name: str) -> PrecisionConfigs:
         degree 3 (the largest approximation error left at f = 20);
       softmax: the row-sum reciprocal with k = 3 factors (relative error e0^8 <= 3.1e-9);
       GeLU "erf": 5 pieces up to 5.25 (approximation <= 1.0e-5, tail g(5.25) = 4.0e-7),
-        coefficients at f + 26 bits (their rounding < 2^-27 sum_k 5.25^k = 7.0e-6).
+        coefficients at f + 26 bits (their rounding < 2^-27 sum_k 5.25^k = 7.0e-6; at
+        f = 20 the correction's 46 bits exceed the 44 that GeluErfConfig asks of local
+        truncation, which is why the level truncates with the dealer: |x| < 2^62).
     """
     if name == "default":
         return PrecisionConfigs(LayerNormConfig(), GeluConfig(), SoftmaxConfig())
