@@ -73,7 +73,7 @@ class VitSpec:
         "vit: one-sided products for party 0's weights", cli=False))
     precision: str = field(default="default", metadata=_option(
         "vit: precise = max logit error <= 1e-4 on vit_7_4_32_teacher (f = 20, dealer "
-        "truncation, finer LayerNorm, softmax and GeLU; docs/nonlinear.md) for 1.6x the online "
+        "truncation, finer LayerNorm, softmaxes and GeLU; docs/nonlinear.md) for 1.6x the online "
         "rounds, 1.5x its bytes; --frac-bits and --truncation default to the level's", PRECISIONS))
 
     def __post_init__(self) -> None:

@@ -42,9 +42,10 @@ class PrivateOptions:
     scale_order: ScaleAttn product order, "qk" = (Q K^T) V, "kv" = Q (K^T V), "auto" =
       the one opening fewer elements for the shape.
     owner_matmul: one-sided products for the owner's weights (2 parties only).
-    precision: "default" or "precise", the configs of LayerNorm, GeLU and softmax
-      (protocols/approx_config.precision_configs); the command line also takes the level's
-      fractional bits and truncation from it (PRECISION_FRAC_BITS, precision_truncation).
+    precision: "default" or "precise", the configs of LayerNorm, GeLU, softmax and
+      ReLU-softmax (protocols/approx_config.precision_configs); the command line also takes
+      the level's fractional bits and truncation from it (PRECISION_FRAC_BITS,
+      precision_truncation).
       "precise" keeps vit_7_4_32_teacher's logits within 1e-4 of plaintext.
     """
 

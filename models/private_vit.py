@@ -111,9 +111,7 @@ class ProtocolOps:
         ReLU in place of the exact one (softmax.stochastic_relu_softmax)."""
         from privit.protocols import circa
         from privit.protocols import softmax as sm
-        from privit.protocols.approx_config import ReluSoftmaxConfig
-
-        cfg = ReluSoftmaxConfig(method=self.options.compare)
+        cfg = self.configs.relu_softmax
         if self.options.relu == "exact":
             return sm.relu_softmax(sess, s, eps=RELU_SOFTMAX_EPS, cfg=cfg)
         k, m = circa.default_params(sess.frac_bits)

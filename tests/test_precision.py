@@ -16,7 +16,7 @@ from privit.launch.vit_job import VitJob
 from privit.models.private_options import PRECISION_FRAC_BITS, PrivateOptions, precision_truncation
 from privit.parties.config import JobSpec, RunConfig
 from privit.parties.inmemory_run import run_in_memory_detailed
-from privit.protocols.approx_config import precision_configs
+from privit.protocols.approx_config import ReluSoftmaxConfig, precision_configs
 from privit.protocols.registry import CORRELATIONS
 
 
@@ -44,6 +44,8 @@ def test_levels_differ_only_where_documented() -> None:
     assert default == precision_configs("default").with_method("auto")
     assert precise.layer_norm.degree == 3 and precise.layer_norm.var_hi_log2 == 10.0
     assert precise.softmax.factors == 3 and precise.gelu.erf.cutoff == 5.25
+    assert precise.relu_softmax.reciprocal.factors == 3
+    assert default.relu_softmax == ReluSoftmaxConfig()
     assert precise.gelu.coefficients == default.gelu.coefficients  # "poly" unchanged
     assert precision_truncation("default", 2) == "local"
     assert precision_truncation("precise", 2) == "dealer"
