@@ -14,6 +14,7 @@ import click
 from privit.launch import vit_spec
 from privit.launch.errors import enable_debug
 from privit.launch.logging_config import configure_logging
+from privit.models.private_options import PRECISION_FRAC_BITS, precision_truncation
 from privit.parties.config import (
     AUTO_OBJECTIVES,
     MAX_FRAC_BITS,
@@ -50,12 +51,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rtt-ms", type=float, default=None, help="custom round-trip time (ms)"),
         click.option("--bandwidth-mbps", type=float, default=None,
                      help="custom bandwidth (Mbit/s, 0 = unlimited)"),
-        click.option("--frac-bits", default=16, show_default=True,
+        click.option("--frac-bits", default=None,
                      type=click.IntRange(MIN_FRAC_BITS, MAX_FRAC_BITS),
-                     help="fixed-point fractional bits"),
+                     help="fixed-point fractional bits [16; vit --precision precise: 20]"),
         click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
                      default="auto", show_default=True,
-                     help="auto = local for 2 parties, dealer otherwise"),
+                     help="auto = local for 2 parties, dealer otherwise or with vit "
+                          "--precision precise"),
         click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
                      help="seconds a peer may be silent (no message and no heartbeat: dead, "
                           "frozen, unreachable or never started) before the run fails; a "
@@ -91,17 +93,21 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str,
-                 rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int,
+                 rtt_ms: float | None, bandwidth_mbps: float | None, frac_bits: int | None,
                  truncation: str, timeout_s: float, max_wait_s: float, seed: int,
                  session_id: str | None, insecure: bool, max_frame_mb: int, max_buffer_mb: int,
                  memory_budget_mb: int, default_session: str,
                  auto_objective: str = "whole") -> RunConfig:
-    if truncation == "auto":
-        truncation = "local" if n_parties == 2 else "dealer"
     try:
         job_params = parse_params(params)
+        precision = "default"
         if job == "vit":  # typed and checked once, so every role hashes the same values
-            job_params = vit_spec.VitSpec.from_params(job_params).to_params()
+            spec = vit_spec.VitSpec.from_params(job_params)
+            job_params, precision = spec.to_params(), spec.precision
+        if frac_bits is None:
+            frac_bits = PRECISION_FRAC_BITS[precision]
+        if truncation == "auto":
+            truncation = precision_truncation(precision, n_parties)
         return RunConfig(
             n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
             job=JobSpec.make(job, **job_params),

@@ -20,6 +20,7 @@ from privit.launch.job_spec import field_converter, spec_from_params, spec_to_pa
 from privit.models.private_options import (
     COMPARE_METHODS,
     GELU_KINDS,
+    PRECISIONS,
     RELU_KINDS,
     SCALE_ORDERS,
     SOFTMAX_KINDS,
@@ -70,6 +71,10 @@ class VitSpec:
         "vit: ScaleAttn product order", SCALE_ORDERS, cli=False))
     owner_matmul: bool = field(default=True, metadata=_option(
         "vit: one-sided products for party 0's weights", cli=False))
+    precision: str = field(default="default", metadata=_option(
+        "vit: precise = max logit error <= 1e-4 on vit_7_4_32_teacher (f = 20, dealer "
+        "truncation, finer LayerNorm, softmaxes and GeLU; docs/nonlinear.md) for 1.6x the online "
+        "rounds, 1.5x its bytes; --frac-bits and --truncation default to the level's", PRECISIONS))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -101,7 +106,8 @@ class VitSpec:
     def private_options(self) -> PrivateOptions:
         return PrivateOptions(gelu=self.gelu, relu=self.relu, circa_k=self.circa_k,
                               circa_m=self.circa_m, compare=self.compare, softmax=self.softmax,
-                              scale_order=self.scale_order, owner_matmul=self.owner_matmul)
+                              scale_order=self.scale_order, owner_matmul=self.owner_matmul,
+                              precision=self.precision)
 
 
 CLI_FIELDS = tuple(f.name for f in dataclasses.fields(VitSpec) if f.metadata["cli"])

@@ -12,6 +12,19 @@ RELU_KINDS = ("exact", "stochastic")
 COMPARE_METHODS = ("auto", "fss", "fss_compact", "adder")
 SOFTMAX_KINDS = ("exact", "2quad")
 SCALE_ORDERS = ("auto", "qk", "kv")
+PRECISIONS = ("default", "precise")
+# The fractional bits each precision runs with unless the command line names them
+# (protocols/approx_config.precision_configs holds the level's approximations).
+PRECISION_FRAC_BITS = {"default": 16, "precise": 20}
+
+
+def precision_truncation(precision: str, n_parties: int) -> str:
+    """What `--truncation auto` means: local (SecureML, no round) for 2 parties at the
+    default precision; dealer otherwise. Local truncation fails (off by 2^(64 - 2f) in
+    real units) with probability |x| 2^(2f - 64) per truncated product of real magnitude
+    |x|, 4x more often per extra bit of f: at f = 18, 1 of our 4 local runs of
+    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each)."""
+    return "local" if n_parties == 2 and precision == "default" else "dealer"
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,11 @@ class PrivateOptions:
     scale_order: ScaleAttn product order, "qk" = (Q K^T) V, "kv" = Q (K^T V), "auto" =
       the one opening fewer elements for the shape.
     owner_matmul: one-sided products for the owner's weights (2 parties only).
+    precision: "default" or "precise", the configs of LayerNorm, GeLU, softmax and
+      ReLU-softmax (protocols/approx_config.precision_configs); the command line also takes
+      the level's fractional bits and truncation from it (PRECISION_FRAC_BITS,
+      precision_truncation).
+      "precise" keeps vit_7_4_32_teacher's logits within 1e-4 of plaintext.
     """
 
     gelu: str = "erf"
@@ -40,12 +58,14 @@ class PrivateOptions:
     softmax: str = "exact"
     scale_order: str = "auto"
     owner_matmul: bool = True
+    precision: str = "default"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("gelu", self.gelu, GELU_KINDS), ("relu", self.relu, RELU_KINDS),
                                      ("compare", self.compare, COMPARE_METHODS),
                                      ("softmax", self.softmax, SOFTMAX_KINDS),
-                                     ("scale_order", self.scale_order, SCALE_ORDERS)):
+                                     ("scale_order", self.scale_order, SCALE_ORDERS),
+                                     ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.circa_k is not None and not 0 <= self.circa_k <= 40:

@@ -52,6 +52,7 @@ from privit.models.private_weights import (
 from privit.parties.session import Session
 from privit.protocols import beaver, ring, sharing
 from privit.protocols import products as batched
+from privit.protocols.approx_config import precision_configs
 from privit.protocols.owner_matmul import OwnerWeight, owner_matmul, prepare_owner_weights
 from privit.protocols.softmax import scale_attention
 
@@ -79,20 +80,18 @@ class ProtocolOps:
 
     def __init__(self, options: PrivateOptions) -> None:
         self.options = options
+        self.configs = precision_configs(options.precision).with_method(options.compare)
 
     def layer_norm(self, sess: Session, x: torch.Tensor, gamma: torch.Tensor | None,
                    beta: torch.Tensor | None) -> torch.Tensor:
-        from privit.protocols.approx_config import LayerNormConfig
         from privit.protocols.layernorm import layer_norm
 
-        cfg = LayerNormConfig(method=self.options.compare)
-        return layer_norm(sess, x, gamma, beta, eps=LN_EPS, cfg=cfg)
+        return layer_norm(sess, x, gamma, beta, eps=LN_EPS, cfg=self.configs.layer_norm)
 
     def gelu(self, sess: Session, x: torch.Tensor) -> torch.Tensor:
-        from privit.protocols.approx_config import GeluConfig
         from privit.protocols.gelu import gelu
 
-        return gelu(sess, x, kind=self.options.gelu, cfg=GeluConfig(method=self.options.compare))
+        return gelu(sess, x, kind=self.options.gelu, cfg=self.configs.gelu)
 
     def relu(self, sess: Session, x: torch.Tensor) -> torch.Tensor:
         from privit.protocols.compare import relu
@@ -101,20 +100,18 @@ class ProtocolOps:
 
     def softmax(self, sess: Session, s: torch.Tensor) -> torch.Tensor:
         from privit.protocols import softmax as sm
-        from privit.protocols.approx_config import SoftmaxConfig, TwoQuadConfig
+        from privit.protocols.approx_config import TwoQuadConfig
 
         if self.options.softmax == "2quad":
             return sm.two_quad(sess, s, cfg=TwoQuadConfig(method=self.options.compare))
-        return sm.softmax(sess, s, dim=-1, cfg=SoftmaxConfig(method=self.options.compare))
+        return sm.softmax(sess, s, dim=-1, cfg=self.configs.softmax)
 
     def relu_softmax(self, sess: Session, s: torch.Tensor) -> torch.Tensor:
         """ReLU(S) / (sum ReLU(S) + eps): softmax.relu_softmax, or with Circa's stochastic
         ReLU in place of the exact one (softmax.stochastic_relu_softmax)."""
         from privit.protocols import circa
         from privit.protocols import softmax as sm
-        from privit.protocols.approx_config import ReluSoftmaxConfig
-
-        cfg = ReluSoftmaxConfig(method=self.options.compare)
+        cfg = self.configs.relu_softmax
         if self.options.relu == "exact":
             return sm.relu_softmax(sess, s, eps=RELU_SOFTMAX_EPS, cfg=cfg)
         k, m = circa.default_params(sess.frac_bits)

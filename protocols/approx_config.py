@@ -426,3 +426,50 @@ class LayerNormConfig:
     def correction_range(self) -> float:
         """e_max of the correction polynomial: the guess error plus a rounding margin."""
         return guess_error(self.per_octave) + self.rounding_margin
+
+
+# -- precision levels ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrecisionConfigs:
+    """The configs of the private ViT's non-linear steps at one precision level
+    (`--precision`, models/private_options.py, which also fixes the level's fractional
+    bits and truncation)."""
+
+    layer_norm: LayerNormConfig
+    gelu: GeluConfig
+    softmax: SoftmaxConfig
+    relu_softmax: ReluSoftmaxConfig
+
+    def with_method(self, method: str) -> PrecisionConfigs:
+        """These configs with every comparison on `method`."""
+        return PrecisionConfigs(with_method(self.layer_norm, method),
+                                with_method(self.gelu, method), with_method(self.softmax, method),
+                                with_method(self.relu_softmax, method))
+
+
+def precision_configs(name: str) -> PrecisionConfigs:
+    """The configs of precision level `name` (models/private_options.PRECISIONS).
+
+    "default": every config's defaults.
+    "precise" (docs/nonlinear.md, "Precise mode"; meant for f = 20 with dealer truncation):
+      LayerNorm: variances in [2^-14, 2^10) (at f = 20 and width 256, 2^14 overflows the
+        ring and 2^10 leaves kappa = 2, see layernorm.centring_shift), correction of
+        degree 3 (the largest approximation error left at f = 20);
+      softmax and ReLU-softmax: the row-sum reciprocal with k = 3 factors (relative error
+        e0^8 <= 3.1e-9 instead of e0^4 <= 5.6e-5; one more round each);
+      GeLU "erf": 5 pieces up to 5.25 (approximation <= 1.0e-5, tail g(5.25) = 4.0e-7),
+        coefficients at f + 26 bits (their rounding < 2^-27 sum_k 5.25^k = 7.0e-6; at
+        f = 20 the correction's 46 bits exceed the 44 that GeluErfConfig asks of local
+        truncation, which is why the level truncates with the dealer: |x| < 2^62).
+    """
+    if name == "default":
+        return PrecisionConfigs(LayerNormConfig(), GeluConfig(), SoftmaxConfig(),
+                                ReluSoftmaxConfig())
+    if name == "precise":
+        return PrecisionConfigs(
+            LayerNormConfig(var_hi_log2=10.0, degree=3),
+            GeluConfig(erf=GeluErfConfig(cutoff=5.25, breakpoints=(0.7, 1.5, 2.4, 3.5),
+                                         coeff_bits=26)),
+            SoftmaxConfig(factors=3),
+            ReluSoftmaxConfig(reciprocal=replace(ReluSoftmaxConfig().reciprocal, factors=3)))
+    raise ValueError(f"unknown precision {name!r}; choose default or precise")

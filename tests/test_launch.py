@@ -165,6 +165,18 @@ def test_config_mismatch_stops_every_role_naming_it(tmp_path: Path) -> None:
         assert len(error_lines(err)) == 1, err
 
 
+def test_precision_mismatch_is_refused(tmp_path: Path) -> None:
+    """--precision is hashed with the job's parameters: a party at another level is refused
+    even where it names the same fractional bits and truncation."""
+    cluster = _cluster(tmp_path)
+    common = ["--model", "vit_digits_teacher", "--session-id", "t4", "--timeout", "20"]
+    results = _finish(_start_roles(tmp_path, cluster, common, {
+        "p1": ["--precision", "precise", "--frac-bits", "16", "--truncation", "local"]}))
+    for name, (code, err) in results.items():
+        assert code != 0, f"{name} should fail"
+        assert "precision" in err, f"{name}: {err}"
+
+
 def test_session_id_mismatch_is_named(tmp_path: Path) -> None:
     cluster = _cluster(tmp_path)
     procs = _start_roles(tmp_path, cluster, ["--job", "mlp", "--timeout", "10"],

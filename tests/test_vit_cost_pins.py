@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from privit.launch.vit_job import VitJob
+from privit.models.private_options import PRECISION_FRAC_BITS, precision_truncation
 from privit.parties.config import JobSpec, RunConfig
 from privit.parties.inmemory_run import run_in_memory_detailed
 from privit.protocols.registry import CORRELATIONS
@@ -22,6 +23,10 @@ PINS = {
                 ((94_675_450, 488), (69_359_759, 487), 159_006_235)),
     "teacher-online": ({"model": "vit_7_4_32_teacher"},
                        ((93_246_962, 359), (67_931_271, 358), 353_078_367)),
+    # --precision precise: f = 20, dealer truncation (1 round per truncation), finer
+    # LayerNorm, softmax and GeLU (protocols/approx_config.precision_configs)
+    "teacher-precise": ({"model": "vit_7_4_32_teacher", "precision": "precise"},
+                        ((135_974_826, 764), (110_659_135, 763), 272_885_466)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
               ((85_903_669, 278), (60_587_978, 277), 137_656_990)),
     "mu0.5-online": ({"model": "vit_7_4_32", "mu": 0.5},
@@ -33,7 +38,10 @@ PINS = {
 def test_vit_7_4_32_whole_model_cost_is_pinned(case: str) -> None:
     params, (party0, party1, dealer_bytes) = PINS[case]
     objective = "online" if case.endswith("-online") else "whole"
+    precision = str(params.get("precision", "default"))
     cfg = RunConfig(n_parties=2, seed=0, timeout_s=120, auto_objective=objective,
+                    frac_bits=PRECISION_FRAC_BITS[precision],
+                    truncation=precision_truncation(precision, 2),
                     job=JobSpec.make("vit", batch=1, **params))
     job = VitJob(cfg)
     run = run_in_memory_detailed(cfg, job.run, CORRELATIONS)
