@@ -71,7 +71,8 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     On the fss path steps 1-2 use the compact keys: 1. compare.drelu_xor (bits in XOR
     shares, dcf_bit.py); 2. bit_select.bit_products: b0 x, bp x, bm x and x^2 from ONE
     opening of the 3 N masked bits and x + R; kappa x = 2 b0 x - bp x - bm x.
-    ROUNDS 4 on either path (3 + the comparison round), local truncation.
+    ROUNDS 3 + the comparison's: 4 on the fss path; on the adder path 3 + its log2(P)
+    rounds (8 at 32-bit comparisons with 2-bit leaves). Local truncation.
     BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
       message): fss: 3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H:
       52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the adder's bytes, then

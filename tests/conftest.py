@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from mp_harness import kill_children, live_children
 
-# A child that has just been told to stop may need a moment to exit.
-EXIT_GRACE_S = 2.0
+# A child that has just been told to stop may need a moment to exit: a role stopped by
+# SIGTERM cleans up (its material file) for up to launch/roles.STOP_GRACE_S = 5 s.
+EXIT_GRACE_S = 6.0
 
 # Every process this test session starts, at any depth, inherits this variable, so a
 # grandchild orphaned by a killed coordinator (reparented to init) is still found.
