@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.polynomial import chebyshev, polynomial
 
-METHODS = ("auto", "fss", "adder")
+METHODS = ("auto", "fss", "fss_compact", "adder")
 T = TypeVar("T", bound=Any)
 
 

@@ -238,7 +238,8 @@ def test_private_logits_match_plaintext(pattern: str) -> None:
     PrivateOptions(relu="stochastic", circa_k=4, compare="adder"),
     PrivateOptions(compare="fss", gelu="poly"),
     PrivateOptions(gelu="erf"),
-], ids=["circa_default", "circa_k4_adder", "fss", "gelu_erf"])
+    PrivateOptions(compare="fss_compact"),
+], ids=["circa_default", "circa_k4_adder", "fss", "gelu_erf", "fss_compact"])
 def test_private_options_stay_close(options: PrivateOptions) -> None:
     pytest.importorskip("privit.protocols.softmax")
     model = make_model(digits_config(False), PATTERNS["mixed"], std=0.2)
