@@ -85,10 +85,15 @@ class Stopped(BaseException):
 
 def _stop_on_signals() -> None:
     """Turn SIGTERM and SIGHUP into `Stopped` in the main thread, once: a second signal
-    during the clean-up is ignored (whoever sent it follows with SIGKILL if it must)."""
+    during the clean-up is ignored, and the clean-up is bounded: the process exits
+    128 + N after STOP_GRACE_S whatever it is doing (a run started by hand has no
+    coordinator to SIGKILL it)."""
     def on_signal(signum: int, frame: FrameType | None) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        deadline = threading.Timer(STOP_GRACE_S, os._exit, args=(128 + signum,))
+        deadline.daemon = True
+        deadline.start()
         raise Stopped(signum)
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers (a role run inside another program)
@@ -272,13 +277,21 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
                 "counters": counters.report(),
                 "outputs": {k: _tensor_json(v) for k, v in outputs.items()}}
     except BaseException as exc:
+        if stored is not None:  # wipe the claimed file's seed first: a stop's grace is short
+            try:
+                stored.close()
+            except MaterialError as wipe_error:
+                print(f"privit: {wipe_error}", file=sys.stderr)
+            stored = None
         channel.abort(f"{cfg.role_name(party_id)} failed: {exc}")
         _close_after_failure(channel)
         raise
     finally:
-        if stored is not None:
-            stored.close()
-        channel.close()
+        try:
+            if stored is not None:
+                stored.close()
+        finally:
+            channel.close()
 
 
 def _open_material(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,

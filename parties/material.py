@@ -154,7 +154,13 @@ class MaterialWriter:
             fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
             raise MaterialError(stale_material(self.path) or f"{self.partial} exists") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: this file is in use, not left over
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: in use, not left over
+        except OSError as exc:  # e.g. a network filesystem without locks
+            os.close(fd)
+            os.unlink(self.partial)
+            raise MaterialError(f"cannot lock {self.partial}: {exc.strerror}; write the "
+                                f"material to a local filesystem") from None
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.chunks = self.requests = self.payload_bytes = 0
@@ -309,7 +315,9 @@ class MaterialFile:
         except FileNotFoundError:
             raise MaterialError(f"material {self.path} was already used by another run; "
                                 f"material is single-use") from None
+        self.used_path = used  # from here on, close() wipes it (if it is still ours)
         if not same_file(used, self._fh.fileno()):
+            self.used_path = None
             # Another file was put at NAME after ours was verified: give it its name back
             # (a link never replaces one that appeared since) and use neither.
             try:
@@ -319,7 +327,6 @@ class MaterialFile:
                 pass
             raise MaterialError(f"material {self.path} was replaced after it was verified; "
                                 f"refusing it (is another preprocess writing into the same place?)")
-        self.used_path = used
 
     def read_chunk(self) -> Chunk:
         try:
@@ -349,7 +356,12 @@ class MaterialFile:
         material is spent, the mark stays). Only the file this run claimed is touched."""
         try:
             if self.used_path is not None:
-                wipe(self.used_path, self._fh.fileno(), self.header_bytes)
+                try:
+                    wipe(self.used_path, self._fh.fileno(), self.header_bytes)
+                except OSError as exc:
+                    raise MaterialError(
+                        f"cannot wipe {self.used_path} ({exc.strerror}): it still holds a "
+                        f"party's seed; remove it (rm {self.used_path})") from None
         finally:
             self._fh.close()
 

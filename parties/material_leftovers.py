@@ -21,8 +21,8 @@ PARTIAL_SUFFIX = ".partial"
 
 def in_use(path: Path) -> bool | None:
     """Whether a live process holds its lock on `path` (None: cannot tell)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:  # read-write: over NFS flock is an fcntl lock, whose exclusive kind needs it
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -73,10 +73,11 @@ def same_file(path: Path, fd: int) -> bool:
 def wipe(path: Path, ours: int, head_bytes: int) -> None:
     """Overwrite the first `head_bytes` of `path` (a material file's magic and header
     record, which holds the seed) with zeros, sync, and empty the file, if `path` is
-    still the file open as `ours`; a missing or replaced file is left alone."""
+    still the file open as `ours`; a missing or replaced file is left alone. A file that
+    cannot be opened for writing raises OSError: it still holds the seed."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-    except OSError:
+    except FileNotFoundError:
         return
     try:
         mine, theirs = os.fstat(fd), os.fstat(ours)

@@ -222,6 +222,28 @@ def test_a_run_wipes_only_the_file_it_claimed(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "party-1.material.used").stat().st_size == 0
 
 
+def test_a_file_that_cannot_be_wiped_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """A claimed file the run cannot open for writing (read-only mount, another owner)
+    still holds its seed: closing says so in one line instead of passing silently."""
+    from privit.parties import material_leftovers
+
+    ours = _preprocess(MLP, tmp_path)[0]
+    material = MaterialFile.open(ours, CORRELATIONS)
+    material.claim()
+    real_open = os.open
+
+    def no_write(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(".used") and flags & os.O_WRONLY:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(material_leftovers.os, "open", no_write)
+    with pytest.raises(MaterialError, match=r"cannot wipe .*party-0.material.used \(Permission "
+                                            r"denied\): it still holds a party's seed; remove it"):
+        material.close()
+
+
 def _header() -> MaterialHeader:
     return MaterialHeader("c" * 32, 0, 2, "h", "{}", "p", b"s" * 16)
 
