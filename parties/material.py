@@ -41,8 +41,10 @@ before the first run is the operator's to avoid (nothing local can tell it from 
 original), and its use with a fresh peer file is refused by the id check.
 
 Leftovers. A writer removes its NAME.partial on any error, and a role turns SIGTERM and
-SIGHUP into an error (launch/roles.py), so only a SIGKILL (or a power loss) leaves one; a
-run killed so after its claim leaves a non-empty NAME.used. Both hold the party's seed:
+SIGHUP into an error (launch/roles.py), so a SIGKILL (or a power loss) leaves one, and so
+can a stop that lands in a narrow window (inside the rename that finishes the file, or a
+stop's clean-up cut short by its 5 s bound); a run killed after its claim leaves a
+non-empty NAME.used. Both hold the party's seed:
 parties/material_leftovers.py tells them from files in use, and a later preprocess into
 the same place refuses with one line naming the file and how to remove it.
 
