@@ -197,15 +197,14 @@ class CostModel:
     def compute_s(self, method: str, numel: int, bits: int, product: bool, leaf: int = 2,
                   compact: bool = False) -> float:
         """Local compute of one call; method "fss" with `compact` is "fss_compact"."""
-        if method == "fss_compact" or (method == "fss" and compact):
-            c = self.fss_compact if product else self.fss_drelu_bit
-            levels = fss_key_levels(bits, True)
-            return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
-                                                           * levels)
-        if method == "fss":
-            c = self.fss_relu if product else self.fss_drelu
-            return c.per_call_s + c.per_round_s + numel * (c.per_elem_s + c.per_elem_level_s
-                                                           * (bits - 1))
+        if method in ("fss", "fss_compact"):
+            compact = compact or method == "fss_compact"
+            if compact:
+                c = self.fss_compact if product else self.fss_drelu_bit
+            else:
+                c = self.fss_relu if product else self.fss_drelu
+            return c.per_call_s + c.per_round_s + numel * (
+                c.per_elem_s + c.per_elem_level_s * fss_key_levels(bits, compact))
         if method == "adder":
             p = _positions(bits)
             rounds = adder_costs(0, bits, product, leaf).rounds

@@ -170,8 +170,8 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
             xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
         opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
         assert opened.square is not None
-        coeffs = _erf_coefficients(opened.bits, cfg, f)
-        relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f)[1]
+        coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
+        relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f, (1,))[1]
         (y,) = truncate_many(sess, [opened.square], f)
     else:
         with sess.scope("pieces"):
@@ -190,20 +190,22 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     return relu_x - corr
 
 
-def _erf_coefficients(rows: Sequence[torch.Tensor], cfg: GeluConfig, f: int
-                      ) -> list[torch.Tensor]:
-    """C_0..C_4 of gelu_erf's step 1 from the rows (s, P_1, N_1, ..., P_m, N_m): shares of
-    the bits, or of the bits times x (the selection is linear: it then gives C_k x)."""
+def _erf_coefficients(rows: Sequence[torch.Tensor], cfg: GeluConfig, f: int,
+                      orders: Sequence[int] = range(5)) -> dict[int, torch.Tensor]:
+    """C_k (k in `orders`, of 0..4) of gelu_erf's step 1 from the rows (s, P_1, N_1, ...,
+    P_m, N_m): shares of the bits, or of the bits times x (the selection is linear: it then
+    gives C_k x). Only the asked orders are computed (the fss path needs C_1 of the
+    products and the others of the bits)."""
     ecfg = cfg.erf
     kb = ecfg.coeff_bits
     above, not_below = [rows[0], *rows[1::2]], [rows[0], *rows[2::2]]
-    coeffs: list[torch.Tensor] = [torch.zeros_like(rows[0]) for _ in range(5)]
+    coeffs = {k: torch.zeros_like(rows[0]) for k in orders}
     for j, piece in enumerate(ecfg.coefficients()):
         pos, neg = above[j] - above[j + 1], not_below[j + 1] - not_below[j]
         ind, kappa = pos + neg, pos - neg
-        coeffs[0] = coeffs[0] + ind * round(piece[0] * 2.0 ** (f + kb))
-        for k in range(1, 5):
-            coeffs[k] = coeffs[k] + (kappa if k % 2 else ind) * round(piece[k] * 2.0 ** kb)
+        for k in orders:
+            scale = f + kb if k == 0 else kb
+            coeffs[k] = coeffs[k] + (kappa if k % 2 else ind) * round(piece[k] * 2.0 ** scale)
     return coeffs
 
 
