@@ -517,32 +517,28 @@ def test_a_key_that_does_not_decode_is_refused() -> None:
         check_public_key("#" * 40, "cluster file")
 
 
-def test_a_fast_sender_holds_a_bounded_queue_of_large_frames() -> None:
+def test_a_fast_sender_holds_a_bounded_queue_of_large_frames(
+        pair: tuple[ZmqChannel, ZmqChannel, Cluster, list[RoleKeys]]) -> None:
     """Frames of 16 MiB or more are tracked: a sender never holds more than
     MAX_QUEUED_BYTES of them unsent per link (over CURVE, ~0.5 GB/s), and it does not need
     the peer's Python thread to read them (its I/O thread drains the link): 8 messages of
     32 MiB go out before the receiver reads any, and all arrive intact."""
     from privit.parties import transport
 
-    keys = _keys()
-    cluster = Cluster.local(1).with_keys(keys)
-    a = ZmqChannel(0, cluster, [1], Counters(), 10.0, _name, keys=keys[0])
-    b = ZmqChannel(1, cluster, [0], Counters(), 10.0, _name, keys=keys[1])
-    try:
-        size = (32 << 20) // 8
-        for i in range(8):
-            b.send(0, "data", "big", [np.full(size, i, dtype=np.int64)])
-            held = sum(n for _, n in b._links[0].queued)
-            assert held <= transport.MAX_QUEUED_BYTES, held
-        for i in range(8):
-            got = a.recv(1, "data", "big").arrays[0]
-            assert got.shape == (size,) and int(got[0]) == i and int(got[-1]) == i
-    finally:
-        a.close()
-        b.close()
+    a, b, _, _ = pair
+    size = (32 << 20) // 8
+    for i in range(8):
+        b.send(0, "data", "big", [np.full(size, i, dtype=np.int64)])
+        held = sum(n for _, n in b._links[0].queued)
+        assert held <= transport.MAX_QUEUED_BYTES, held
+    for i in range(8):
+        got = a.recv(1, "data", "big").arrays[0]
+        assert got.shape == (size,) and int(got[0]) == i and int(got[-1]) == i
 
 
-def test_one_message_of_large_frames_over_the_queue_bound_is_sent(monkeypatch) -> None:
+def test_one_message_of_large_frames_over_the_queue_bound_is_sent(
+        pair: tuple[ZmqChannel, ZmqChannel, Cluster, list[RoleKeys]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """ZeroMQ sends a multipart message only once its last part is queued, so the queue
     bound is applied per message: a message whose large frames sum past MAX_QUEUED_BYTES
     goes out whole (it once waited forever for its own first frame; the dealer's FSS keys
@@ -552,19 +548,12 @@ def test_one_message_of_large_frames_over_the_queue_bound_is_sent(monkeypatch) -
     from privit.parties import transport
 
     monkeypatch.setattr(transport, "MAX_QUEUED_BYTES", 24 << 20)
-    keys = _keys()
-    cluster = Cluster.local(1).with_keys(keys)
-    a = ZmqChannel(0, cluster, [1], Counters(), 10.0, _name, keys=keys[0])
-    b = ZmqChannel(1, cluster, [0], Counters(), 10.0, _name, keys=keys[1])
-    try:
-        size = (16 << 20) // 8
-        parts = [np.full(size, i, dtype=np.int64) for i in range(3)]
-        sender = threading.Thread(target=b.send, args=(0, "data", "big", parts), daemon=True)
-        sender.start()
-        sender.join(timeout=30)
-        assert not sender.is_alive(), "the sender waited on its own message"
-        got = a.recv(1, "data", "big").arrays
-        assert [int(g[0]) for g in got] == [0, 1, 2] and all(g.shape == (size,) for g in got)
-    finally:
-        a.close()
-        b.close()
+    a, b, _, _ = pair
+    size = (16 << 20) // 8
+    parts = [np.full(size, i, dtype=np.int64) for i in range(3)]
+    sender = threading.Thread(target=b.send, args=(0, "data", "big", parts), daemon=True)
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive(), "the sender waited on its own message"
+    got = a.recv(1, "data", "big").arrays
+    assert [int(g[0]) for g in got] == [0, 1, 2] and all(g.shape == (size,) for g in got)
