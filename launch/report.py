@@ -21,6 +21,9 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
                     --material`; no dealer ran, offline.bytes is then 0), with
                     from_disk_bytes (payload read, all parties), from_disk_file_bytes,
                     material_id
+  offline.plan      where the dealer's plan came from: source "traced" (the job run on a
+                    tracing session) or "cache" (a previous run's trace of the same code,
+                    config and announcements, launch/plan_cache.py), and wall_s it took
   setup.bytes       handshake and barrier traffic (not part of either phase)
   per_party         bytes/rounds/wall of each role
   scopes            per named scope (layer, op): online bytes (all parties), rounds
@@ -143,6 +146,9 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
         "offline": {"bytes": offline_bytes, "wall_s": dealer.get("offline_wall_s", 0.0),
                     "requests": dealer.get("requests", 0),
                     "request_kinds": dealer.get("request_kinds", {}),
+                    **({"plan": {"source": dealer["plan_source"],
+                                 "wall_s": dealer.get("trace_wall_s", 0.0)}}
+                       if "plan_source" in dealer else {}),
                     **(material_from_disk(from_disk, parties) if from_disk else {})},
         "setup": {"bytes": setup_bytes},
         "per_party": [

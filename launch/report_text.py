@@ -106,6 +106,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"wall        {t['wall_s']:.2f} s whole command: start-up {t['startup_s']:.2f} s, "
                      f"handshake {t['handshake_s']:.2f} s, offline {t['offline_s']:.2f} s, "
                      f"online {t['online_s']:.2f} s, other {t['other_s']:.2f} s")
+        plan = off.get("plan")
+        if plan is not None:
+            how = ("traced" if plan["source"] == "traced" else
+                   "read from the plan cache (a previous run's trace)")
+            lines.append(f"            the dealer's plan: {how} in {plan['wall_s']:.2f} s")
         if t.get("offline_during_online_s", 0.0) >= 0.005:
             lines.append(f"            of the online phase, {t['offline_during_online_s']:.2f} s reading "
                          f"dealer material streamed in (a party's memory budget)")

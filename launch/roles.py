@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from privit import __version__
+from privit.launch import plan_cache
 from privit.launch.errors import debug_enabled, describe, format_traceback
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, DATA_OWNER, WEIGHT_OWNER, Job, RoleInputs
@@ -132,6 +133,20 @@ def keep_freed_memory() -> None:
         # reverse); with one arena those buffers are reused (100 MB echo: 1.2 -> 2.1+ GB/s).
         libc.mallopt(m_arena_max, 1)
         libc.mallopt(m_trim_threshold, (1 << 31) - 1)  # a C int
+    except (OSError, AttributeError):
+        pass
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free memory to the system (glibc's malloc_trim): after a phase
+    that allocated what the rest of the run does not reuse (the dealer's trace, a party's
+    weight encoding), so that the resident set and the memory budget see live memory only.
+    No-op where glibc is not available."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
@@ -243,6 +258,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         progress.phase_done("startup", since=marks["process_start"])
         peers = list(channel.peers)
         seeds_out = {p: new_seed() for p in range(party_id + 1, cfg.n_parties)}
+        release_freed_memory()  # e.g. party 0's float64 weights, freed as they were encoded
         limits = stream_limits(cfg, job.reserved_bytes())
         hellos = exchange_hellos(channel, cfg, party_id, peers, seeds_out, job.own_public(),
                                  limits.window_bytes)
@@ -354,6 +370,27 @@ def stream_limits(cfg: RunConfig, reserved: int) -> StreamLimits:
     return StreamLimits(window_bytes=window, held_bytes=limits.held_bytes)
 
 
+def _dealer_plan(cfg: RunConfig, job: Job,
+                 announced: tuple[dict[str, Any] | None, dict[str, Any] | None]
+                 ) -> tuple[plan_cache.Plan, str]:
+    """The job's plan and where it came from: "cache" (launch/plan_cache.py) or "traced"
+    (the job run on a tracing session, then cached)."""
+    key = plan_cache.plan_key(cfg, announced)
+    cached = plan_cache.load(key)
+    if cached is not None:
+        return cached, "cache"
+    tracer = Session.tracing(cfg, 0, CORRELATIONS)
+    job.run(tracer)
+    assert tracer.trace is not None
+    plan = plan_cache.Plan(tracer.trace, tracer.trace_scopes)
+    del tracer
+    # The trace allocates and frees tensors of every shape the job uses: with freed memory
+    # kept, the heap grew to twice the trace's live peak at ViT-Base (850 MiB against 433).
+    release_freed_memory()
+    plan_cache.store(key, plan)
+    return plan, "traced"
+
+
 def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
                bind_host: str | None = None, inputs: RoleInputs = ALL_INPUTS,
                progress_path: str | None = None) -> dict[str, Any]:
@@ -370,34 +407,35 @@ def run_dealer(cfg: RunConfig, cluster: Cluster, keys: RoleKeys | None,
         seeds = [new_seed() for _ in range(cfg.n_parties)]
         hellos = exchange_hellos(channel, cfg, dealer, list(range(cfg.n_parties)),
                                  dict(enumerate(seeds)))
-        _announce_and_bind(channel, dealer, job, hellos, list(range(cfg.n_parties)))
+        announced = _announce_and_bind(channel, dealer, job, hellos, list(range(cfg.n_parties)))
         marks["handshake_done"] = time.time()
         progress.phase_done("handshake")
         _log.info("handshake done (%.3f s after start); tracing the job",
                   marks["handshake_done"] - marks["process_start"])
         counters.set_phase("offline")
         t0 = time.perf_counter()
-        tracer = Session.tracing(cfg, 0, CORRELATIONS)
-        job.run(tracer)
-        assert tracer.trace is not None
+        plan, plan_source = _dealer_plan(cfg, job, announced)
         trace_s = time.perf_counter() - t0
-        _log.info("traced %d correlation requests in %.3f s; dealing", len(tracer.trace), trace_s)
+        keep_freed_memory()  # from here on, for dealing's many same-sized arrays
+        _log.info("%s %d correlation requests in %.3f s; dealing",
+                  "traced" if plan_source == "traced" else "read the cached plan of",
+                  len(plan.requests), trace_s)
         windows = [hellos.windows.get(p, UNBOUNDED) for p in range(cfg.n_parties)]
         request_bytes, deal_s = run_dealer_phases(channel, counters, cfg, CORRELATIONS,
-                                                  tracer.trace, seeds, windows=windows,
+                                                  plan.requests, seeds, windows=windows,
                                                   on_phase=lambda phase, extra:
                                                   progress.phase_done(phase, **extra))
         _log.info("dealt %d bytes of requests in %.3f s", sum(request_bytes), deal_s)
         by_scope: dict[str, int] = {}
-        for scope, nbytes in zip(tracer.trace_scopes, request_bytes, strict=True):
+        for scope, nbytes in zip(plan.scopes, request_bytes, strict=True):
             by_scope[scope] = by_scope.get(scope, 0) + nbytes
         kinds: dict[str, int] = {}
-        for kind, _ in tracer.trace:
+        for kind, _ in plan.requests:
             kinds[kind] = kinds.get(kind, 0) + 1
         return {"role": dealer, "name": "dealer", "ok": True, "config": cfg.to_dict(),
                 **job.report_fields(),
-                "trace_wall_s": trace_s,
-                "offline_wall_s": trace_s + deal_s, "requests": len(tracer.trace),
+                "trace_wall_s": trace_s, "plan_source": plan_source,
+                "offline_wall_s": trace_s + deal_s, "requests": len(plan.requests),
                 "request_kinds": kinds, "offline_payload_by_scope": by_scope,
                 "marks": {**marks, "done": time.time()},
                 "counters": counters.report()}
@@ -425,12 +463,13 @@ def role_main(config: RunConfig | str, cluster_path: str, role: int, report_path
     _stop_on_signals()
     if parent_pid is not None:
         _watch_parent(parent_pid)
-    keep_freed_memory()
     name = f"role {role}"
     cfg: RunConfig | None = None
     try:
         cfg = (config if isinstance(config, RunConfig)
                else RunConfig.from_dict(json.loads(Path(config).read_text())))
+        if role != cfg.dealer_id:
+            keep_freed_memory()  # the dealer, after its trace (run_dealer)
         name = cfg.role_name(role)
         configure_logging(name)
         _log.info("started: pid %d, job %s, %d parties, channels %s, config %s", os.getpid(),

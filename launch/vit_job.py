@@ -58,6 +58,10 @@ from privit.protocols.owner_matmul import WEIGHT_PIECE_ELEMENTS
 DEFAULT_ASSET = "vit_digits_mu0.5.pth.tar"
 DIGITS_TEST_ASSET = "digits_test.pt"
 DIGITS_BATCH = 16
+# A party's resident set during its widest nonlinear step, per element of that step: at
+# ViT-Base (batch 1, the 197 x 3072 GeLU) party 1 peaked ~580 MB above its weights, window
+# and prepared material, ~940 B per element (BENCHMARKS.md, "Memory at ViT-Base").
+WORKING_BYTES_PER_ELEMENT = 1024
 MAX_BATCH = 4096  # images per inference a role accepts from party 1's announcement
 DEFAULT_MU = 0.5
 
@@ -268,8 +272,11 @@ class VitJob(Job):
     def reserved_bytes(self) -> int:
         """Party 1 will receive every masked weight matrix (8 bytes per parameter, kept for
         the whole run); party 0 has its weights already and keeps up to two outgoing pieces
-        of them in flight. Known before the hello only from a pinned architecture (`--arch`,
-        which `privit run` passes) or a registry `--model`; otherwise 0."""
+        of them in flight. Both need the online working set of the widest nonlinear step
+        (`WORKING_BYTES_PER_ELEMENT` per element of the batch's MLP hidden layer or attention
+        scores). Known before the hello only from a pinned architecture (`--arch`, which
+        `privit run` passes) or a registry `--model`; otherwise 0. The batch is --batch, or
+        party 1's images, or 1 for party 0 without --batch."""
         known = self.arch or self.expected_arch
         arch = known.config if known is not None else None
         if arch is None and self.spec.model:
@@ -280,7 +287,9 @@ class VitJob(Job):
         elements = sum(int(k) * int(m) for _, (k, m) in matrices)
         if self.inputs.role == WEIGHT_OWNER:
             elements = min(elements, 2 * WEIGHT_PIECE_ELEMENTS)
-        return 8 * elements
+        batch = self.spec.batch or self.batch or 1
+        widest = batch * arch.n_tokens * max(arch.mlp_hidden, arch.heads * arch.n_tokens)
+        return 8 * elements + WORKING_BYTES_PER_ELEMENT * widest
 
     def report_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}

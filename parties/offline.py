@@ -89,8 +89,8 @@ class StreamLimits:
     def for_budget(budget_bytes: int, in_use_bytes: int) -> StreamLimits:
         """Limits that keep a party within `budget_bytes` of resident memory when it already
         uses or will hold `in_use_bytes` (interpreter, libraries, weights, what its job
-        reserves): of what is left, a quarter for the window, half for prepared material, a
-        quarter for the online working set.
+        reserves, its online working set among them): of what is left, a quarter for the
+        window, half for prepared material, a quarter for slack.
         A budget that leaves less than the minimum window is refused with both figures."""
         free = budget_bytes - in_use_bytes
         if free // 4 < MIN_WINDOW_BYTES:

@@ -35,8 +35,13 @@ class Prg:
             raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got {len(seed)}")
         if not 0 <= stream < 1 << 64:
             raise ValueError(f"PRG stream must fit in 64 bits, got {stream}")
+        self._seed, self._stream = seed, stream
         nonce = stream.to_bytes(8, "little") + bytes(8)
         self._enc = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor()
+
+    def restarted(self) -> Prg:
+        """A new generator at the start of this one's stream (the same draws again)."""
+        return Prg(self._seed, self._stream)
 
     def bytes(self, n: int) -> np.ndarray:
         """The next `n` bytes of the stream, as a fresh writable uint8 array."""

@@ -22,7 +22,7 @@ dealers (tests) never see each other's masks; a new plan overwrites ids it reuse
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,27 +195,38 @@ class RandBits(ComponentKind):
 
 
 class MaskBook:
-    """The dealer's memory of fixed masks B within a plan, per dealer thread."""
+    """The dealer's memory of fixed masks B within a plan, per dealer thread.
+
+    A mask is kept either as the tensor itself or as a way to draw it again (`put_drawn`):
+    a mask drawn from a party's request PRG is re-derived from that PRG's seed and stream
+    at each use, so the dealer does not hold every weight's mask from the weights step to
+    its matmul (at ViT-Base 0.69 GB, docs/design.md, "Offline")."""
 
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _masks(self) -> dict[int, torch.Tensor]:
+    def _masks(self) -> dict[int, tuple[tuple[int, int], torch.Tensor | Callable[[], torch.Tensor]]]:
         if not hasattr(self._local, "masks"):
             self._local.masks = {}
         return self._local.masks
 
     def put(self, mask_id: int, b: torch.Tensor) -> None:
-        self._masks()[mask_id] = b
+        self._masks()[mask_id] = ((int(b.shape[0]), int(b.shape[1])), b)
+
+    def put_drawn(self, mask_id: int, shape: tuple[int, int],
+                  draw: Callable[[], torch.Tensor]) -> None:
+        """Remember a mask by how to draw it: `draw()` must return the same (k, m) tensor
+        at every call."""
+        self._masks()[mask_id] = (shape, draw)
 
     def get(self, mask_id: int, k: int, m: int) -> torch.Tensor:
-        b = self._masks().get(mask_id)
-        if b is None:
+        entry = self._masks().get(mask_id)
+        if entry is None:
             raise ValueError(f"fixed mask {mask_id} was not dealt in this plan")
-        if tuple(b.shape) != (k, m):
-            raise ValueError(
-                f"fixed mask {mask_id} is {tuple(b.shape)}, the query expects {(k, m)}")
-        return b
+        shape, b = entry
+        if shape != (k, m):
+            raise ValueError(f"fixed mask {mask_id} is {shape}, the query expects {(k, m)}")
+        return b if isinstance(b, torch.Tensor) else b()
 
 
 class FixedMask(ComponentKind):

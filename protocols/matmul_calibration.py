@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from privit.parties.jsonfile import write_json_atomically
 
 MODEL_VERSION = 1
 """Bump when the features or the measurement change: older cache files are then ignored."""
@@ -225,7 +226,7 @@ class MatmulCalibrator:
             found = None if remeasure else self._read(path, key)
             if found is None:
                 found = self.measure(threads)
-                _write_atomically(path, found.to_json())
+                write_json_atomically(path, found.to_json())
             self._memo[threads] = found
             return found
 
@@ -271,25 +272,3 @@ class MatmulCalibrator:
 
 def _random_ring(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     return torch.randint(-(1 << 63), (1 << 63) - 1, shape, generator=gen, dtype=torch.int64)
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON beside `path`, then rename over it: concurrent roles never read half a
-    file. The cache is an optimisation, so a read-only or full disk is not an error."""
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp-", suffix=".json",
-                                         delete=False, encoding="utf-8") as f:
-            tmp_name = f.name
-            json.dump(data, f, indent=1)
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError:
-        pass
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass

@@ -6,7 +6,8 @@ share of x needs masking, and only towards the owner. Two parties, owner o, clie
 
 Once per model (`prepare_owner_weights`, all weights of a model in ONE message):
 1. Dealer (`owner_mask`): a mask B (k, m) that the owner draws from its own dealer PRG
-   (no payload); the dealer remembers it under the request's plan index (mask id).
+   (no payload); the dealer remembers under the request's plan index (mask id) how to
+   draw B again, and draws it at each query (it does not hold every mask until its use).
 2. The owner sends E = W - B to the client (one message for every weight together).
    ROUNDS 0 (send-only for the owner; the client only waits) and BYTES
    H + 8 * sum(k m) from the owner, none from the client. OFFLINE 0 payload bytes.
@@ -83,7 +84,10 @@ class OwnerMask:
         if len(prgs) != 2:
             raise ValueError(f"{self.name} needs exactly 2 parties, got {len(prgs)}")
         mask_id, owner, shape = self._shape(params)
-        self.book.put(mask_id, prgs[owner].ring(shape))
+        # B is the first draw of the owner's stream for this request: drawn again at each
+        # query rather than kept from the weights step to the matmul.
+        start = prgs[owner].restarted()
+        self.book.put_drawn(mask_id, shape, lambda: start.restarted().ring(shape))
         return [[], []]
 
     def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
@@ -213,7 +217,8 @@ def prepare_owner_weights(
             if w is None:
                 if not sess.is_tracing:
                     raise ValueError(f"party {owner} owns weight {i} but passed none")
-                w = torch.zeros((k, m), dtype=torch.int64)
+                # one zero seen as (k, m): the trace holds no weight-sized tensors
+                w = torch.zeros((), dtype=torch.int64).expand(k, m)
             w = ring.as_ring(w)
             if tuple(w.shape) != (k, m):
                 raise ValueError(f"weight {i} has shape {tuple(w.shape)}, declared {(k, m)}")
@@ -234,12 +239,13 @@ def prepare_owner_weights(
     return out
 
 
-WEIGHT_PIECE_ELEMENTS = 8 << 20  # 64 MiB of int64 per message of masked weights
+WEIGHT_PIECE_ELEMENTS = 1 << 20  # 8 MiB of int64 per message of masked weights (64 MiB
+# pieces held ~250 MiB more at party 0 with ViT-Base: CURVE's copies of each piece in flight)
 
 
 def _pieces(total: int) -> list[int]:
     """The sizes of the messages that carry `total` masked weight elements: one message up
-    to WEIGHT_PIECE_ELEMENTS (every model up to ~8 M parameters), then equal-sized pieces."""
+    to WEIGHT_PIECE_ELEMENTS (every model up to ~1 M parameters), then equal-sized pieces."""
     count = -(-total // WEIGHT_PIECE_ELEMENTS)
     return [total // count + (1 if i < total % count else 0) for i in range(count)]
 
@@ -299,14 +305,22 @@ def owner_matmul_many(
             d = flat[offset:offset + size].reshape(x.shape)
             offset += size
             assert w.plain is not None
-            out.append(ring.ring_matmul(d + x, w.plain) + mat["c"])
+            out.append(_product(sess, d + x, w.plain) + mat["c"])
     else:
         sess.send(owner, torch.cat([(ring.as_ring(x) - mat["a"]).reshape(-1)
                                     for x, mat in zip(xs, mats, strict=True)]), label)
         for w, mat in zip(weights, mats, strict=True):
             assert w.masked is not None
-            out.append(ring.ring_matmul(mat["a"], w.masked) + mat["c"])
+            out.append(_product(sess, mat["a"], w.masked) + mat["c"])
     return [truncation.truncate(sess, z) if truncate else z for z in out]
+
+
+def _product(sess: Session, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """a @ w in the ring; in a trace, where every value is zero, zeros of the product's
+    shape (the trace learns the plan; it need not multiply weight-sized zeros)."""
+    if sess.is_tracing:
+        return torch.zeros((*a.shape[:-1], w.shape[-1]), dtype=torch.int64)
+    return ring.ring_matmul(a, w)
 
 
 def owner_matmul(sess: Session, x: torch.Tensor, weight: OwnerWeight,

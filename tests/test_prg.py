@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from privit.parties.prg import Prg
@@ -62,3 +63,13 @@ def test_output_is_writable_and_typed() -> None:
 def test_bad_seed_or_stream_is_refused(seed: bytes, stream: int) -> None:
     with pytest.raises(ValueError):
         Prg(seed, stream)
+
+
+def test_restarted_draws_the_stream_again() -> None:
+    """The dealer re-derives a weight mask from its request PRG (owner_matmul.OwnerMask)."""
+    prg = Prg(bytes(range(16)), stream=7)
+    again = prg.restarted()
+    first = prg.ring((3, 5))
+    assert torch.equal(again.ring((3, 5)), first)
+    assert torch.equal(prg.restarted().ring((3, 5)), first)  # also after prg moved on
+    assert not torch.equal(Prg(bytes(range(16)), stream=8).ring((3, 5)), first)

@@ -16,21 +16,22 @@ from privit.parties.inmemory_run import run_in_memory_detailed
 from privit.protocols.registry import CORRELATIONS
 
 PINS = {
+    # (party 0's bytes include 4 messages of masked weights, WEIGHT_PIECE_ELEMENTS = 2^20)
     # params: ((party 0 online bytes, rounds), (party 1 online bytes, rounds), dealer bytes);
     # auto_objective "whole" (the default: auto counts the dealer's keys too) and "online";
     # the default GeLU, erf
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((94_675_450, 488), (69_359_759, 487), 159_006_235)),
+                ((94_675_615, 488), (69_359_759, 487), 159_006_235)),
     "teacher-online": ({"model": "vit_7_4_32_teacher"},
-                       ((93_246_962, 359), (67_931_271, 358), 353_078_367)),
+                       ((93_247_127, 359), (67_931_271, 358), 353_078_367)),
     # --precision precise: f = 20, dealer truncation (1 round per truncation), finer
     # LayerNorm, softmax and GeLU (protocols/approx_config.precision_configs)
     "teacher-precise": ({"model": "vit_7_4_32_teacher", "precision": "precise"},
-                        ((135_974_826, 764), (110_659_135, 763), 272_885_466)),
+                        ((135_974_991, 764), (110_659_135, 763), 272_885_466)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((85_903_669, 278), (60_587_978, 277), 137_656_990)),
+              ((85_903_834, 278), (60_587_978, 277), 137_656_990)),
     "mu0.5-online": ({"model": "vit_7_4_32", "mu": 0.5},
-                     ((85_785_083, 272), (60_469_392, 271), 148_479_439)),
+                     ((85_785_248, 272), (60_469_392, 271), 148_479_439)),
 }
 
 
