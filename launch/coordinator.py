@@ -249,7 +249,8 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
             check_unused(path)  # fail at once; each party verifies its file's contents
         material = {p: ["--material", str(path)] for p, path in enumerate(paths)}
     reports, job = _start_and_wait(cfg, overall_timeout_s, keep_dir, progress, inputs,
-                                   fork_roles, material, with_dealer=material is None)
+                                   fork_roles, material, with_dealer=material is None,
+                                   reference_early=True)
     party0 = next(r for r in reports if r["role"] == 0)
     reference = job.reference()
     report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
@@ -314,14 +315,16 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
 
 def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                     progress: str, inputs: RoleInputs, fork_roles: bool,
-                    material: Mapping[int, list[str]] | None,
-                    with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
-    """Start the roles (forked or fresh), wait for them; their reports and the whole job."""
+                    material: Mapping[int, list[str]] | None, with_dealer: bool,
+                    reference_early: bool = False) -> tuple[list[dict[str, Any]], Job]:
+    """Start the roles (forked or fresh), wait for them; their reports and the whole job.
+    `reference_early`: compute the job's plaintext reference while the roles run, then let
+    the job's plaintext model go."""
     n_roles = cfg.n_parties + (1 if with_dealer else 0)
     preforked = PreforkedRoles.start(n_roles) if fork_roles else None
     try:
         return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, preforked,
-                          material, with_dealer)
+                          material, with_dealer, reference_early)
     finally:
         if preforked is not None:
             preforked.dismiss()
@@ -330,7 +333,7 @@ def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: s
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                progress: str, inputs: RoleInputs, preforked: PreforkedRoles | None,
                material: Mapping[int, list[str]] | None,
-               with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
+               with_dealer: bool, reference_early: bool) -> tuple[list[dict[str, Any]], Job]:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +354,11 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
             view = ProgressView(paths, live=progress == "live")
         try:
             roles = _spawn(cfg, workdir, inputs, preforked, material, with_dealer)
+            if reference_early:
+                # while the roles start: then the model can go (ViT-Base: ~1 GB held by
+                # this process for the whole run otherwise)
+                job.reference()
+                job.release_plaintext()
             deadline = None if overall_timeout_s is None else time.monotonic() + overall_timeout_s
             _wait(roles, deadline, view)
         finally:

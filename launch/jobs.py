@@ -97,6 +97,10 @@ class Job(ABC):
     def reference(self) -> dict[str, torch.Tensor] | None:
         """Plaintext float64 outputs, or None when the job checks itself (bench)."""
 
+    def release_plaintext(self) -> None:  # noqa: B027 - optional hook
+        """Let go of plaintext inputs that `reference` no longer needs (a job that holds
+        a large model); called by `privit run`'s coordinator once it has the reference."""
+
 
 def _int_list(text: str, field: str, job: str) -> list[int]:
     try:
