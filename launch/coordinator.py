@@ -42,6 +42,7 @@ from privit.parties.cluster import Cluster, key_name
 from privit.parties.config import RunConfig
 from privit.parties.keys import RoleKeys
 from privit.parties.material import MaterialError, check_unused, stale_material
+from privit.parties.resources import peak_rss_bytes
 
 FAILURE_GRACE_S = 2.0
 STOP_GRACE_S = 3.0
@@ -253,7 +254,8 @@ def run_local(cfg: RunConfig, overall_timeout_s: float | None = None,
                                    reference_early=True)
     party0 = next(r for r in reports if r["role"] == 0)
     reference = job.reference()
-    report = build_report(cfg, reports, reference, (command_start, time.time()), environment())
+    report = build_report(cfg, reports, reference, (command_start, time.time()), environment(),
+                          launcher_peak_mb=round(peak_rss_bytes() / 2**20, 1))
     return RunResult(report, outputs_of(party0), reference)
 
 

@@ -47,7 +47,9 @@ Fields (docs/design.md "Measurement conventions"; later issues add to them):
                     barrier, bye, the plaintext reference, exits), which add up to wall_s;
                     offline_during_online_s (material streamed in during the online phase,
                     the slowest party's reading: inside online_s); bytes = online.bytes +
-                    offline.bytes (dealer material); peak_rss_mb per role
+                    offline.bytes (dealer material); peak_rss_mb per role;
+                    launcher_peak_rss_mb, the peak of `privit run`'s own process (it
+                    computes the plaintext reference)
   accuracy          max abs error of the opened outputs against the plaintext reference;
                     for a `logits` output also images, argmax_agreement (private vs
                     plaintext argmax), max_abs_logit_error and, when the job knows the
@@ -91,10 +93,12 @@ def report_version(report: dict[str, Any]) -> int:
 def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
                  reference: dict[str, torch.Tensor] | None,
                  command_span: tuple[float, float] | None = None,
-                 environment: dict[str, Any] | None = None) -> dict[str, Any]:
+                 environment: dict[str, Any] | None = None,
+                 launcher_peak_mb: float | None = None) -> dict[str, Any]:
     """The run report from every role's report; `command_span` (start, end as time.time())
-    of the whole command gives the `total` block, when one process ran every role;
-    `environment` (launch/environment.py) where the caller has it."""
+    of the whole command gives the `total` block, when one process ran every role, and
+    `launcher_peak_mb` that process's own peak; `environment` (launch/environment.py)
+    where the caller has it."""
     parties = [r for r in roles if r["role"] != cfg.dealer_id]
     # No dealer report: the parties read preprocessed material from disk (parties/material.py).
     dealer = next((r for r in roles if r["role"] == cfg.dealer_id), {})
@@ -178,6 +182,8 @@ def build_report(cfg: RunConfig, roles: list[dict[str, Any]],
     if command_span is not None:
         report["total"] = whole_run(command_span, roles, parties, online_bytes + offline_bytes,
                                     online_wall)
+        if launcher_peak_mb is not None:
+            report["total"]["launcher_peak_rss_mb"] = launcher_peak_mb
     if reference is not None:
         report["accuracy"] = accuracy(outputs_of(parties[0]), reference,
                                       [outputs_of(r) for r in parties])

@@ -117,7 +117,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         peaks = ", ".join(f"{name} {value:.0f}" for name, value in t["peak_rss_mb"].items()
                           if value is not None)
         if peaks:
-            lines.append(f"memory      peak resident MiB: {peaks}")
+            launcher = t.get("launcher_peak_rss_mb")
+            lines.append(f"memory      peak resident MiB: {peaks}"
+                         + (f"; privit run itself {launcher:.0f}" if launcher is not None else ""))
     else:
         lines.append(f"wall        online {on['wall_s']:.3f} s (slowest party)")
     proj = report["projected"]

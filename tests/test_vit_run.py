@@ -32,6 +32,9 @@ def test_default_run_report_plot_and_logits(tmp_path: Path) -> None:
         assert key in acc, key
     assert acc["parties_agree"] is True
     assert acc["images"] == 16
+    # the command's own process: imports, the model and the plaintext reference
+    assert 50 < report["total"]["launcher_peak_rss_mb"] < 2048
+    assert report["offline"]["plan"]["source"] in ("traced", "cache")
     assert acc["argmax_agreement"] >= 0.9
     assert acc["max_abs_logit_error"] < 0.1
     assert 0.0 <= acc["mpc_top1"] <= 1.0 and 0.0 <= acc["plain_top1"] <= 1.0
