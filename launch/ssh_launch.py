@@ -11,8 +11,9 @@
    they are; the files never travel.
 4. Stream each role's output prefixed `[party 0] `, `[party 1] `, `[dealer] `.
 5. On the first role that exits nonzero, or on SIGINT/SIGTERM to the launcher: stop every
-   role (its whole process group), remove the run folders, print one line, exit 1 (130 for
-   SIGINT, 143 for SIGTERM).
+   role (its whole process group; a role whose SSH link was lost, over a fresh connection,
+   by the pids recorded at its start), remove the run folders, print one line, exit 1 (130
+   for SIGINT, 143 for SIGTERM).
 6. When all exit 0: read each report.json back into OUT/privit-launch-SESSION/NAME.json,
    remove the run folders, and merge the reports exactly as `privit report` does.
 """
