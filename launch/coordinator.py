@@ -193,6 +193,17 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
     return roles
 
 
+def _material_written(roles: list[RoleProcess]) -> list[Path]:
+    """The material files that the roles' reports say they wrote (a preprocess party that
+    finished its file reports it; one that failed or was stopped wrote none)."""
+    paths = []
+    for rp in roles:
+        material = (rp.read_report() or {}).get("material")
+        if isinstance(material, dict) and isinstance(material.get("path"), str):
+            paths.append(Path(material["path"]))
+    return paths
+
+
 def progress_path(workdir: Path, role: int) -> Path:
     """Where a role writes its progress lines (launch/progress.py)."""
     return workdir / f"progress-{role}.txt"
@@ -267,9 +278,10 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
     `out_dir`/MATERIAL_NAME (parties/material.py) for a later `run_local(material_dir=...)`.
     Returns a summary: material id, each party's file and bytes, the dealer's figures.
     A run that fails or is interrupted leaves no material: the roles are stopped with
-    SIGTERM, so each removes its unfinished file, and the files of parties that finished
-    are removed here. A seed-holding leftover of an earlier killed run in `out_dir`
-    (`stale_material`) is refused with one line that names it."""
+    SIGTERM, so each removes its unfinished file, and the files that parties of this run
+    report having written are removed here (only those: a file that another preprocess put
+    at one of the names meanwhile stays). A seed-holding leftover of an earlier killed run
+    in `out_dir` (`stale_material`) is refused with one line that names it."""
     command_start = time.time() if command_start is None else command_start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,13 +300,14 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
         if stale:
             raise MaterialError(stale)
     material = {p: ["--preprocess-out", str(path)] for p, path in paths.items()}
+    written: list[Path] = []
     try:
         reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs,
-                                     fork_roles, material, with_dealer=True)
+                                     fork_roles, material, with_dealer=True, written=written)
     except BaseException:
         # A party that finished wrote a whole file, but the run's material is unusable
-        # without the others: remove what this run wrote (the paths did not exist before).
-        for path in paths.values():
+        # without the others: remove what this run's parties wrote, and nothing else.
+        for path in written:
             path.unlink(missing_ok=True)
         raise
     dealer = next(r for r in reports if r["role"] == cfg.dealer_id)
@@ -315,13 +328,16 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
 def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                     progress: str, inputs: RoleInputs, fork_roles: bool,
                     material: Mapping[int, list[str]] | None,
-                    with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
-    """Start the roles (forked or fresh), wait for them; their reports and the whole job."""
+                    with_dealer: bool, written: list[Path] | None = None,
+                    ) -> tuple[list[dict[str, Any]], Job]:
+    """Start the roles (forked or fresh), wait for them; their reports and the whole job.
+    `written` (a preprocess run): filled, whether the run succeeds or not, with the
+    material files that the parties' reports say they wrote."""
     n_roles = cfg.n_parties + (1 if with_dealer else 0)
     preforked = PreforkedRoles.start(n_roles) if fork_roles else None
     try:
         return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, preforked,
-                          material, with_dealer)
+                          material, with_dealer, written)
     finally:
         if preforked is not None:
             preforked.dismiss()
@@ -330,7 +346,7 @@ def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: s
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                progress: str, inputs: RoleInputs, preforked: PreforkedRoles | None,
                material: Mapping[int, list[str]] | None,
-               with_dealer: bool) -> tuple[list[dict[str, Any]], Job]:
+               with_dealer: bool, written: list[Path] | None) -> tuple[list[dict[str, Any]], Job]:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -357,6 +373,8 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
             if view is not None:
                 view.close()
             _stop(roles)
+            if written is not None:
+                written += _material_written(roles)
         failures = [rp for rp in roles if rp.returncode != 0]
         if failures:
             details = "\n".join(f"--- {rp.name} stderr ---\n{rp.stderr_text()}" for rp in failures)

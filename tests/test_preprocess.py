@@ -331,3 +331,32 @@ def test_a_stopped_preprocess_leaves_no_seed_on_disk(tmp_path: Path, how: str) -
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_failed_preprocess_removes_only_the_files_it_wrote(tmp_path: Path) -> None:
+    """Another preprocess puts party 1's file in place while this one writes it (after this
+    run checked that the names were free): party 1 refuses to overwrite it and the run
+    fails. The clean-up removes party 0's file, which this run wrote, and leaves the other
+    run's file as it was."""
+    out = tmp_path / "mat"
+    # A slow emulated link keeps party 1 writing its file for seconds.
+    proc = subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
+                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        partial, other = out / "party-1.material.partial", out / "party-1.material"
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.01)
+        other.write_bytes(b"another preprocess's material")
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1, stderr
+        assert f"{other} appeared while this preprocess wrote it" in stderr
+        assert sorted(p.name for p in out.iterdir()) == ["party-1.material"]
+        assert other.read_bytes() == b"another preprocess's material"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
