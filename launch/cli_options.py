@@ -57,7 +57,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
                      default="auto", show_default=True,
                      help="auto = local for 2 parties, dealer otherwise or with vit "
-                          "--precision precise"),
+                          "--precision precise (which refuses local)"),
         click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
                      help="seconds a peer may be silent (no message and no heartbeat: dead, "
                           "frozen, unreachable or never started) before the run fails; a "

@@ -94,7 +94,8 @@ def precision_truncation(precision: str, n_parties: int) -> str:
     default precision; dealer otherwise. Local truncation fails (off by 2^(64 - 2f) in
     real units) with probability |x| 2^(2f - 64) per truncated product of real magnitude
     |x|, 4x more often per extra bit of f: at f = 18, 1 of our 4 local runs of
-    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each)."""
+    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each), and a
+    config that names local truncation with it is refused (RunConfig)."""
     return "local" if n_parties == 2 and precision == "default" else "dealer"
 
 
@@ -109,7 +110,8 @@ class RunConfig:
       PRECISION_FRAC_BITS: 16, or 20 for "precise").
     truncation: "local" (SecureML, 0 rounds, 2 parties only, fails with probability
       about |x| / 2^64 per element) or "dealer" (1 round, exact up to one LSB, any n);
-      "auto" (the default): `precision_truncation` of the job's precision.
+      "auto" (the default): `precision_truncation` of the job's precision. Local
+      truncation with precision "precise" is refused (too likely to fail at its f).
     Both defaults are resolved when the config is built, so `to_dict` and the handshake's
     hash carry the values the run uses (a `dataclasses.replace` keeps them as resolved).
     channels: "curve" (every link authenticated and encrypted, the default) or
@@ -171,6 +173,10 @@ class RunConfig:
             raise ValueError(f"truncation must be 'local' or 'dealer', got {self.truncation!r}")
         if self.truncation == "local" and self.n_parties != 2:
             raise ValueError("local truncation is only correct for 2 parties; use 'dealer'")
+        if self.truncation == "local" and precision == "precise":
+            raise ValueError("local truncation is unsafe with precision precise (it fails with "
+                             "probability |x| 2^(2f-64) per product, too often at f >= 18; "
+                             "docs/nonlinear.md): use dealer truncation (--truncation dealer)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be > 0 s, got {self.timeout_s}")
         if self.max_wait_s <= 0:

@@ -169,9 +169,10 @@ def test_precision_mismatch_is_refused(tmp_path: Path) -> None:
     """--precision is hashed with the job's parameters: a party at another level is refused
     even where it names the same fractional bits and truncation."""
     cluster = _cluster(tmp_path)
-    common = ["--model", "vit_digits_teacher", "--session-id", "t4", "--timeout", "20"]
+    common = ["--model", "vit_digits_teacher", "--session-id", "t4", "--timeout", "20",
+              "--truncation", "dealer"]  # precise refuses local truncation
     results = _finish(_start_roles(tmp_path, cluster, common, {
-        "p1": ["--precision", "precise", "--frac-bits", "16", "--truncation", "local"]}))
+        "p1": ["--precision", "precise", "--frac-bits", "16"]}))
     for name, (code, err) in results.items():
         assert code != 0, f"{name} should fail"
         assert "precision" in err, f"{name}: {err}"

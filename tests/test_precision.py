@@ -34,8 +34,8 @@ def test_command_line_takes_the_levels_bits_and_truncation() -> None:
     precise = _config(("precision=precise",))
     assert (precise.frac_bits, precise.truncation) == (PRECISION_FRAC_BITS["precise"], "dealer")
     assert precise.job.param("precision") == "precise"
-    named = _config(("precision=precise",), frac_bits=18, truncation="local")
-    assert (named.frac_bits, named.truncation) == (18, "local")
+    named = _config(("precision=precise",), frac_bits=18, truncation="dealer")
+    assert (named.frac_bits, named.truncation) == (18, "dealer")
     assert _config((), n_parties=3, job="mlp").truncation == "dealer"
     with pytest.raises(click.UsageError, match="precision must be one of"):
         _config(("precision=exact",))
@@ -57,6 +57,27 @@ def test_a_config_built_in_python_takes_the_levels_bits_and_truncation() -> None
     assert RunConfig(n_parties=3).truncation == "dealer"
     with pytest.raises(ValueError, match="precision must be one of default, precise, got 'exact'"):
         RunConfig(job=JobSpec.make("vit", precision="exact"))
+
+
+UNSAFE_LOCAL = ("local truncation is unsafe with precision precise (it fails with probability "
+                "|x| 2^(2f-64) per product, too often at f >= 18; docs/nonlinear.md): use "
+                "dealer truncation (--truncation dealer)")
+
+
+@pytest.mark.parametrize("frac_bits", [None, 18])
+def test_local_truncation_with_precision_precise_is_refused(frac_bits: int | None) -> None:
+    with pytest.raises(click.UsageError) as refused:
+        _config(("precision=precise",), frac_bits=frac_bits, truncation="local")
+    assert str(refused.value) == UNSAFE_LOCAL
+    with pytest.raises(ValueError) as refused_here:
+        RunConfig(job=JobSpec.make("vit", precision="precise"), truncation="local")
+    assert str(refused_here.value) == UNSAFE_LOCAL
+    from click.testing import CliRunner
+
+    from privit.launch.cli import main
+    result = CliRunner().invoke(main, ["run", "--precision", "precise", "--truncation", "local"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == f"Error: {UNSAFE_LOCAL}"
 
 
 def test_levels_differ_only_where_documented() -> None:
