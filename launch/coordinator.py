@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from privit.launch.environment import environment
+from privit.launch.errors import exit_description
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.launch.prefork import ForkedRole, PreforkedRoles
@@ -111,11 +112,11 @@ def _failure_summary(failures: list[RoleProcess]) -> str:
             followers.setdefault(str(report["aborted_by"]), []).append(rp.name)
             continue
         if rp.returncode is not None and rp.returncode < 0:
-            why = f"killed by signal {-rp.returncode}"
+            why = exit_description(rp.returncode)
         elif report is not None and report.get("error"):
-            why = str(report["error"])
+            why = str(report["error"])  # "stopped by SIGTERM" for a role that stopped on it
         else:
-            why = rp.stderr_tail() or f"exited with code {rp.returncode}"
+            why = rp.stderr_tail() or exit_description(rp.returncode or 0)
         causes.append(f"{rp.name}: {why}")
     for peer, names in followers.items():
         causes.append(f"{', '.join(names)}: stopped after {peer} aborted")

@@ -7,7 +7,8 @@ Both runners do the same five things, each an `async` method:
 2. `start`: run `python -m privit.launch.role_supervisor ROLE_ARGS` in that folder, stdin
    kept open (launch/role_supervisor.py stops the role when it closes);
 3. `wait`: stream the role's stdout and stderr, each line prefixed `[NAME] `, and return
-   its exit status (128 + N for signal N);
+   its exit status, -N if signal N killed it (the supervisor dies by the signal that killed
+   the role; a role that stopped on signal N itself exits 128 + N after its clean-up);
 4. `stop`: close its stdin, then kill its process group if it is still there after
    STOP_WAIT_S; a no-op once the role has exited;
 5. `fetch_report` and `cleanup`: read report.json back, remove the run folder. Over SSH, a
@@ -119,8 +120,7 @@ class LocalRole:
     async def wait(self) -> int:
         assert self.proc is not None
         await asyncio.gather(*self._pumps)
-        code = await self.proc.wait()
-        return 128 - code if code < 0 else code  # asyncio gives -N for signal N
+        return await self.proc.wait()  # -N for signal N
 
     async def stop(self) -> None:
         proc = self.proc
@@ -251,7 +251,7 @@ class SshRole:
                               f"role's channel closed without an exit status")
         signame = self.proc.exit_signal[0]
         number = getattr(signal, f"SIG{signame}", None)
-        return 128 + int(number) if number is not None else 255
+        return -int(number) if number is not None else 255
 
     async def stop(self) -> None:
         proc = self.proc

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from privit.launch.errors import exit_description
 from privit.launch.launch_plan import LaunchOptions, RoleTarget, load_targets
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER
 from privit.launch.role_runners import REPORT_FILE, LaunchError, RoleRunner, make_runner
@@ -96,14 +97,7 @@ def _plan_key(plan: RolePlan, cluster: Cluster, keys_folder: Path) -> None:
 
 
 def _exit_text(name: str, code: int, last_line: str | None) -> str:
-    if code > 128:
-        try:
-            how = f"was killed by {signal.Signals(code - 128).name}"
-        except ValueError:
-            how = f"exited with status {code}"
-    else:
-        how = f"exited with status {code}"
-    return f"{name} {how}" + (f" ({last_line})" if last_line else "")
+    return f"{name} {exit_description(code)}" + (f" ({last_line})" if last_line else "")
 
 
 async def _run_all(plans: list[RolePlan], files: dict[str, str]) -> list[str]:

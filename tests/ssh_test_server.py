@@ -3,10 +3,11 @@ generated client key, running in a thread of the test process.
 
 Each exec request runs its command with /bin/sh as a local subprocess, with the test
 process's environment (so the same Python and venv); the channel's stdin, stdout and stderr
-are piped to it and its exit status goes back. When the client closes stdin or the channel,
-the command's stdin closes; if the connection goes away while the command still runs, it
-gets SIGTERM. That is what sshd does closely enough for `privit launch` (which relies only on
-stdin closing). Host keys are checked: the client gets a known_hosts file naming this one.
+are piped to it and its exit status goes back (an exit signal if a signal killed it). When
+the client closes stdin or the channel, the command's stdin closes; if the connection goes
+away while the command still runs, it gets SIGTERM. That is what sshd does closely enough
+for `privit launch` (which relies only on stdin closing). Host keys are checked: the client
+gets a known_hosts file naming this one.
 
 Faults, by the user name a client logs in as (`ssh_section(user=...)`; any name is accepted
 with the client key): REFUSE_USER has every session channel refused (as a server with
@@ -19,6 +20,7 @@ that the client went away (a network partition, a NAT that dropped the flow).
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import threading
 import warnings
@@ -168,7 +170,10 @@ class SshTestServer:
         try:
             await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
             code = await proc.wait()
-            process.exit(128 - code if code < 0 else code)
+            if code < 0:  # as sshd tells a command that a signal killed
+                process.exit_with_signal(signal.Signals(-code).name.removeprefix("SIG"))
+            else:
+                process.exit(code)
         except Exception:
             process.close()
         finally:

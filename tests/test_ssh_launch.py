@@ -317,3 +317,39 @@ def test_a_role_whose_link_is_lost_is_stopped_before_its_folder_is_removed(
         for left in _role_pids():  # without the fix: the frozen role and its supervisor
             with contextlib.suppress(ProcessLookupError):
                 os.kill(left, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_role_that_stopped_after_clean_up_is_told_from_a_killed_one(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """A role that gets SIGTERM stops as on an error and exits 143 itself; one that gets
+    SIGKILL is killed. Its supervisor passes the difference on (an exit status, or death by
+    the same signal), and `privit launch` words each as what happened."""
+    from privit.launch.role_supervisor import PID_FILE
+    from privit.launch.ssh_launch import _exit_text
+
+    cfg = RunConfig(n_parties=2, channels="insecure", job=JobSpec.make("mlp"), timeout_s=60)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    Cluster.local(2).save(tmp_path / "cluster.json")  # no peer ever comes: party 1 waits
+    supervisor = track_popen(subprocess.Popen(
+        [sys.executable, "-m", "privit.launch.role_supervisor", "--config", "config.json",
+         "--cluster", "cluster.json", "--role", "1"], cwd=tmp_path, stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    try:
+        pid_file = tmp_path / PID_FILE
+        role = int(_wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 60,
+                             "the role's pid"))
+        _wait_for(lambda: _has_socket(role), 60, "the role's sockets")  # its handlers are set
+        os.kill(role, sig)
+        _, err = supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+    if sig == signal.SIGTERM:
+        assert supervisor.returncode == 143, err
+        assert _exit_text("party 1", 143, None) == "party 1 stopped (SIGTERM) and exited 143"
+    else:
+        assert supervisor.returncode == -signal.SIGKILL, err
+        assert _exit_text("party 1", -signal.SIGKILL, None) == "party 1 was killed by SIGKILL"
+    _wait_for(lambda: not _role_pids(), 20, "the role to exit")
