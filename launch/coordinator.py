@@ -279,9 +279,10 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
     `out_dir`/MATERIAL_NAME (parties/material.py) for a later `run_local(material_dir=...)`.
     Returns a summary: material id, each party's file and bytes, the dealer's figures.
     A run that fails or is interrupted leaves no material: the roles are stopped with
-    SIGTERM, so each removes its unfinished file, and the files that parties of this run
-    report having written are removed here (only those: a file that another preprocess put
-    at one of the names meanwhile stays). A seed-holding leftover of an earlier killed run
+    SIGTERM, so each removes its unfinished file (or its finished one, if it is stopped
+    while it closes its links), and the files that parties of this run report having
+    written are removed here (only those: a file that another preprocess put at one of the
+    names meanwhile stays). A seed-holding leftover of an earlier killed run
     in `out_dir` (`stale_material`) is refused with one line that names it."""
     command_start = time.time() if command_start is None else command_start
     out = Path(out_dir)

@@ -171,6 +171,7 @@ class MaterialWriter:
             raise MaterialError(f"cannot lock {self.partial}: {exc.strerror}; write the "
                                 f"material to a local filesystem") from None
         self._fh: BinaryIO = os.fdopen(fd, "wb")
+        self._finished: tuple[int, int] | None = None  # (device, inode) once named
         self._digest = hashlib.sha256()
         self.chunks = self.requests = self.payload_bytes = 0
         self._write(MAGIC + _record({"format": FORMAT, **header.__dict__}))
@@ -225,8 +226,20 @@ class MaterialWriter:
                 self.discard()
                 raise MaterialError(f"cannot name {self.path}: {exc2.strerror}") from None
         self.partial.unlink(missing_ok=True)
+        st = os.fstat(self._fh.fileno())
+        self._finished = (st.st_dev, st.st_ino)
         self._fh.close()
         return size
+
+    def remove_finished(self) -> None:
+        """Remove the finished file again, if NAME is still the file this writer wrote: the
+        run failed after it was whole, and it is of no use without the peers' files."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if self._finished == (st.st_dev, st.st_ino):
+            self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Drop an unfinished file (the run failed or was stopped); the seed goes with it."""
