@@ -14,9 +14,9 @@ import click
 from privit.launch import vit_spec
 from privit.launch.errors import enable_debug
 from privit.launch.logging_config import configure_logging
-from privit.models.private_options import PRECISION_FRAC_BITS, precision_truncation
 from privit.parties.config import (
     AUTO_OBJECTIVES,
+    FROM_PRECISION,
     MAX_FRAC_BITS,
     MIN_FRAC_BITS,
     NETWORK_PRESETS,
@@ -57,7 +57,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
                      default="auto", show_default=True,
                      help="auto = local for 2 parties, dealer otherwise or with vit "
-                          "--precision precise"),
+                          "--precision precise (which refuses local)"),
         click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
                      help="seconds a peer may be silent (no message and no heartbeat: dead, "
                           "frozen, unreachable or never started) before the run fails; a "
@@ -100,16 +100,11 @@ def build_config(job: str, params: tuple[str, ...], n_parties: int, network: str
                  auto_objective: str = "whole") -> RunConfig:
     try:
         job_params = parse_params(params)
-        precision = "default"
         if job == "vit":  # typed and checked once, so every role hashes the same values
-            spec = vit_spec.VitSpec.from_params(job_params)
-            job_params, precision = spec.to_params(), spec.precision
-        if frac_bits is None:
-            frac_bits = PRECISION_FRAC_BITS[precision]
-        if truncation == "auto":
-            truncation = precision_truncation(precision, n_parties)
-        return RunConfig(
-            n_parties=n_parties, frac_bits=frac_bits, truncation=truncation,
+            job_params = vit_spec.VitSpec.from_params(job_params).to_params()
+        return RunConfig(  # unnamed bits and truncation "auto" follow the vit job's precision
+            n_parties=n_parties, truncation=truncation,
+            frac_bits=FROM_PRECISION if frac_bits is None else frac_bits,
             job=JobSpec.make(job, **job_params),
             network=network_from_options(network, rtt_ms, bandwidth_mbps),
             timeout_s=timeout_s, max_wait_s=max_wait_s, session_id=session_id or default_session, seed=seed,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from privit.launch.environment import environment
+from privit.launch.errors import exit_description
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS, Job, RoleInputs
 from privit.launch.prefork import ForkedRole, PreforkedRoles
@@ -112,11 +113,11 @@ def _failure_summary(failures: list[RoleProcess]) -> str:
             followers.setdefault(str(report["aborted_by"]), []).append(rp.name)
             continue
         if rp.returncode is not None and rp.returncode < 0:
-            why = f"killed by signal {-rp.returncode}"
+            why = exit_description(rp.returncode)
         elif report is not None and report.get("error"):
-            why = str(report["error"])
+            why = str(report["error"])  # "stopped by SIGTERM" for a role that stopped on it
         else:
-            why = rp.stderr_tail() or f"exited with code {rp.returncode}"
+            why = rp.stderr_tail() or exit_description(rp.returncode or 0)
         causes.append(f"{rp.name}: {why}")
     for peer, names in followers.items():
         causes.append(f"{', '.join(names)}: stopped after {peer} aborted")
@@ -192,6 +193,17 @@ def _spawn(cfg: RunConfig, workdir: Path, inputs: RoleInputs,
                                         stderr=err, env=env, start_new_session=True)
         roles.append(RoleProcess(role, cfg.role_name(role), proc, report, stderr_path))
     return roles
+
+
+def _material_written(roles: list[RoleProcess]) -> list[Path]:
+    """The material files that the roles' reports say they wrote (a preprocess party that
+    finished its file reports it; one that failed or was stopped wrote none)."""
+    paths = []
+    for rp in roles:
+        material = (rp.read_report() or {}).get("material")
+        if isinstance(material, dict) and isinstance(material.get("path"), str):
+            paths.append(Path(material["path"]))
+    return paths
 
 
 def progress_path(workdir: Path, role: int) -> Path:
@@ -270,9 +282,11 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
     `out_dir`/MATERIAL_NAME (parties/material.py) for a later `run_local(material_dir=...)`.
     Returns a summary: material id, each party's file and bytes, the dealer's figures.
     A run that fails or is interrupted leaves no material: the roles are stopped with
-    SIGTERM, so each removes its unfinished file, and the files of parties that finished
-    are removed here. A seed-holding leftover of an earlier killed run in `out_dir`
-    (`stale_material`) is refused with one line that names it."""
+    SIGTERM, so each removes its unfinished file (or its finished one, if it is stopped
+    while it closes its links), and the files that parties of this run report having
+    written are removed here (only those: a file that another preprocess put at one of the
+    names meanwhile stays). A seed-holding leftover of an earlier killed run
+    in `out_dir` (`stale_material`) is refused with one line that names it."""
     command_start = time.time() if command_start is None else command_start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,13 +305,14 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
         if stale:
             raise MaterialError(stale)
     material = {p: ["--preprocess-out", str(path)] for p, path in paths.items()}
+    written: list[Path] = []
     try:
         reports, _ = _start_and_wait(cfg, overall_timeout_s, keep_dir, "off", inputs,
-                                     fork_roles, material, with_dealer=True)
+                                     fork_roles, material, with_dealer=True, written=written)
     except BaseException:
         # A party that finished wrote a whole file, but the run's material is unusable
-        # without the others: remove what this run wrote (the paths did not exist before).
-        for path in paths.values():
+        # without the others: remove what this run's parties wrote, and nothing else.
+        for path in written:
             path.unlink(missing_ok=True)
         raise
     dealer = next(r for r in reports if r["role"] == cfg.dealer_id)
@@ -318,15 +333,18 @@ def preprocess_local(cfg: RunConfig, out_dir: str, overall_timeout_s: float | No
 def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                     progress: str, inputs: RoleInputs, fork_roles: bool,
                     material: Mapping[int, list[str]] | None, with_dealer: bool,
-                    reference_early: bool = False) -> tuple[list[dict[str, Any]], Job]:
+                    written: list[Path] | None = None, reference_early: bool = False,
+                    ) -> tuple[list[dict[str, Any]], Job]:
     """Start the roles (forked or fresh), wait for them; their reports and the whole job.
-    `reference_early`: compute the job's plaintext reference while the roles run, then let
-    the job's plaintext model go."""
+    `written` (a preprocess run): filled, whether the run succeeds or not, with the
+    material files that the parties' reports say they wrote. `reference_early`: compute
+    the job's plaintext reference while the roles run, then let the job's plaintext model
+    go."""
     n_roles = cfg.n_parties + (1 if with_dealer else 0)
     preforked = PreforkedRoles.start(n_roles) if fork_roles else None
     try:
         return _run_roles(cfg, overall_timeout_s, keep_dir, progress, inputs, preforked,
-                          material, with_dealer, reference_early)
+                          material, with_dealer, written, reference_early)
     finally:
         if preforked is not None:
             preforked.dismiss()
@@ -335,7 +353,8 @@ def _start_and_wait(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: s
 def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | None,
                progress: str, inputs: RoleInputs, preforked: PreforkedRoles | None,
                material: Mapping[int, list[str]] | None,
-               with_dealer: bool, reference_early: bool) -> tuple[list[dict[str, Any]], Job]:
+               with_dealer: bool, written: list[Path] | None,
+               reference_early: bool) -> tuple[list[dict[str, Any]], Job]:
     with tempfile.TemporaryDirectory(prefix="privit-run-") as tmp:
         workdir = Path(keep_dir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +386,8 @@ def _run_roles(cfg: RunConfig, overall_timeout_s: float | None, keep_dir: str | 
             if view is not None:
                 view.close()
             _stop(roles)
+            if written is not None:
+                written += _material_written(roles)
         failures = [rp for rp in roles if rp.returncode != 0]
         if failures:
             details = "\n".join(f"--- {rp.name} stderr ---\n{rp.stderr_text()}" for rp in failures)

@@ -11,8 +11,27 @@ command, prints the full traceback too, and sets the diagnostic log to DEBUG
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from types import TracebackType
+
+
+def exit_description(code: int) -> str:
+    """How a role's process ended, from its status as subprocess gives it (-N: signal N
+    ended it): "was killed by SIGKILL"; "stopped (SIGTERM) and exited 143" for 128 + N,
+    which a role exits with itself once it has stopped on signal N and cleaned up (or its
+    clean-up hit its 5 s bound; launch/roles.py); else "exited with status N"."""
+    def name(number: int) -> str | None:
+        try:
+            return signal.Signals(number).name
+        except ValueError:
+            return None
+
+    if code < 0:
+        return f"was killed by {name(-code) or f'signal {-code}'}"
+    if code > 128 and name(code - 128):
+        return f"stopped ({name(code - 128)}) and exited {code}"
+    return f"exited with status {code}"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -7,11 +7,15 @@ Both runners do the same five things, each an `async` method:
 2. `start`: run `python -m privit.launch.role_supervisor ROLE_ARGS` in that folder, stdin
    kept open (launch/role_supervisor.py stops the role when it closes);
 3. `wait`: stream the role's stdout and stderr, each line prefixed `[NAME] `, and return
-   its exit status (128 + N for signal N);
+   its exit status, -N if signal N killed it (the supervisor dies by the signal that killed
+   the role; a role that stopped on signal N itself exits 128 + N after its clean-up);
 4. `stop`: close its stdin, then kill its process group if it is still there after
    STOP_WAIT_S; a no-op once the role has exited;
-5. `fetch_report` and `cleanup`: read report.json back, remove the run folder (over SSH,
-   on a fresh connection if the role's own one was lost).
+5. `fetch_report` and `cleanup`: read report.json back, remove the run folder. Over SSH, a
+   role whose exit status never came back (its link was lost) may still run: `cleanup`
+   first stops it by the pids its start recorded (`_KILL_ROLE`: SIGTERM to the supervisor,
+   which stops the role as when its stdin ends, then SIGKILL to both after STOP_WAIT_S),
+   then removes the folder, on a fresh connection if the role's own one was lost.
 Every failure is a `LaunchError`, one line that names the role (and, over SSH, its host
 and what the link did: `party 1 on user@host:22: ssh connection lost: ...`, or `ssh
 session refused`, `ssh disconnected`), so `privit launch` can stop every role and say so.
@@ -42,6 +46,15 @@ from privit.launch.role_supervisor import PID_FILE, STOP_GRACE_S
 STOP_WAIT_S = STOP_GRACE_S + 3.0
 REPORT_FILE = "report.json"
 SUPERVISOR = ("-m", "privit.launch.role_supervisor")
+SUPERVISOR_PID_FILE = "supervisor.pid"  # written by the shell that execs the supervisor
+# Run in the role's folder on its host: stop a role whose link was lost (sh; no pid file,
+# nothing to stop). The supervisor stops the role on SIGTERM with its own grace period.
+_KILL_ROLE = (f"s=$(cat {SUPERVISOR_PID_FILE} 2>/dev/null); "
+              f"[ -n \"$s\" ] && kill -TERM \"$s\" 2>/dev/null; i=0; "
+              f"while [ -n \"$s\" ] && kill -0 \"$s\" 2>/dev/null && [ $i -lt {int(STOP_WAIT_S * 10)} ]; "
+              f"do sleep 0.1; i=$((i+1)); done; "
+              f"r=$(cat {PID_FILE} 2>/dev/null); [ -n \"$r\" ] && kill -KILL -- \"-$r\" 2>/dev/null; "
+              f"[ -n \"$s\" ] && kill -KILL \"$s\" 2>/dev/null; true")
 
 
 class RoleRunner(Protocol):
@@ -107,8 +120,7 @@ class LocalRole:
     async def wait(self) -> int:
         assert self.proc is not None
         await asyncio.gather(*self._pumps)
-        code = await self.proc.wait()
-        return 128 - code if code < 0 else code  # asyncio gives -N for signal N
+        return await self.proc.wait()  # -N for signal N
 
     async def stop(self) -> None:
         proc = self.proc
@@ -161,6 +173,7 @@ class SshRole:
         self._pumps: list[asyncio.Task[None]] = []
         self._last_lines = last_lines
         self._exited = False
+        self._started = False
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         kwargs: dict[str, Any] = {"port": self.ssh.port}
@@ -213,7 +226,10 @@ class SshRole:
     async def start(self, role_args: Sequence[str]) -> None:
         assert self.conn is not None and self.folder is not None
         argv = [self.ssh.python, *SUPERVISOR, *role_args]
-        command = f"cd {shlex.quote(self.folder)} && exec {shlex.join(argv)}"
+        # $$ is the shell's pid, which exec hands to the supervisor: known before it runs
+        command = (f"cd {shlex.quote(self.folder)} && echo $$ > {SUPERVISOR_PID_FILE} "
+                   f"&& exec {shlex.join(argv)}")
+        self._started = True
         try:
             self.proc = await self.conn.create_process(command, encoding="utf-8", errors="replace")
         except (OSError, asyncssh.Error) as exc:
@@ -235,7 +251,7 @@ class SshRole:
                               f"role's channel closed without an exit status")
         signame = self.proc.exit_signal[0]
         number = getattr(signal, f"SIG{signame}", None)
-        return 128 + int(number) if number is not None else 255
+        return -int(number) if number is not None else 255
 
     async def stop(self) -> None:
         proc = self.proc
@@ -261,20 +277,29 @@ class SshRole:
         assert self.folder is not None
         return await self._run(f"cat {shlex.quote(f'{self.folder}/{REPORT_FILE}')}")
 
+    def _may_still_run(self) -> bool:
+        """Whether the role was started and its exit status never came back (a lost link)."""
+        proc = self.proc
+        return self._started and (proc is None or (proc.exit_status is None and not proc.exit_signal))
+
     async def cleanup(self) -> None:
         if self.conn is None:
             return
-        remove = f"rm -rf {shlex.quote(self.folder)}" if self.folder is not None else None
+        command = None
+        if self.folder is not None:
+            command = f"rm -rf {shlex.quote(self.folder)}"
+            if self._may_still_run():  # stop it first: it must not outlive the launch
+                command = f"cd {shlex.quote(self.folder)} && {{ {_KILL_ROLE}; }}; {command}"
         try:
-            if remove is not None:
+            if command is not None:
                 try:
-                    await asyncio.wait_for(self._run(remove), STOP_WAIT_S)
-                except LaunchError:
+                    await asyncio.wait_for(self._run(command), 2 * STOP_WAIT_S)
+                except (LaunchError, TimeoutError):
                     # The link went away (or rm failed): once more over a fresh connection,
-                    # since the folder may hold the role's secret key.
+                    # since the role may still run and its folder may hold its secret key.
                     self.conn.close()
                     self.conn = await asyncio.wait_for(self._connect(), STOP_WAIT_S)
-                    await asyncio.wait_for(self._run(remove), STOP_WAIT_S)
+                    await asyncio.wait_for(self._run(command), 2 * STOP_WAIT_S)
         except (TimeoutError, LaunchError, OSError, asyncssh.Error):
             pass
         finally:

@@ -8,13 +8,16 @@
 2. When this process's stdin ends (the launcher closed the channel, or its connection died)
    or on SIGTERM, SIGINT or SIGHUP: SIGTERM the role's process group, SIGKILL it after
    STOP_GRACE_S.
-3. Exit with the role's status, 128 + N if signal N ended it (as a shell does).
+3. Exit with the role's status; if signal N killed it, die by signal N too, so that the
+   launcher can tell a kill from a role that stopped on a signal, cleaned up and exited
+   128 + N itself (launch/roles.py), which a shell's 128 + N would not.
 
 An SSH server does not reliably signal the command when the client goes away, but it always
 closes the command's stdin; this is why the launcher keeps stdin open and never writes to it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,7 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     # interpreter shutdown with a fatal error
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(128 - code if code < 0 else code)
+    if code < 0:
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(128 - code if code < 0 else code)  # a signal that does not end a process
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
     marks = {"process_start": process_start_time()}
     progress = role_progress(cfg.role_name(party_id), counters, progress_path)
     stored = _open_material(cfg, cluster, party_id, keys, material)
+    finished: MaterialWriter | None = None  # a preprocess's whole file, until the run ends
     # Replaying material, the parties talk only to each other: no dealer takes part.
     try:
         channel = _open_channel(cfg, cluster, party_id, counters, bind_host, keys,
@@ -269,9 +270,10 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
         _log.info("handshake done (%.3f s after start); offline phase next",
                   marks["handshake_done"] - marks["process_start"])
         if material.record_to:
-            return _record_material(channel, counters, cfg, party_id, job, limits,
-                                    material.record_to, seeds_in[cfg.dealer_id],
-                                    public_hash(owner, client), marks)
+            report, finished = _record_material(channel, counters, cfg, party_id, job, limits,
+                                                material.record_to, seeds_in[cfg.dealer_id],
+                                                public_hash(owner, client), marks)
+            return report
         if stored is not None:
             stored.check_public(owner, client)
         pair_seeds = {p: seeds_out[p] if p > party_id else seeds_in[p]
@@ -307,7 +309,12 @@ def run_party(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | 
             if stored is not None:
                 stored.close()
         finally:
-            channel.close()
+            try:
+                channel.close()
+            except BaseException:  # e.g. stopped while the peers finish: the run failed
+                if finished is not None:
+                    finished.remove_finished()
+                raise
 
 
 def _open_material(cfg: RunConfig, cluster: Cluster, party_id: int, keys: RoleKeys | None,
@@ -340,8 +347,10 @@ def _material_fields(stored: MaterialFile) -> dict[str, Any]:
 
 def _record_material(channel: FramedChannel, counters: Counters, cfg: RunConfig, party_id: int,
                      job: Job, limits: StreamLimits, path: str, dealer_seed: bytes,
-                     announced: str, marks: dict[str, float]) -> dict[str, Any]:
-    """A preprocess run's party: write what the dealer sends to `path`; no online phase."""
+                     announced: str, marks: dict[str, float]
+                     ) -> tuple[dict[str, Any], MaterialWriter]:
+    """A preprocess run's party: write what the dealer sends to `path`; no online phase.
+    Returns the report and the writer of the finished file."""
     material_id = share_material_id(channel, cfg, party_id)
     writer = MaterialWriter(path, MaterialHeader(
         material_id, party_id, cfg.n_parties, material_hash(cfg),
@@ -358,7 +367,7 @@ def _record_material(channel: FramedChannel, counters: Counters, cfg: RunConfig,
             "material": {"path": path, "material_id": material_id,
                          "payload_bytes": writer.payload_bytes, "file_bytes": file_bytes,
                          "requests": writer.requests},
-            "marks": {**marks, "done": time.time()}, "counters": counters.report()}
+            "marks": {**marks, "done": time.time()}, "counters": counters.report()}, writer
 
 
 def stream_limits(cfg: RunConfig, reserved: int) -> StreamLimits:

@@ -11,8 +11,9 @@
    they are; the files never travel.
 4. Stream each role's output prefixed `[party 0] `, `[party 1] `, `[dealer] `.
 5. On the first role that exits nonzero, or on SIGINT/SIGTERM to the launcher: stop every
-   role (its whole process group), remove the run folders, print one line, exit 1 (130 for
-   SIGINT, 143 for SIGTERM).
+   role (its whole process group; a role whose SSH link was lost, over a fresh connection,
+   by the pids recorded at its start), remove the run folders, print one line, exit 1 (130
+   for SIGINT, 143 for SIGTERM).
 6. When all exit 0: read each report.json back into OUT/privit-launch-SESSION/NAME.json,
    remove the run folders, and merge the reports exactly as `privit report` does.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from privit.launch.errors import exit_description
 from privit.launch.launch_plan import LaunchOptions, RoleTarget, load_targets
 from privit.launch.role_inputs import DATA_OWNER, WEIGHT_OWNER
 from privit.launch.role_runners import REPORT_FILE, LaunchError, RoleRunner, make_runner
@@ -95,14 +97,7 @@ def _plan_key(plan: RolePlan, cluster: Cluster, keys_folder: Path) -> None:
 
 
 def _exit_text(name: str, code: int, last_line: str | None) -> str:
-    if code > 128:
-        try:
-            how = f"was killed by {signal.Signals(code - 128).name}"
-        except ValueError:
-            how = f"exited with status {code}"
-    else:
-        how = f"exited with status {code}"
-    return f"{name} {how}" + (f" ({last_line})" if last_line else "")
+    return f"{name} {exit_description(code)}" + (f" ({last_line})" if last_line else "")
 
 
 async def _run_all(plans: list[RolePlan], files: dict[str, str]) -> list[str]:

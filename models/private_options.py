@@ -7,24 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from privit.parties.config import PRECISION_FRAC_BITS
+
 GELU_KINDS = ("poly", "quad", "erf")
 RELU_KINDS = ("exact", "stochastic")
 COMPARE_METHODS = ("auto", "fss", "fss_compact", "adder")
 SOFTMAX_KINDS = ("exact", "2quad")
 SCALE_ORDERS = ("auto", "qk", "kv")
-PRECISIONS = ("default", "precise")
-# The fractional bits each precision runs with unless the command line names them
-# (protocols/approx_config.precision_configs holds the level's approximations).
-PRECISION_FRAC_BITS = {"default": 16, "precise": 20}
-
-
-def precision_truncation(precision: str, n_parties: int) -> str:
-    """What `--truncation auto` means: local (SecureML, no round) for 2 parties at the
-    default precision; dealer otherwise. Local truncation fails (off by 2^(64 - 2f) in
-    real units) with probability |x| 2^(2f - 64) per truncated product of real magnitude
-    |x|, 4x more often per extra bit of f: at f = 18, 1 of our 4 local runs of
-    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each)."""
-    return "local" if n_parties == 2 and precision == "default" else "dealer"
+PRECISIONS = tuple(PRECISION_FRAC_BITS)  # their bits and truncation: parties/config.py
 
 
 @dataclass(frozen=True)
@@ -44,9 +34,9 @@ class PrivateOptions:
       the one opening fewer elements for the shape.
     owner_matmul: one-sided products for the owner's weights (2 parties only).
     precision: "default" or "precise", the configs of LayerNorm, GeLU, softmax and
-      ReLU-softmax (protocols/approx_config.precision_configs); the command line also takes
-      the level's fractional bits and truncation from it (PRECISION_FRAC_BITS,
-      precision_truncation).
+      ReLU-softmax (protocols/approx_config.precision_configs); the run config also takes
+      the level's fractional bits and truncation from it unless they are named
+      (parties/config.py: PRECISION_FRAC_BITS, precision_truncation).
       "precise" keeps vit_7_4_32_teacher's logits within 1e-4 of plaintext.
     """
 

@@ -82,6 +82,21 @@ class JobSpec:
 
 
 AUTO_OBJECTIVES = ("whole", "online")
+# The vit job's precision levels (its `precision` parameter; models/private_options.py and
+# protocols/approx_config.precision_configs hold their approximations): the fractional bits
+# each runs with unless the config names them.
+PRECISION_FRAC_BITS = {"default": 16, "precise": 20}
+FROM_PRECISION = 0  # RunConfig.frac_bits' default: the job's precision level's bits
+
+
+def precision_truncation(precision: str, n_parties: int) -> str:
+    """What truncation "auto" means: local (SecureML, no round) for 2 parties at the
+    default precision; dealer otherwise. Local truncation fails (off by 2^(64 - 2f) in
+    real units) with probability |x| 2^(2f - 64) per truncated product of real magnitude
+    |x|, 4x more often per extra bit of f: at f = 18, 1 of our 4 local runs of
+    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each), and a
+    config that names local truncation with it is refused (RunConfig)."""
+    return "local" if n_parties == 2 and precision == "default" else "dealer"
 
 
 @dataclass(frozen=True)
@@ -91,8 +106,14 @@ class RunConfig:
     frac_bits: fixed-point fractional bits f, valid range [MIN_FRAC_BITS, MAX_FRAC_BITS].
       With f = 16 a value's magnitude must stay below 2^(63-2f) = 2^31 before a product
       is truncated (products carry 2f fractional bits), and the resolution is 2^-16.
+      Default (FROM_PRECISION): the bits of the job's `precision` parameter (vit;
+      PRECISION_FRAC_BITS: 16, or 20 for "precise").
     truncation: "local" (SecureML, 0 rounds, 2 parties only, fails with probability
-      about |x| / 2^64 per element) or "dealer" (1 round, exact up to one LSB, any n).
+      about |x| / 2^64 per element) or "dealer" (1 round, exact up to one LSB, any n);
+      "auto" (the default): `precision_truncation` of the job's precision. Local
+      truncation with precision "precise" is refused (too likely to fail at its f).
+    Both defaults are resolved when the config is built, so `to_dict` and the handshake's
+    hash carry the values the run uses (a `dataclasses.replace` keeps them as resolved).
     channels: "curve" (every link authenticated and encrypted, the default) or
       "insecure" (plain TCP, for measurements only).
     max_frame_mb / max_buffer_mb: the channel's bounds (parties/channel.ChannelLimits).
@@ -110,8 +131,8 @@ class RunConfig:
     """
 
     n_parties: int = 2
-    frac_bits: int = 16
-    truncation: str = "local"
+    frac_bits: int = FROM_PRECISION
+    truncation: str = "auto"
     job: JobSpec = field(default_factory=lambda: JobSpec("matmul_chain"))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     timeout_s: float = 60.0
@@ -136,6 +157,14 @@ class RunConfig:
             raise ValueError(f"memory_budget_mb must be >= 64, got {self.memory_budget_mb}")
         if self.n_parties < 2:
             raise ValueError(f"need at least 2 parties, got {self.n_parties}")
+        precision = self.job.param("precision", "default")
+        if precision not in PRECISION_FRAC_BITS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_FRAC_BITS)}, "
+                             f"got {precision!r}")
+        if self.frac_bits == FROM_PRECISION:
+            object.__setattr__(self, "frac_bits", PRECISION_FRAC_BITS[precision])
+        if self.truncation == "auto":
+            object.__setattr__(self, "truncation", precision_truncation(precision, self.n_parties))
         if not MIN_FRAC_BITS <= self.frac_bits <= MAX_FRAC_BITS:
             raise ValueError(
                 f"frac_bits must be in [{MIN_FRAC_BITS}, {MAX_FRAC_BITS}], got {self.frac_bits}"
@@ -144,6 +173,10 @@ class RunConfig:
             raise ValueError(f"truncation must be 'local' or 'dealer', got {self.truncation!r}")
         if self.truncation == "local" and self.n_parties != 2:
             raise ValueError("local truncation is only correct for 2 parties; use 'dealer'")
+        if self.truncation == "local" and precision == "precise":
+            raise ValueError("local truncation is unsafe with precision precise (it fails with "
+                             "probability |x| 2^(2f-64) per product, too often at f >= 18; "
+                             "docs/nonlinear.md): use dealer truncation (--truncation dealer)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be > 0 s, got {self.timeout_s}")
         if self.max_wait_s <= 0:

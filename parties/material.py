@@ -55,6 +55,7 @@ truncation pairs, comparison masks and FSS keys: each masks one value, once.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
@@ -91,6 +92,10 @@ _U32 = struct.Struct("<I")
 HEADER_FIELDS = {"format": int, "material_id": str, "party": int, "n_parties": int,
                  "config_hash": str, "config": str, "public_hash": str, "seed": bytes}
 TRAILER_FIELDS = {"chunks": int, "requests": int, "payload_bytes": int, "sha256": str}
+# What link(2) answers on a filesystem without hard links: EPERM (vfat, exfat on Linux),
+# ENOTSUP / EOPNOTSUPP (some FUSE and network filesystems; one value on Linux). Not EXDEV:
+# NAME.partial and NAME share a folder, and a rename could not cross devices either.
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 class MaterialError(ValueError):
@@ -142,7 +147,9 @@ class MaterialWriter:
     """Writes one party's material file: the header now, chunks as they come, the trailer
     at `finish`. It writes NAME.partial (mode 0600: it holds the party's seed, locked while
     written) and links it to NAME only when complete (never over a file there), so a crash
-    leaves no file that looks usable; `discard` removes it on any failure."""
+    leaves no file that looks usable; `discard` removes it on any failure. Only where the
+    filesystem has no hard links (NO_HARD_LINKS) is it renamed instead; any other failure to
+    link is a one-line MaterialError."""
 
     def __init__(self, path: str | Path, header: MaterialHeader) -> None:
         self.path = Path(path)
@@ -164,6 +171,7 @@ class MaterialWriter:
             raise MaterialError(f"cannot lock {self.partial}: {exc.strerror}; write the "
                                 f"material to a local filesystem") from None
         self._fh: BinaryIO = os.fdopen(fd, "wb")
+        self._finished: tuple[int, int] | None = None  # (device, inode) once named
         self._digest = hashlib.sha256()
         self.chunks = self.requests = self.payload_bytes = 0
         self._write(MAGIC + _record({"format": FORMAT, **header.__dict__}))
@@ -196,17 +204,42 @@ class MaterialWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         size = os.fstat(self._fh.fileno()).st_size
+        appeared = (f"{self.path} appeared while this preprocess wrote it; refusing to "
+                    f"overwrite material")
         try:  # a link never replaces a file that appeared at NAME meanwhile (a rename would)
             os.link(self.partial, self.path)
         except FileExistsError:
             self.discard()
-            raise MaterialError(f"{self.path} appeared while this preprocess wrote it; "
-                                f"refusing to overwrite material") from None
-        except OSError:  # a filesystem without hard links
-            os.replace(self.partial, self.path)
+            raise MaterialError(appeared) from None
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:  # a full disk, a quota, an I/O error, ...
+                self.discard()
+                raise MaterialError(f"cannot name {self.path}: {exc.strerror}") from None
+            # A filesystem without hard links: a rename, which would replace a file at NAME,
+            # so one that is there now is refused (one that appears in between is not).
+            if os.path.lexists(self.path):
+                self.discard()
+                raise MaterialError(appeared) from None
+            try:
+                os.replace(self.partial, self.path)
+            except OSError as exc2:
+                self.discard()
+                raise MaterialError(f"cannot name {self.path}: {exc2.strerror}") from None
         self.partial.unlink(missing_ok=True)
+        st = os.fstat(self._fh.fileno())
+        self._finished = (st.st_dev, st.st_ino)
         self._fh.close()
         return size
+
+    def remove_finished(self) -> None:
+        """Remove the finished file again, if NAME is still the file this writer wrote: the
+        run failed after it was whole, and it is of no use without the peers' files."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if self._finished == (st.st_dev, st.st_ino):
+            self.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Drop an unfinished file (the run failed or was stopped); the seed goes with it."""

@@ -3,20 +3,24 @@ generated client key, running in a thread of the test process.
 
 Each exec request runs its command with /bin/sh as a local subprocess, with the test
 process's environment (so the same Python and venv); the channel's stdin, stdout and stderr
-are piped to it and its exit status goes back. When the client closes stdin or the channel,
-the command's stdin closes; if the connection goes away while the command still runs, it
-gets SIGTERM. That is what sshd does closely enough for `privit launch` (which relies only on
-stdin closing). Host keys are checked: the client gets a known_hosts file naming this one.
+are piped to it and its exit status goes back (an exit signal if a signal killed it). When
+the client closes stdin or the channel, the command's stdin closes; if the connection goes
+away while the command still runs, it gets SIGTERM. That is what sshd does closely enough
+for `privit launch` (which relies only on stdin closing). Host keys are checked: the client
+gets a known_hosts file naming this one.
 
 Faults, by the user name a client logs in as (`ssh_section(user=...)`; any name is accepted
 with the client key): REFUSE_USER has every session channel refused (as a server with
 sessions disabled answers); DROP_USER has its connection aborted, with no exit status, as
 soon as a `role_supervisor` command has written its first bytes of stderr (a link lost
-mid-run).
+mid-run); STRAND_USER's `role_supervisor` commands lose their connection when the test
+calls `cut_links()`, but keep running with stdin open, as on a host that has not noticed
+that the client went away (a network partition, a NAT that dropped the flow).
 """
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import threading
 import warnings
@@ -31,6 +35,7 @@ with warnings.catch_warnings():
 USER = "privit-test"
 REFUSE_USER = "privit-refuse"
 DROP_USER = "privit-drop"
+STRAND_USER = "privit-strand"
 
 
 class _FaultyServer(asyncssh.SSHServer):
@@ -77,6 +82,7 @@ class SshTestServer:
                                         name="ssh-test-server")
         self._server: asyncssh.SSHAcceptor | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._strandable: list[asyncssh.SSHServerProcess[bytes]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -89,6 +95,15 @@ class SshTestServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
         self._loop.close()
+
+    def cut_links(self) -> int:
+        """Abort the connection of every STRAND_USER role_supervisor command running now,
+        leaving the commands running; how many there were."""
+        async def cut() -> int:
+            for process in self._strandable:
+                process.get_extra_info("connection").abort()
+            return len(self._strandable)
+        return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(30)
 
     def ssh_section(self, **extra: Any) -> dict[str, Any]:
         return {"host": "127.0.0.1", "port": self.port, "user": USER,
@@ -123,6 +138,11 @@ class SshTestServer:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         stdin = proc.stdin
 
+        stranded = (process.get_extra_info("username") == STRAND_USER
+                    and "role_supervisor" in command)
+        if stranded:
+            self._strandable.append(process)
+
         async def feed() -> None:
             try:
                 while data := await process.stdin.read(65536):
@@ -131,13 +151,16 @@ class SshTestServer:
             except Exception:  # a signal request, a lost connection: stdin ends here too
                 pass
             finally:
-                stdin.close()
+                if not stranded:  # a stranded command keeps its stdin until it exits
+                    stdin.close()
 
         drop = (process.get_extra_info("username") == DROP_USER
                 and "role_supervisor" in command)
 
         async def pump(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
             while data := await reader.read(65536):
+                if stranded and writer.channel.is_closing():
+                    continue  # the client is gone: drain, so the command never blocks on a pipe
                 writer.write(data)
                 if drop and writer is process.stderr:
                     process.get_extra_info("connection").abort()
@@ -147,7 +170,10 @@ class SshTestServer:
         try:
             await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
             code = await proc.wait()
-            process.exit(128 - code if code < 0 else code)
+            if code < 0:  # as sshd tells a command that a signal killed
+                process.exit_with_signal(signal.Signals(-code).name.removeprefix("SIG"))
+            else:
+                process.exit(code)
         except Exception:
             process.close()
         finally:
@@ -155,4 +181,7 @@ class SshTestServer:
             if proc.returncode is None:
                 proc.terminate()
                 await proc.wait()
+            stdin.close()
+            if stranded:
+                self._strandable.remove(process)
             self._handlers.discard(task)

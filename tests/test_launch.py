@@ -169,9 +169,10 @@ def test_precision_mismatch_is_refused(tmp_path: Path) -> None:
     """--precision is hashed with the job's parameters: a party at another level is refused
     even where it names the same fractional bits and truncation."""
     cluster = _cluster(tmp_path)
-    common = ["--model", "vit_digits_teacher", "--session-id", "t4", "--timeout", "20"]
+    common = ["--model", "vit_digits_teacher", "--session-id", "t4", "--timeout", "20",
+              "--truncation", "dealer"]  # precise refuses local truncation
     results = _finish(_start_roles(tmp_path, cluster, common, {
-        "p1": ["--precision", "precise", "--frac-bits", "16", "--truncation", "local"]}))
+        "p1": ["--precision", "precise", "--frac-bits", "16"]}))
     for name, (code, err) in results.items():
         assert code != 0, f"{name} should fail"
         assert "precision" in err, f"{name}: {err}"
@@ -415,3 +416,21 @@ def test_report_of_a_file_that_is_no_role_report_is_a_clear_error(tmp_path: Path
         proc = run_cli(["report", str(path)], timeout=60)
         assert proc.returncode != 0
         assert "not a privit role report" in proc.stderr and path.name in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("exit_by, told", [
+    ("os.kill(os.getpid(), signal.SIGTERM)", "party 1: was killed by SIGTERM"),
+    ("sys.exit(143)", "party 1: stopped (SIGTERM) and exited 143"),  # as a stopped role does
+    ("sys.exit(3)", "party 1: exited with status 3"),
+])
+def test_run_tells_a_killed_role_from_one_that_stopped(tmp_path: Path, exit_by: str,
+                                                       told: str) -> None:
+    """`privit run`'s line for a role that wrote neither a report nor an error line: a role
+    that stopped on SIGTERM exits 143 after its clean-up, which is not a kill."""
+    from privit.launch.coordinator import RoleProcess, _failure_summary
+
+    proc = subprocess.Popen([sys.executable, "-c", f"import os, signal, sys; {exit_by}"])
+    proc.wait(30)
+    role = RoleProcess(1, "party 1", proc, tmp_path / "report.json", tmp_path / "stderr.txt",
+                       proc.returncode)
+    assert _failure_summary([role]) == told

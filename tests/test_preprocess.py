@@ -4,6 +4,7 @@ online bytes and rounds); material is refused when reused, from another config, 
 party's, truncated, corrupt, or mixed from two preprocess runs."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -331,3 +332,66 @@ def test_a_stopped_preprocess_leaves_no_seed_on_disk(tmp_path: Path, how: str) -
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_failed_preprocess_removes_only_the_files_it_wrote(tmp_path: Path) -> None:
+    """Another preprocess puts party 1's file in place while this one writes it (after this
+    run checked that the names were free): party 1 refuses to overwrite it and the run
+    fails. The clean-up removes party 0's file, which this run wrote, and leaves the other
+    run's file as it was."""
+    out = tmp_path / "mat"
+    # A slow emulated link keeps party 1 writing its file for seconds.
+    proc = subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
+                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        partial, other = out / "party-1.material.partial", out / "party-1.material"
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.01)
+        other.write_bytes(b"another preprocess's material")
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1, stderr
+        assert f"{other} appeared while this preprocess wrote it" in stderr
+        assert sorted(p.name for p in out.iterdir()) == ["party-1.material"]
+        assert other.read_bytes() == b"another preprocess's material"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (errno.EPERM, "renamed"),  # vfat: no hard links
+    (errno.EOPNOTSUPP, "renamed"),  # some FUSE and network filesystems
+    (errno.ENOSPC, "cannot name {path}: No space left on device"),
+    (errno.EIO, "cannot name {path}: Input/output error"),
+], ids=["EPERM", "EOPNOTSUPP", "ENOSPC", "EIO"])
+def test_finish_renames_only_where_the_filesystem_has_no_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, outcome: str) -> None:
+    """A link that fails because the filesystem has none falls back to a rename; any other
+    failure is a one-line error that leaves neither the file nor its seed-holding partial."""
+    from privit.parties import material as material_module
+
+    def failing_link(src: Any, dst: Any) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(material_module.os, "link", failing_link)
+    path = tmp_path / "party-0.material"
+    writer = MaterialWriter(path, _header())
+    if outcome == "renamed":
+        assert writer.finish() == path.stat().st_size
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["party-0.material"]
+        # a file at the name is refused, not replaced, on such a filesystem too
+        other = tmp_path / "party-1.material"
+        writer = MaterialWriter(other, _header())
+        other.write_bytes(b"another preprocess's material")
+        with pytest.raises(MaterialError, match="party-1.material appeared while this preprocess"):
+            writer.finish()
+        assert other.read_bytes() == b"another preprocess's material"
+    else:
+        with pytest.raises(MaterialError) as refused:
+            writer.finish()
+        assert str(refused.value) == outcome.format(path=path)
+        assert list(tmp_path.iterdir()) == []

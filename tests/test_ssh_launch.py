@@ -9,6 +9,7 @@ counting as real processes).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 from mp_harness import live_processes, track_popen
-from ssh_test_server import DROP_USER, REFUSE_USER, SshTestServer, fresh_host_public_key
+from ssh_test_server import DROP_USER, REFUSE_USER, STRAND_USER, SshTestServer, fresh_host_public_key
 
 from privit.launch.job_registry import make_job
 from privit.launch.jobs import ALL_INPUTS
@@ -92,6 +93,14 @@ def _role_pids() -> list[int]:
             if marker in p.environ and any(m in p.cmd for m in ROLE_MARKERS)]
 
 
+def _party1_role() -> int | None:
+    for pid in _role_pids():
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"privit.launch.roles" in cmd and cmd[cmd.index(b"--role") + 1] == b"1":
+            return pid
+    return None
+
+
 def _has_socket(pid: int) -> bool:
     try:
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
@@ -150,15 +159,7 @@ def test_a_killed_role_or_ctrl_c_stops_every_role(tmp_path: Path, ssh_server: Ss
                                                   how: str) -> None:
     cluster = _write_cluster(tmp_path, ssh_server)
     proc = _launch(tmp_path, cluster, [*SLOW_CHAIN, "--timeout", "60"])
-
-    def party1_role() -> int | None:
-        for pid in _role_pids():
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"privit.launch.roles" in cmd and cmd[cmd.index(b"--role") + 1] == b"1":
-                return pid
-        return None
-
-    pid = _wait_for(party1_role, 60, "party 1's role process")
+    pid = _wait_for(_party1_role, 60, "party 1's role process")
     _wait_for(lambda: len(_role_pids()) == 6, 60, "every role and its supervisor")
     # mid-run: party 1 has opened its ZeroMQ sockets (it is past start-up, in the
     # handshake or later; the online phase alone takes 399 rounds x 20 ms)
@@ -286,3 +287,69 @@ def test_a_refused_session_or_a_lost_connection_names_the_role(
     assert proc.returncode == 1
     _wait_for(lambda: not _role_pids(), 30, "every role process to exit")
     assert not list(tmp_path.glob("privit-launch*"))
+
+
+def test_a_role_whose_link_is_lost_is_stopped_before_its_folder_is_removed(
+        tmp_path: Path, ssh_server: SshTestServer) -> None:
+    """Party 1's connection goes away while its role runs on, stdin still open (the host has
+    not noticed; STRAND_USER). The role here is frozen (SIGSTOP), so it cannot end by itself
+    as a role whose peers stopped does: the launcher must stop it over a fresh connection,
+    by the pids its start recorded, before it removes the run folder."""
+    cluster = _write_cluster(tmp_path, ssh_server)
+    data = json.loads(cluster.read_text())
+    data["parties"][1]["ssh"]["user"] = STRAND_USER
+    cluster.write_text(json.dumps(data))
+    proc = _launch(tmp_path, cluster, [*SLOW_CHAIN, "--timeout", "60"])
+    pid = _wait_for(_party1_role, 60, "party 1's role process")
+    _wait_for(lambda: _has_socket(pid), 60, "party 1's sockets")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert ssh_server.cut_links() == 1
+        out, err = proc.communicate(timeout=120)
+        lines = [line for line in err.strip().splitlines() if line.startswith("privit")]
+        where = f"party 1 on {STRAND_USER}@127.0.0.1:{ssh_server.port}"
+        assert lines[-1].startswith(f"privit launch: failed: {where}: ssh connection lost"), err
+        assert proc.returncode == 1
+        # stopped by the launcher before it exited (a few seconds for the reaping)
+        _wait_for(lambda: not _role_pids(), 5, "every role process to exit")
+        assert not list(tmp_path.glob("privit-launch*"))
+    finally:
+        for left in _role_pids():  # without the fix: the frozen role and its supervisor
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_role_that_stopped_after_clean_up_is_told_from_a_killed_one(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """A role that gets SIGTERM stops as on an error and exits 143 itself; one that gets
+    SIGKILL is killed. Its supervisor passes the difference on (an exit status, or death by
+    the same signal), and `privit launch` words each as what happened."""
+    from privit.launch.role_supervisor import PID_FILE
+    from privit.launch.ssh_launch import _exit_text
+
+    cfg = RunConfig(n_parties=2, channels="insecure", job=JobSpec.make("mlp"), timeout_s=60)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    Cluster.local(2).save(tmp_path / "cluster.json")  # no peer ever comes: party 1 waits
+    supervisor = track_popen(subprocess.Popen(
+        [sys.executable, "-m", "privit.launch.role_supervisor", "--config", "config.json",
+         "--cluster", "cluster.json", "--role", "1"], cwd=tmp_path, stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    try:
+        pid_file = tmp_path / PID_FILE
+        role = int(_wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 60,
+                             "the role's pid"))
+        _wait_for(lambda: _has_socket(role), 60, "the role's sockets")  # its handlers are set
+        os.kill(role, sig)
+        _, err = supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+    if sig == signal.SIGTERM:
+        assert supervisor.returncode == 143, err
+        assert _exit_text("party 1", 143, None) == "party 1 stopped (SIGTERM) and exited 143"
+    else:
+        assert supervisor.returncode == -signal.SIGKILL, err
+        assert _exit_text("party 1", -signal.SIGKILL, None) == "party 1 was killed by SIGKILL"
+    _wait_for(lambda: not _role_pids(), 20, "the role to exit")

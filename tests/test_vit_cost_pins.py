@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 
 from privit.launch.vit_job import VitJob
-from privit.models.private_options import PRECISION_FRAC_BITS, precision_truncation
-from privit.parties.config import JobSpec, RunConfig
+from privit.parties.config import PRECISION_FRAC_BITS, JobSpec, RunConfig, precision_truncation
 from privit.parties.inmemory_run import run_in_memory_detailed
 from privit.protocols.registry import CORRELATIONS
 
