@@ -104,7 +104,9 @@ def circa_costs(method: str, numel: int, k: int, m: int, leaf: int = 2) -> OpCos
     if method in ("fss", "fss_compact"):
         return fss_costs(numel, j, product=True, shared_mask=False,
                          compact=method == "fss_compact")
-    return adder_costs(numel, j, product=True, leaf=leaf)
+    if method not in ("adder", "adder_compact"):
+        raise ValueError(f"unknown comparison method {method!r}")
+    return adder_costs(numel, j, product=True, leaf=leaf, compact=method == "adder_compact")
 
 
 def fault_probability(x: torch.Tensor, k: int, mode: str) -> torch.Tensor:

@@ -88,22 +88,14 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     stacked = torch.stack([x, sharing.add_public(sess, x, a), sharing.add_public(sess, x, -a)])
     plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
                                    product=False, compact=True)
-    if plan.method == "fss":
-        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
-        with sess.scope("pieces"):
-            bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
-        (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
-        assert y_raw is not None
-        (y,) = truncate_many(sess, [y_raw], f)
-        r, it = b0x, 2 * b0x - bpx - bmx
-    else:
-        with sess.scope("pieces"):
-            b0, bp, bm = compare.drelu(sess, stacked, method=plan.method,
-                                       bits=cfg.compare_bits)
-        kappa = 2 * b0 - bp - bm
-        prods, y = mul_many(sess, [(torch.stack([b0, kappa]), x.unsqueeze(0)), (x, None)],
-                            bits=[None, f], label="gelu")
-        r, it = prods[0], prods[1]
+    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
+    # inside step 2's opening
+    with sess.scope("pieces"):
+        bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
+    assert y_raw is not None
+    (y,) = truncate_many(sess, [y_raw], f)
+    r, it = b0x, 2 * b0x - bpx - bmx
     t = 2 * r - x
     (ty,) = mul_many(sess, [(t, y)], label="gelu")
     c0, c1, c2, c3 = cfg.coefficients
@@ -164,22 +156,15 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     stacked = torch.stack(shifted)
     plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
                                    product=False, compact=True)
-    if plan.method == "fss":
-        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
-        with sess.scope("pieces"):
-            xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
-        opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
-        assert opened.square is not None
-        coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
-        relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f, (1,))[1]
-        (y,) = truncate_many(sess, [opened.square], f)
-    else:
-        with sess.scope("pieces"):
-            bits = compare.drelu(sess, stacked, method=plan.method, bits=cfg.compare_bits)
-        coeffs = _erf_coefficients(list(bits), cfg, f)
-        first, y = mul_many(sess, [(torch.stack([bits[0], coeffs[1]]), x.unsqueeze(0)),
-                                   (x, None)], bits=[None, f], label="gelu_erf")
-        relu_x, c1x = first[0], first[1]
+    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
+    # inside step 2's opening
+    with sess.scope("pieces"):
+        xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
+    assert opened.square is not None
+    coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
+    relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f, (1,))[1]
+    (y,) = truncate_many(sess, [opened.square], f)
     second, y2 = mul_many(sess, [(torch.stack([coeffs[2], x]), y.unsqueeze(0)), (y, None)],
                           bits=None, label="gelu_erf")
     x3, x4 = truncate_many(sess, [second[1], y2], f)
