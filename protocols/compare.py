@@ -16,8 +16,8 @@ Four paths, picked per call by `method`:
 - "adder_compact": the ReLU gate on the adder whose final round is the last AND alone, d
   in XOR shares (binary.adder_drelu_xor), converted with the product inside ONE
   bit_select opening (`open_bits`): one round more than "adder", the same online bytes,
-  and 16.25 B of dealer material per element plus the tree's instead of 112 B of
-  truth-table shares (64 bits: 31.75 B against 127.5 B; Circa's 14 bits: 19.75 B
+  and 16.125 B of dealer material per element plus the tree's instead of 112 B of
+  truth-table shares (64 bits: 31.625 B against 127.5 B; Circa's 14 bits: 19.625 B
   against 115.5 B). A DReLU asked with "adder_compact" runs "adder".
 - "auto": the lowest estimate of cost_model.CostModel for the session's network, among
   the four for a ReLU gate (fss and adder for a DReLU); the choice shows in the report as
@@ -34,8 +34,8 @@ Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
 | max of two (per pair) | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
 
 (adder columns with 2-bit leaves; with 4-bit leaves relu is 5 rounds, 87.3 B, 119.5 B.)
-adder_compact relu / max of two (2-bit leaves): 7 rounds, 63.25 B online, 31.75 B offline
-(all to party 1; 4-bit leaves: 6 rounds, 87.25 B, 23.75 B).
+adder_compact relu / max of two (2-bit leaves): 7 rounds, 63.25 B online, 31.625 B offline
+(all to party 1; 4-bit leaves: 6 rounds, 87.25 B, 23.625 B).
 fss_compact relu / max of two: 2 rounds, 32.25 B online, 1854.125 B offline (919 to party
 0, 935.125 to party 1); at 24 bits 24.25 B and 564.125 B (274 / 290.125: the <= 300 B
 per element per party of issue 15 holds up to 24 bits), at 32 bits 24.25 B and 822.125 B.
@@ -261,8 +261,9 @@ def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int 
     key (method "fss_compact" runs this wide key too: no arithmetic compact DReLU);
     adder: binary.adder_gate without product.
     ROUNDS fss 1, adder log2(P) (6 at 64 bits). BYTES per element per party: fss
-    wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.7 at 64 bits).
-    OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits.
+    wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.625 at 64 bits).
+    OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits. (For the
+    bit in XOR shares, 15.625 B offline on the adder at 64 bits: `drelu_xor`.)
     """
     _check_bits(bits)
     plan = plan_comparison(sess, method, [x.numel()], bits, product=False)
@@ -326,14 +327,16 @@ def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, 
     The core of relu / maximum and of Circa's stochastic ReLU (a = truncated x). x is any
     ring value (no truncation: DReLU is 0/1). Paths: "fss" (the wide key, 1 round),
     "fss_compact" (the bit key + bit_select, 2 rounds, `_gate_fss_compact`), "adder"
-    (log2(P) rounds); "auto" the cost model's choice of the three. The report's sub-scope
-    names the path that ran.
+    (log2(P) rounds), "adder_compact" (the adder's XOR ending + bit_select, log2(P) + 1
+    rounds, `_gate_adder_compact`); "auto" the cost model's choice of the four. The
+    report's sub-scope names the path that ran.
+    ROUNDS at 64 bits (2-bit leaves): fss 1, fss_compact 2, adder 6, adder_compact 7.
     BYTES per element per party: fss 8 (x = a, bits = 64) or wire_itemsize(bits) + 8;
-    fss_compact wire_itemsize(bits) + 8 + 1/8; adder cost_model.adder_costs(product=True)
-    (31.7 at 64 bits).
+    fss_compact wire_itemsize(bits) + 8 + 1/8; adder and adder_compact
+    cost_model.adder_costs(product=True) (both 31.625 at 64 bits, 13.625 at 14).
     OFFLINE per element: fss 64 bits - 16 (4080 at 64); fss_compact
     2 bit_dcf_cw_bytes(bits - 1) + 16.125 (564.125 at 24 bits, 1854.125 at 64); adder
-    127.5 at 64 bits.
+    127.5 at 64 bits (115.5 at 14); adder_compact 31.625 at 64 bits (19.625 at 14).
     """
     _check_bits(bits)
     if x is not None and x.shape != a.shape:
@@ -350,9 +353,9 @@ def _gate_adder_compact(sess: Session, a: torch.Tensor, bits: int, x: torch.Tens
     1. binary.adder_drelu_xor: the carry tree, the last AND alone (2 masked bits);
     2. bit_select.open_bits (K = 1): d and d x in additive shares.
     ROUNDS log2(P) - log2(w) + 2 (64 bits, w = 2: 7; 14 bits: 5, w = 4: 4). BYTES per party:
-    cost_model.adder_costs(product, compact) (64 bits, w = 2: 31.625 + 1/8; 14 bits: 13.5
-    + 1/8). OFFLINE per element, all to party 1: the tree's packed products + 1/8 + 16
-    (64 bits, w = 2: 31.75; 14 bits: 19.75, w = 4: 22.75).
+    cost_model.adder_costs(product, compact) (64 bits, w = 2: 31.625; 14 bits: 13.625, as
+    "adder"). OFFLINE per element, all to party 1: the tree's packed products + 1/8 + 16
+    (64 bits, w = 2: 31.625; 14 bits: 19.625, w = 4: 17.625).
     """
     d_bits = adder_drelu_xor(sess, a, bits, leaf=leaf)
     mult = a if x is None else x
@@ -378,10 +381,10 @@ def relu_and_drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", b
     Steps: `relu_gate(x)`: fss: open x + r (64 bits, 1 round), two-word DCF gives d and
     d * x = x_hat * d - r * d; adder: carry tree, the product with x folded into the last
     round. Exact (no truncation, no error). ROUNDS fss 1, adder 6 (64 bits).
-    BYTES per element per party: fss 8, adder 31.7. OFFLINE: fss 4080, adder 127.5.
+    BYTES per element per party: fss 8, adder 31.625. OFFLINE: fss 4080, adder 127.5.
     bits < 64 (|x| < 2^(bits-1)): fss opens bits + 64 bits, keys (64 bits - 16) B.
-    fss_compact: 2 rounds, 16.125 B online per element per party, 1854.125 B offline
-    (64 bits; `relu_gate`).
+    fss_compact: 2 rounds, 16.125 B online per element per party, 1854.125 B offline;
+    adder_compact: 7 rounds, 31.625 B, 31.625 B offline (64 bits; `relu_gate`).
     """
     d, product = relu_gate(sess, x, None, bits=bits, method=method)
     return product, d
@@ -391,8 +394,8 @@ def relu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int =
          ) -> torch.Tensor:
     """Shares of max(x, 0) (fixed point in, fixed point out, exact). Costs as
     `relu_and_drelu`: fss 1 round, 8 B per element per party online, 4080 B offline;
-    fss_compact 2 rounds, 16.125 B, 1854.125 B; adder 6 rounds, 31.7 B online, 127.5 B
-    offline (64 bits)."""
+    fss_compact 2 rounds, 16.125 B, 1854.125 B; adder 6 rounds, 31.625 B online, 127.5 B
+    offline; adder_compact 7 rounds, 31.625 B, 31.625 B (64 bits, 2-bit leaves)."""
     return relu_gate(sess, x, None, bits=bits, method=method)[1]
 
 
@@ -413,8 +416,9 @@ def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "
     Steps: per level, pair elements (0, 1), (2, 3), ... along `dim` (an odd length carries
     its last element to the next level) and compute every pair of the level with ONE
     batched relu on the differences. ceil(log2(L)) levels (L = 197: 8).
-    ROUNDS levels * (1 on fss, 2 on fss_compact, 6 on adder). BYTES per pair per party: as
-    `relu` (fss 8, fss_compact 16.125, adder 31.7). OFFLINE per pair: as `relu`.
+    ROUNDS levels * (1 on fss, 2 on fss_compact, 6 on adder, 7 on adder_compact; 64 bits).
+    BYTES per pair per party: as `relu` (fss 8, fss_compact 16.125, adder and adder_compact
+    31.625). OFFLINE per pair: as `relu`.
     |a - b| must stay below 2^(bits-1).
     """
     _check_bits(bits)

@@ -17,6 +17,7 @@ from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
 from privit.protocols import binary, circa, compare, ring, sharing
+from privit.protocols.bit_select import BitSelect
 from privit.protocols.cost_model import adder_costs
 from privit.protocols.registry import CORRELATIONS
 
@@ -231,3 +232,24 @@ def test_auto_prices_the_compact_adder_and_reports_it() -> None:
     assert torch.equal(opened(res), x.clamp(min=0))
     assert {s["name"] for s in res[0][1]["scopes"]} == {"adder_compact"}
     assert res[0][1]["choices"]["compare"]["run"] == {"adder_compact": 1}
+
+
+# The compact adder ReLU gate (method "adder_compact"): adder_gate (out = OUT_XOR) and
+# bit_select's (K = 1) material; bytes per element to party 1 (party 0 receives nothing),
+# numel = 8, by (bits, leaf width). The table-ending gate: 56 + 56 B more than the tree.
+COMPACT_ADDER_GATE = {(14, 2): 19.625, (14, 4): 17.625, (17, 2): 19.625, (24, 2): 23.625,
+                      (24, 4): 19.625, (32, 2): 23.625, (64, 2): 31.625, (64, 4): 23.625}
+
+
+@pytest.mark.parametrize("bits, leaf", sorted(COMPACT_ADDER_GATE))
+def test_compact_adder_gate_bytes_per_element_are_pinned(bits: int, leaf: int) -> None:
+    numel = 8
+    prgs = [Prg(new_seed(), 5) for _ in range(2)]
+    gate = binary.AdderGate().deal((numel, bits, binary.OUT_XOR, leaf), prgs)
+    select = BitSelect().deal((1, numel, 0), prgs)
+    sent = [sum(a.nbytes for a in gate[p] + select[p]) / numel for p in (0, 1)]
+    assert sent == [0.0, COMPACT_ADDER_GATE[bits, leaf]]
+    cost = adder_costs(numel, bits, True, leaf, compact=True)
+    assert cost.offline_bytes == cost.offline_link_bytes == numel * sent[1]
+    table = adder_costs(numel, bits, True, leaf)
+    assert table.offline_bytes - cost.offline_bytes == numel * (112 - 16.125)
