@@ -1,8 +1,8 @@
 """Benchmark ops of the comparison layer (protocols/compare.py, circa.py).
 
 Rows: ReLU on 197x768 by each path ("fss": the one-round wide key, "fss_compact": the
-two-round bit key, "adder") and by `auto` (its row reports `auto_chose_fss` and
-`auto_chose_fss_compact`),
+two-round bit key, "adder", "adder_compact": the adder ending in XOR shares + bit_select)
+and by `auto` (its row reports `auto_chose_<path>` for each path),
 DReLU, Circa's stochastic ReLU at the default (k, m) on each path (its row reports
 the measured fault rate on N(0, 1) and the expected one), and max over the last dim
 of (3, 197, 197) (a softmax's row maximum).
@@ -25,7 +25,8 @@ from privit.parties.config import MIN_FRAC_BITS
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
 from privit.protocols import binary, circa, compare
-from privit.protocols.cost_model import CostModel, PathConstants
+from privit.protocols.bit_select import BitSelect, open_bits
+from privit.protocols.cost_model import PATHS, CostModel, PathConstants
 from privit.protocols.fss_correlations import DreluFss, ReluFss
 
 ELEMENTWISE = (197, 768)
@@ -60,14 +61,13 @@ class _Choice:
         self.method = compare.choose_method(sess, "auto", numels, 64, product=True)
         model = compare.ComparisonConfig().cost_model
         self.estimates_s = {m: model.estimate_s(m, numels, 64, True, sess.cfg.network)
-                            for m in ("fss", "fss_compact", "adder")}
+                            for m in PATHS}
 
 
 def _auto_check(choice: _Choice) -> Callable[[torch.Tensor, torch.Tensor, Plain], dict[str, float]]:
     def check(result: torch.Tensor, reference: torch.Tensor, plain: Plain) -> dict[str, float]:
         return {**default_check(result, reference, plain),
-                "auto_chose_fss": float(choice.method == "fss"),
-                "auto_chose_fss_compact": float(choice.method == "fss_compact"),
+                **{f"auto_chose_{m}": float(choice.method == m) for m in PATHS},
                 **{f"est_{m}_ms": 1e3 * t for m, t in choice.estimates_s.items()}}
     return check
 
@@ -128,6 +128,9 @@ OPS = [
             _normal(ELEMENTWISE), _method_run(compare.relu, "fss_compact"), _relu_ref),
     BenchOp("relu_adder", _EW, "ReLU with a boolean-adder comparison",
             _normal(ELEMENTWISE), _method_run(compare.relu, "adder"), _relu_ref),
+    BenchOp("relu_adder_compact", _EW,
+            "ReLU on the adder ending in XOR shares + bit_select (one round more)",
+            _normal(ELEMENTWISE), _method_run(compare.relu, "adder_compact"), _relu_ref),
     BenchOp("relu_auto", _EW, "ReLU, comparison protocol picked by the cost model",
             _normal(ELEMENTWISE), _relu_auto(_relu_choice), _relu_ref,
             check=_auto_check(_relu_choice)),
@@ -147,12 +150,19 @@ OPS = [
     BenchOp("stochastic_relu_adder", _EW, "Circa's stochastic ReLU, boolean-adder comparison",
             _normal(ELEMENTWISE), _circa_run("adder"), _relu_ref,
             check=_circa_check),
+    BenchOp("stochastic_relu_adder_compact", _EW,
+            "Circa's stochastic ReLU, adder ending in XOR shares + bit_select",
+            _normal(ELEMENTWISE), _circa_run("adder_compact"), _relu_ref,
+            check=_circa_check),
     BenchOp("max_fss", _SC, "row maximum by a tree of FSS ReLUs",
             _normal(SCORES), _method_run(compare.maximum, "fss"), _max_ref),
     BenchOp("max_fss_compact", _SC, "row maximum by a tree of compact FSS ReLUs",
             _normal(SCORES), _method_run(compare.maximum, "fss_compact"), _max_ref),
     BenchOp("max_adder", _SC, "row maximum by a tree of boolean-adder ReLUs",
             _normal(SCORES), _method_run(compare.maximum, "adder"), _max_ref),
+    BenchOp("max_adder_compact", _SC,
+            "row maximum by a tree of adder ReLUs ending in XOR shares + bit_select",
+            _normal(SCORES), _method_run(compare.maximum, "adder_compact"), _max_ref),
     BenchOp("max_auto", _SC, "row maximum, comparison protocol picked by the cost model",
             _normal(SCORES), _max_auto(_max_choice), _max_ref,
             check=_auto_check(_max_choice)),
@@ -231,8 +241,27 @@ def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
     adder = PathConstants(1e-3, 5e-4, max(times[14, 2] / numel - 16 * per_position, 0.0),
                           per_position)
     leaf4 = max((times[14, 4] - times[14, 2]) / numel, 0.0)
+    # "adder_compact": the XOR-ending gate + bit_select, beyond the table-ending gate
+    compact_params = (numel, 14, binary.OUT_XOR, 2)
+    seeds = [new_seed(), new_seed()]
+    gate = binary.AdderGate()
+    dealt = gate.deal(compact_params, [Prg(s, 0) for s in seeds])
+    adder_mat = gate.expand(compact_params, 0, 2, Prg(seeds[0], 0), dealt[0])
+    select = BitSelect()
+    select_params = (1, numel, 0)
+    dealt = select.deal(select_params, [Prg(s, 1) for s in seeds])
+    select_mat = select.expand(select_params, 0, 2, Prg(seeds[0], 1), dealt[0])
+
+    adder_sess: Any = _Mirror(adder_mat)
+    select_sess: Any = _Mirror(select_mat)
+
+    def run_compact() -> Any:
+        bits = binary.adder_drelu_xor(adder_sess, x, 14)
+        return open_bits(select_sess, bits.unsqueeze(0), x, square=False, label="relu_bit")
+
+    select_s = max((_best_s(run_compact, reps) - times[14, 2]) / numel, 0.0)
     return CostModel(fss_drelu=fits["drelu"], fss_relu=fits["relu"], adder=adder,
-                     adder_leaf4_per_elem_s=leaf4)
+                     adder_leaf4_per_elem_s=leaf4, bit_select_per_elem_s=select_s)
 
 
 if __name__ == "__main__":

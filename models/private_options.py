@@ -11,7 +11,7 @@ from privit.parties.config import PRECISION_FRAC_BITS
 
 GELU_KINDS = ("poly", "quad", "erf")
 RELU_KINDS = ("exact", "stochastic")
-COMPARE_METHODS = ("auto", "fss", "fss_compact", "adder")
+COMPARE_METHODS = ("auto", "fss", "fss_compact", "adder", "adder_compact")
 SOFTMAX_KINDS = ("exact", "2quad")
 SCALE_ORDERS = ("auto", "qk", "kv")
 PRECISIONS = tuple(PRECISION_FRAC_BITS)  # their bits and truncation: parties/config.py
@@ -27,8 +27,8 @@ class PrivateOptions:
     relu: the ReLU inside ReLU-softmax heads: "exact" or Circa's "stochastic" ReLU with
       `circa_k` low bits dropped and `circa_m` magnitude bits (None: circa.default_params,
       k = f - 6 and m = f + 6).
-    compare: comparison method for every ReLU/DReLU ("auto", "fss", "fss_compact", "adder";
-      compare.py's module docstring).
+    compare: comparison method for every ReLU/DReLU ("auto", "fss", "fss_compact", "adder",
+      "adder_compact"; compare.py's module docstring).
     softmax: the teacher's heads: "exact" softmax or MPCFormer's "2quad".
     scale_order: ScaleAttn product order, "qk" = (Q K^T) V, "kv" = Q (K^T V), "auto" =
       the one opening fewer elements for the shape.

@@ -7,7 +7,7 @@ dataclasses built by launch/ (or the defaults) and passed down explicitly. Deriv
 cached per config value; nothing is computed at import.
 
 `method` is the comparison path of protocols/compare.py ("auto", "fss", "fss_compact",
-"adder"; "fss_compact": 2 rounds per ReLU gate instead of 1); the
+"adder", "adder_compact"; the compact ones: one round more per ReLU gate); the
 round counts in the docstrings are those of the FSS path (1 round per comparison step);
 "adder" replaces each comparison step's 1 round by its log2(P) rounds (6 at 64 bits).
 """
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.polynomial import chebyshev, polynomial
 
-METHODS = ("auto", "fss", "fss_compact", "adder")
+METHODS = ("auto", "fss", "fss_compact", "adder", "adder_compact")
 T = TypeVar("T", bound=Any)
 
 

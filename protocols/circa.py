@@ -20,8 +20,8 @@ For x ~ N(0, sigma^2) in real units the expected fault rate is about
 
 stochastic_relu is relu_gate(a, x): DReLU of the j-bit a times the full 64-bit x, one
 round on the FSS path (opening j + 64 bits per element per party), log2(P_j) rounds on
-the adder path. Savings against exact ReLU at 64 bits: see `circa_costs` and
-docs/comparison.md.
+the adder path, one more on "adder_compact" (the XOR ending + bit_select). Savings against
+exact ReLU at 64 bits: see `circa_costs` and docs/comparison.md.
 """
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ def stochastic_drelu(sess: Session, x: torch.Tensor, *, k: int, m: int, mode: st
     """Shares of Circa's stochastic DReLU(x) (0/1); |x| < 2^m, faults as in the module doc.
 
     Steps: 1. a_i = truncated_share(x_i) (local); 2. compare.drelu(a, bits=j).
-    ROUNDS fss 1, adder log2(P_j). BYTES per element per party: fss wire_itemsize(j),
-    adder cost_model.adder_costs(j). OFFLINE per element: fss 48 j - 24, adder (see
-    adder_costs). j = m - k + 2.
+    ROUNDS fss 1, adder log2(P_j) ("adder_compact" runs "adder": no XOR consumer here).
+    BYTES per element per party: fss wire_itemsize(j), adder cost_model.adder_costs(j).
+    OFFLINE per element: fss 48 j - 24, adder (see adder_costs). j = m - k + 2.
     """
     j = compared_bits(k, m)
     return compare.drelu(sess, truncated_share(sess, x, k, mode), method=method, bits=j)
@@ -91,6 +91,10 @@ def stochastic_relu(sess: Session, x: torch.Tensor, *, k: int, m: int, mode: str
     fss_compact (compare._gate_fss_compact): 2 rounds, wire_itemsize(j) + 8.125 B per
     element per party (j = 14: 10.125), OFFLINE 2 bit_dcf_cw_bytes(j - 1) + 16.125
     (j = 14: 242.125, against 1854.125 for the exact ReLU on it at 64 bits).
+    adder_compact (compare._gate_adder_compact): log2(P_j) + 1 rounds (j = 14: 5; 4 with
+    4-bit leaves), adder_costs(j, product, compact) (j = 14: 13.625 B, as "adder"),
+    OFFLINE the tree's products + 1/8 + 16 (j = 14: 19.625, against 31.625 for the exact
+    ReLU on the same path and 127.5 on "adder": 1.6x and 6.5x fewer).
     """
     j = compared_bits(k, m)
     a = truncated_share(sess, x, k, mode)
@@ -104,7 +108,9 @@ def circa_costs(method: str, numel: int, k: int, m: int, leaf: int = 2) -> OpCos
     if method in ("fss", "fss_compact"):
         return fss_costs(numel, j, product=True, shared_mask=False,
                          compact=method == "fss_compact")
-    return adder_costs(numel, j, product=True, leaf=leaf)
+    if method not in ("adder", "adder_compact"):
+        raise ValueError(f"unknown comparison method {method!r}")
+    return adder_costs(numel, j, product=True, leaf=leaf, compact=method == "adder_compact")
 
 
 def fault_probability(x: torch.Tensor, k: int, mode: str) -> torch.Tensor:

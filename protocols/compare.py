@@ -1,6 +1,6 @@
 """Comparison, DReLU, ReLU, select and maximum on additive shares (2 parties + dealer).
 
-Three paths, picked per call by `method`:
+Four paths, picked per call by `method`:
 - "fss": dealer-assisted function secret sharing (as in SIGMA / Orca): the parties open
   the input masked by the dealer's r (1 round) and evaluate DCF keys locally.
   DReLU uses dcf.py's key (`drelu_fss`); ReLU uses the two-word DCF of relu_fss.py
@@ -13,9 +13,16 @@ Three paths, picked per call by `method`:
   log2(P) rounds (6 for 64 bits; one fewer with 4-bit leaves, which the cost model picks
   where a round costs more than their extra bytes), about 24-32 B per element per party,
   cheap to compute.
+- "adder_compact": the ReLU gate on the adder whose final round is the last AND alone, d
+  in XOR shares (binary.adder_drelu_xor), converted with the product inside ONE
+  bit_select opening (`open_bits`): one round more than "adder", the same online bytes,
+  and 16.125 B of dealer material per element plus the tree's instead of 112 B of
+  truth-table shares (64 bits: 31.625 B against 127.5 B; Circa's 14 bits: 19.625 B
+  against 115.5 B). A DReLU asked with "adder_compact" runs "adder".
 - "auto": the lowest estimate of cost_model.CostModel for the session's network, among
-  the three for a ReLU gate (fss and adder for a DReLU); the choice shows in the report as
-  a sub-scope named after the path ("fss"/"fss_compact"/"adder") and in `auto_choices`.
+  the four for a ReLU gate (fss and adder for a DReLU); the choice shows in the report as
+  a sub-scope named after the path ("fss"/"fss_compact"/"adder"/"adder_compact") and in
+  `auto_choices`.
 
 Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
 (payload; each message adds a ~50-60 B header); offline: the dealer's payload to both:
@@ -27,6 +34,8 @@ Per element, 64-bit inputs, 2 parties, online bytes for BOTH parties together
 | max of two (per pair) | 1 | 16 | 4080 | 6 | 63.4 | 127.5 |
 
 (adder columns with 2-bit leaves; with 4-bit leaves relu is 5 rounds, 87.3 B, 119.5 B.)
+adder_compact relu / max of two (2-bit leaves): 7 rounds, 63.25 B online, 31.625 B offline
+(all to party 1; 4-bit leaves: 6 rounds, 87.25 B, 23.625 B).
 fss_compact relu / max of two: 2 rounds, 32.25 B online, 1854.125 B offline (919 to party
 0, 935.125 to party 1); at 24 bits 24.25 B and 564.125 B (274 / 290.125: the <= 300 B
 per element per party of issue 15 holds up to 24 bits), at 32 bits 24.25 B and 822.125 B.
@@ -45,7 +54,7 @@ import torch
 from privit.parties.config import NETWORK_PRESETS
 from privit.parties.session import Session
 from privit.protocols import beaver
-from privit.protocols.binary import adder_gate
+from privit.protocols.binary import adder_drelu_xor, adder_gate
 from privit.protocols.bit_select import open_bits
 from privit.protocols.cost_model import DEFAULT_COST_MODEL, CostModel, wire_itemsize
 from privit.protocols.dcf import DreluMaterial, drelu_eval
@@ -54,15 +63,15 @@ from privit.protocols.fss_correlations import bit_dcf_keys, drelu_dcf_keys, relu
 from privit.protocols.relu_fss import relu_gate_eval
 
 RING_BITS = 64
-METHODS = ("auto", "fss", "fss_compact", "adder")
+METHODS = ("auto", "fss", "fss_compact", "adder", "adder_compact")
 _WIRE = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32, 8: torch.int64}
 _NP_WIRE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.int64}
 
 
 @dataclass(frozen=True)
 class ComparisonConfig:
-    """How comparisons run: method "auto" | "fss" | "fss_compact" | "adder", and the cost
-    model for auto."""
+    """How comparisons run: method "auto" | "fss" | "fss_compact" | "adder" |
+    "adder_compact", and the cost model for auto."""
 
     method: str = "auto"
     cost_model: CostModel = field(default=DEFAULT_COST_MODEL)
@@ -81,9 +90,11 @@ def _config(method: Method) -> ComparisonConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a comparison runs: method "fss" | "adder", the adder's leaf width, and for
-    "fss" whether on the compact bit keys (drelu_xor; a ReLU gate then converts its bit
-    with bit_select: 2 rounds) or the wide ones (1 round)."""
+    """What a comparison runs: method "fss" | "adder", the adder's leaf width, and whether
+    the comparison leaves its bit in XOR shares (`compact`; a ReLU gate then converts it
+    with bit_select: one round more): for "fss" the compact bit keys (drelu_xor) instead
+    of the wide ones, for "adder" the XOR ending (adder_drelu_xor) instead of the truth
+    tables."""
 
     method: str
     leaf: int = 2
@@ -91,18 +102,20 @@ class Plan:
 
     @property
     def name(self) -> str:
-        """The path's name in reports (sub-scope, auto_choices): fss, fss_compact, adder."""
-        return "fss_compact" if self.method == "fss" and self.compact else self.method
+        """The path's name in reports (sub-scope, auto_choices): fss, fss_compact, adder,
+        adder_compact."""
+        return f"{self.method}_compact" if self.compact else self.method
 
 
 def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: int,
                     product: bool, shared_mask: bool = True, compact: bool = False) -> Plan:
     """The path (auto: the cost model's lowest estimate for the session's network, among
-    the wide FSS key, the compact one for ReLU gates (`product`) and the adder) and, for
-    the adder, its leaf width (always the cost model's choice), for sequential comparisons
-    on `numels` elements. `compact`: the caller's FSS path is the bit keys (GeLU's
-    drelu_xor, product=False). "fss_compact" asked for a DReLU without `compact` runs the
-    wide key (the arithmetic DReLU has no compact variant)."""
+    the wide FSS key, the adder and, for ReLU gates (`product`), their compact variants)
+    and, for the adder, its leaf width (always the cost model's choice), for sequential
+    comparisons on `numels` elements. `compact`: the caller takes the bits in XOR shares
+    (GeLU's drelu_xor, product=False; on the adder path adder_drelu_xor).
+    "fss_compact" / "adder_compact" asked for a DReLU without `compact` run "fss" /
+    "adder" (the arithmetic DReLU has no compact variant)."""
     cfg = _config(method)
     if sess.n != 2:
         raise NotImplementedError(
@@ -120,20 +133,21 @@ def plan_comparison(sess: Session, method: Method, numels: Sequence[int], bits: 
                 name: _plan(model.choose(numels, bits, product, NETWORK_PRESETS[name],
                                          shared_mask, compact), product, compact).name
                 for name in ("lan", "wan")}})
-    if chosen == "adder":
-        return Plan("adder", model.adder_leaf(numels, bits, product, network))
-    return _plan(chosen, product, compact)
+    plan = _plan(chosen, product, compact)
+    if plan.method == "adder":
+        return replace(plan, leaf=model.adder_leaf(numels, bits, product, network,
+                                                   plan.compact))
+    return plan
 
 
 def _plan(chosen: str, product: bool, compact: bool) -> Plan:
-    if chosen == "adder":
-        return Plan("adder")
-    return Plan("fss", compact=compact or (product and chosen == "fss_compact"))
+    method = "adder" if chosen in ("adder", "adder_compact") else "fss"
+    return Plan(method, compact=compact or (product and chosen.endswith("_compact")))
 
 
 def choose_method(sess: Session, method: Method, numels: Sequence[int], bits: int,
                   product: bool, shared_mask: bool = True) -> str:
-    """"fss", "fss_compact" or "adder" for sequential comparisons on `numels` elements
+    """The path's name (cost_model.PATHS) for sequential comparisons on `numels` elements
     (auto: cost model)."""
     return plan_comparison(sess, method, numels, bits, product, shared_mask).name
 
@@ -247,8 +261,9 @@ def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int 
     key (method "fss_compact" runs this wide key too: no arithmetic compact DReLU);
     adder: binary.adder_gate without product.
     ROUNDS fss 1, adder log2(P) (6 at 64 bits). BYTES per element per party: fss
-    wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.7 at 64 bits).
-    OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits.
+    wire_itemsize(bits) (8 at 64 bits), adder cost_model.adder_costs (23.625 at 64 bits).
+    OFFLINE per element: fss 48 bits - 24 (3048 at 64), adder 71.5 at 64 bits. (For the
+    bit in XOR shares, 15.625 B offline on the adder at 64 bits: `drelu_xor`.)
     """
     _check_bits(bits)
     plan = plan_comparison(sess, method, [x.numel()], bits, product=False)
@@ -258,16 +273,24 @@ def drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int 
         return adder_gate(sess, x, bits, leaf=plan.leaf)[0]
 
 
-def drelu_xor(sess: Session, x: torch.Tensor, *, bits: int = 64) -> torch.Tensor:
-    """XOR shares (uint8 0/1, x's shape) of DReLU(x), FSS path only, on the compact bit DCF
-    (dcf_bit.py, kind `drelu_bit_fss`), for consumers that convert the bits inside their
-    next product's opening (bit_select.py). |x| < 2^(bits-1) as for `drelu`.
-    Steps: 1. open x + r mod 2^bits (1 round); 2. bit_drelu_eval locally.
-    ROUNDS 1, BYTES numel * wire_itemsize(bits) per party (as `drelu`); OFFLINE per element
-    2 bit_dcf_cw_bytes(bits - 1) + 1/8 (bits = 32: 806, against 1512 for `drelu`)."""
+def drelu_xor(sess: Session, x: torch.Tensor, *, bits: int = 64, plan: Plan | None = None
+              ) -> torch.Tensor:
+    """XOR shares (uint8 0/1, x's shape) of DReLU(x), for consumers that convert the bits
+    inside their next product's opening (bit_select.py). |x| < 2^(bits-1) as for `drelu`.
+    plan: None or an "fss" plan: the compact bit DCF (dcf_bit.py, kind `drelu_bit_fss`);
+    an "adder" plan: binary.adder_drelu_xor with its leaf width.
+    fss steps: 1. open x + r mod 2^bits (1 round); 2. bit_drelu_eval locally.
+    ROUNDS fss 1, adder log2(P) - log2(w) + 1 (as `drelu`). BYTES per party: fss numel
+    wire_itemsize(bits) (as `drelu`), adder cost_model.adder_costs(compact=True) (the
+    DReLU's minus 1 bit per element). OFFLINE per element: fss 2 bit_dcf_cw_bytes(bits -
+    1) + 1/8 (bits = 32: 806, against 1512 for `drelu`), adder the tree's packed products
+    + 1/8 (bits = 32: 7.625, against 63.5 for `drelu`)."""
     _check_bits(bits)
     if sess.n != 2:
         raise NotImplementedError(f"comparisons are implemented for 2 parties, not {sess.n}")
+    if plan is not None and plan.method == "adder":
+        with sess.scope("adder"):
+            return adder_drelu_xor(sess, x, bits, leaf=plan.leaf)
     with sess.scope("fss"):
         return _drelu_bits(sess, x, bits)
 
@@ -304,14 +327,16 @@ def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, 
     The core of relu / maximum and of Circa's stochastic ReLU (a = truncated x). x is any
     ring value (no truncation: DReLU is 0/1). Paths: "fss" (the wide key, 1 round),
     "fss_compact" (the bit key + bit_select, 2 rounds, `_gate_fss_compact`), "adder"
-    (log2(P) rounds); "auto" the cost model's choice of the three. The report's sub-scope
-    names the path that ran.
+    (log2(P) rounds), "adder_compact" (the adder's XOR ending + bit_select, log2(P) + 1
+    rounds, `_gate_adder_compact`); "auto" the cost model's choice of the four. The
+    report's sub-scope names the path that ran.
+    ROUNDS at 64 bits (2-bit leaves): fss 1, fss_compact 2, adder 6, adder_compact 7.
     BYTES per element per party: fss 8 (x = a, bits = 64) or wire_itemsize(bits) + 8;
-    fss_compact wire_itemsize(bits) + 8 + 1/8; adder cost_model.adder_costs(product=True)
-    (31.7 at 64 bits).
+    fss_compact wire_itemsize(bits) + 8 + 1/8; adder and adder_compact
+    cost_model.adder_costs(product=True) (both 31.625 at 64 bits, 13.625 at 14).
     OFFLINE per element: fss 64 bits - 16 (4080 at 64); fss_compact
     2 bit_dcf_cw_bytes(bits - 1) + 16.125 (564.125 at 24 bits, 1854.125 at 64); adder
-    127.5 at 64 bits.
+    127.5 at 64 bits (115.5 at 14); adder_compact 31.625 at 64 bits (19.625 at 14).
     """
     _check_bits(bits)
     if x is not None and x.shape != a.shape:
@@ -322,10 +347,28 @@ def relu_gate(sess: Session, a: torch.Tensor, x: torch.Tensor | None = None, *, 
         return _gate(sess, a, bits, x, plan)
 
 
+def _gate_adder_compact(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None,
+                        leaf: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DReLU(a) and DReLU(a) * x (x = a when None) on the adder ending in XOR shares:
+    1. binary.adder_drelu_xor: the carry tree, the last AND alone (2 masked bits);
+    2. bit_select.open_bits (K = 1): d and d x in additive shares.
+    ROUNDS log2(P) - log2(w) + 2 (64 bits, w = 2: 7; 14 bits: 5, w = 4: 4). BYTES per party:
+    cost_model.adder_costs(product, compact) (64 bits, w = 2: 31.625; 14 bits: 13.625, as
+    "adder"). OFFLINE per element, all to party 1: the tree's packed products + 1/8 + 16
+    (64 bits, w = 2: 31.625; 14 bits: 19.625, w = 4: 17.625).
+    """
+    d_bits = adder_drelu_xor(sess, a, bits, leaf=leaf)
+    mult = a if x is None else x
+    opened = open_bits(sess, d_bits.unsqueeze(0), mult, square=False, label="relu_bit")
+    return opened.bits[0], opened.products[0]
+
+
 def _gate(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None, plan: Plan
           ) -> tuple[torch.Tensor, torch.Tensor]:
     if plan.method == "fss":
         return (_gate_fss_compact if plan.compact else _gate_fss)(sess, a, bits, x)
+    if plan.compact:
+        return _gate_adder_compact(sess, a, bits, x, plan.leaf)
     d, product = adder_gate(sess, a, bits, a if x is None else x, leaf=plan.leaf)
     assert product is not None
     return d, product
@@ -338,10 +381,10 @@ def relu_and_drelu(sess: Session, x: torch.Tensor, *, method: Method = "auto", b
     Steps: `relu_gate(x)`: fss: open x + r (64 bits, 1 round), two-word DCF gives d and
     d * x = x_hat * d - r * d; adder: carry tree, the product with x folded into the last
     round. Exact (no truncation, no error). ROUNDS fss 1, adder 6 (64 bits).
-    BYTES per element per party: fss 8, adder 31.7. OFFLINE: fss 4080, adder 127.5.
+    BYTES per element per party: fss 8, adder 31.625. OFFLINE: fss 4080, adder 127.5.
     bits < 64 (|x| < 2^(bits-1)): fss opens bits + 64 bits, keys (64 bits - 16) B.
-    fss_compact: 2 rounds, 16.125 B online per element per party, 1854.125 B offline
-    (64 bits; `relu_gate`).
+    fss_compact: 2 rounds, 16.125 B online per element per party, 1854.125 B offline;
+    adder_compact: 7 rounds, 31.625 B, 31.625 B offline (64 bits; `relu_gate`).
     """
     d, product = relu_gate(sess, x, None, bits=bits, method=method)
     return product, d
@@ -351,8 +394,8 @@ def relu(sess: Session, x: torch.Tensor, *, method: Method = "auto", bits: int =
          ) -> torch.Tensor:
     """Shares of max(x, 0) (fixed point in, fixed point out, exact). Costs as
     `relu_and_drelu`: fss 1 round, 8 B per element per party online, 4080 B offline;
-    fss_compact 2 rounds, 16.125 B, 1854.125 B; adder 6 rounds, 31.7 B online, 127.5 B
-    offline (64 bits)."""
+    fss_compact 2 rounds, 16.125 B, 1854.125 B; adder 6 rounds, 31.625 B online, 127.5 B
+    offline; adder_compact 7 rounds, 31.625 B, 31.625 B (64 bits, 2-bit leaves)."""
     return relu_gate(sess, x, None, bits=bits, method=method)[1]
 
 
@@ -373,8 +416,9 @@ def maximum(sess: Session, x: torch.Tensor, dim: int = -1, *, method: Method = "
     Steps: per level, pair elements (0, 1), (2, 3), ... along `dim` (an odd length carries
     its last element to the next level) and compute every pair of the level with ONE
     batched relu on the differences. ceil(log2(L)) levels (L = 197: 8).
-    ROUNDS levels * (1 on fss, 2 on fss_compact, 6 on adder). BYTES per pair per party: as
-    `relu` (fss 8, fss_compact 16.125, adder 31.7). OFFLINE per pair: as `relu`.
+    ROUNDS levels * (1 on fss, 2 on fss_compact, 6 on adder, 7 on adder_compact; 64 bits).
+    BYTES per pair per party: as `relu` (fss 8, fss_compact 16.125, adder and adder_compact
+    31.625). OFFLINE per pair: as `relu`.
     |a - b| must stay below 2^(bits-1).
     """
     _check_bits(bits)

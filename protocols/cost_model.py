@@ -2,8 +2,9 @@
 
 `fss_costs` and `adder_costs` give what a comparison sends, formula by formula from the
 protocols (compare.py, binary.py); tests check them against the wire. `CostModel`
-turns them into an estimated time for `method="auto"`, for each of the three paths
-("fss": the one-round wide key; "fss_compact": the two-round bit key; "adder"):
+turns them into an estimated time for `method="auto"`, for each of the four paths
+("fss": the one-round wide key; "fss_compact": the two-round bit key; "adder";
+"adder_compact": the adder ending in XOR shares, then bit_select, one round more):
 
     T = compute(path, numel, bits) + bytes_per_party / bandwidth + rounds * latency
         + dealer(path)   (objective "whole": key generation + the busier dealer link)
@@ -26,7 +27,7 @@ from privit.parties.config import NetworkConfig
 from privit.protocols.dcf_bit import bit_dcf_cw_bytes, leaf_bits
 
 RING_BITS = 64
-PATHS = ("fss", "fss_compact", "adder")
+PATHS = ("fss", "fss_compact", "adder", "adder_compact")
 
 
 def wire_itemsize(bits: int) -> int:
@@ -108,7 +109,8 @@ def adder_leaves(bits: int) -> tuple[int, ...]:
     return (2, 4) if _positions(bits) >= 8 else (2,)
 
 
-def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2) -> OpCost:
+def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2,
+                compact: bool = False) -> OpCost:
     """The adder path (binary.py): P = positions, leaf blocks of `leaf` bits,
     rounds log2(P) - log2(leaf) + 1.
 
@@ -116,14 +118,28 @@ def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2) -> OpCost:
     level of width w 3 values of w/2 bits, the final 3 bits; all bit-packed.
     Offline (party 1): the packed products (2 values per leaf and per level) and 7 (14)
     int64 truth-table shares.
+    `compact` (binary.adder_drelu_xor, DReLU in XOR shares): the final round opens 2 bits
+    (a Beaver AND) and the dealer sends 1 packed bit instead of the tables; with `product`
+    (compare's "adder_compact" gate) bit_select.open_bits follows (K = 1): one round more,
+    ceil(N / 8) + 8 N B per party online, 16 N B offline (party 1), and the leaf round
+    sends no multiplicand.
     """
     lanes = _positions(bits) // leaf
     widths = adder_level_widths(bits, leaf)
-    online = _packed(((1 << leaf) - 1) * numel, lanes) + (8 * numel if product else 0)
-    online += sum(_packed(3 * numel, w // 2) for w in widths) + _packed(3 * numel, 1)
-    offline = _packed(2 * numel, lanes) + sum(_packed(2 * numel, w // 2) for w in widths)
-    offline += 8 * 7 * numel * (2 if product else 1)
     rounds = len(widths) + 2
+    tree_online = _packed(((1 << leaf) - 1) * numel, lanes)
+    tree_online += sum(_packed(3 * numel, w // 2) for w in widths)
+    tree_offline = _packed(2 * numel, lanes) + sum(_packed(2 * numel, w // 2) for w in widths)
+    if compact:
+        online = tree_online + _packed(2 * numel, 1)
+        offline = tree_offline + _packed(numel, 1)
+        if product:
+            rounds += 1
+            online += _packed(numel, 1) + 8 * numel
+            offline += 16 * numel
+        return OpCost(rounds, online, rounds, offline, offline)  # all of it to party 1
+    online = tree_online + (8 * numel if product else 0) + _packed(3 * numel, 1)
+    offline = tree_offline + 8 * 7 * numel * (2 if product else 1)
     return OpCost(rounds, online, rounds, offline, offline)  # all of it to party 1
 
 
@@ -170,6 +186,11 @@ class CostModel:
     fss_drelu_bit: PathConstants = PathConstants(1e-3, 0.0, 1.8e-8, 1.3e-8)
     fss_compact: PathConstants = PathConstants(2e-3, 0.0, 7.6e-8, 1.5e-8)
     adder: PathConstants = PathConstants(1e-3, 5e-4, 2.5e-8, 4e-10)
+    # "adder_compact" gates: bit_select.open_bits after the XOR-ending adder, per element
+    # beyond the table-ending gate's compute. Measured -15 to +3 ns (one party, M = 151,296,
+    # 14 and 64 bits, best of 5, loaded VM): the conversion costs about what the table
+    # lookups (np.take of two 8-entry tables) it replaces cost; hence 0.
+    bit_select_per_elem_s: float = 0.0
     adder_leaf4_per_elem_s: float = 1.5e-8  # 4-bit leaves: 15 monomials per block to mask
     loopback_rtt_s: float = 130e-6
     loopback_bandwidth_Bps: float = 1.5e9
@@ -196,7 +217,8 @@ class CostModel:
 
     def compute_s(self, method: str, numel: int, bits: int, product: bool, leaf: int = 2,
                   compact: bool = False) -> float:
-        """Local compute of one call; method "fss" with `compact` is "fss_compact"."""
+        """Local compute of one call; method "fss" with `compact` is "fss_compact", "adder"
+        with `compact` "adder_compact"."""
         if method in ("fss", "fss_compact"):
             compact = compact or method == "fss_compact"
             if compact:
@@ -205,11 +227,14 @@ class CostModel:
                 c = self.fss_relu if product else self.fss_drelu
             return c.per_call_s + c.per_round_s + numel * (
                 c.per_elem_s + c.per_elem_level_s * fss_key_levels(bits, compact))
-        if method == "adder":
+        if method in ("adder", "adder_compact"):
+            compact = compact or method == "adder_compact"
             p = _positions(bits)
-            rounds = adder_costs(0, bits, product, leaf).rounds
+            rounds = adder_costs(0, bits, product, leaf, compact).rounds
             c = self.adder
             extra = self.adder_leaf4_per_elem_s if leaf == 4 else 0.0
+            if compact and product:
+                extra += self.bit_select_per_elem_s
             return c.per_call_s + c.per_round_s * rounds + numel * (
                 c.per_elem_s + c.per_elem_level_s * p + extra)
         raise ValueError(f"unknown comparison method {method!r}")
@@ -233,9 +258,10 @@ class CostModel:
 
     def costs(self, method: str, numel: int, bits: int, product: bool, shared_mask: bool = True,
               leaf: int = 2, compact: bool = False) -> OpCost:
-        """The exact OpCost of `method` ("fss" with `compact` is "fss_compact")."""
-        if method == "adder":
-            return adder_costs(numel, bits, product, leaf)
+        """The exact OpCost of `method` ("fss" with `compact` is "fss_compact", "adder"
+        with `compact` "adder_compact")."""
+        if method in ("adder", "adder_compact"):
+            return adder_costs(numel, bits, product, leaf, compact or method == "adder_compact")
         if method not in ("fss", "fss_compact"):
             raise ValueError(f"unknown comparison method {method!r}")
         return fss_costs(numel, bits, product, shared_mask, compact or method == "fss_compact")
@@ -243,11 +269,12 @@ class CostModel:
     def estimate_s(self, method: str, numels: Sequence[int], bits: int, product: bool,
                    network: NetworkConfig, shared_mask: bool = True, leaf: int | None = None,
                    compact: bool = False) -> float:
-        """Estimated wall time of sequential calls on `numels` elements each (method "fss",
-        "fss_compact" or "adder"; adder: with the given leaf width, or the best one), with
-        the dealer's share (`objective`)."""
-        if method == "adder" and leaf is None:
-            leaf = self.adder_leaf(numels, bits, product, network)
+        """Estimated wall time of sequential calls on `numels` elements each (method of
+        PATHS; adder: with the given leaf width, or the best one), with the dealer's share
+        (`objective`)."""
+        if method in ("adder", "adder_compact") and leaf is None:
+            leaf = self.adder_leaf(numels, bits, product, network,
+                                   compact or method == "adder_compact")
         latency, bandwidth = self.network_terms(network)
         total = 0.0
         for numel in numels:
@@ -258,11 +285,12 @@ class CostModel:
         return total
 
     def adder_leaf(self, numels: Sequence[int], bits: int, product: bool,
-                   network: NetworkConfig) -> int:
+                   network: NetworkConfig, compact: bool = False) -> int:
         """The adder's leaf width with the lower estimate: 4 saves a round for more bytes
-        (2 on ties)."""
+        (2 on ties); `compact`: of the XOR-output variant ("adder_compact")."""
         return min(adder_leaves(bits), key=lambda w: (
-            self.estimate_s("adder", numels, bits, product, network, leaf=w), w))
+            self.estimate_s("adder", numels, bits, product, network, leaf=w,
+                            compact=compact), w))
 
     def choose(self, numels: Sequence[int], bits: int, product: bool, network: NetworkConfig,
                shared_mask: bool = True, compact: bool = False,
@@ -270,10 +298,12 @@ class CostModel:
         """The path of `paths` with the lowest estimate (earlier in PATHS on ties).
 
         ReLU gates (product) weigh the wide key ("fss") against the compact one
-        ("fss_compact"); a DReLU has one FSS variant, the compact one when `compact`
-        (GeLU's drelu_xor), and "fss" names it."""
+        ("fss_compact") and the adder's table ending ("adder") against its XOR ending +
+        bit_select ("adder_compact"); a DReLU has one variant per path, the XOR-output one
+        when `compact` (GeLU's drelu_xor, whose consumer converts the bits), and "fss" and
+        "adder" name them."""
         if not product:
-            paths = [p for p in paths if p != "fss_compact"] or ["fss"]
+            paths = [p for p in paths if p not in ("fss_compact", "adder_compact")] or ["fss"]
         return min(paths, key=lambda m: (
             self.estimate_s(m, numels, bits, product, network, shared_mask, compact=compact),
             PATHS.index(m)))

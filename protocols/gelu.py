@@ -9,7 +9,8 @@ that select the pieces run in ONE batched call and their unscaled 0/1 bits multi
 exactly. On the fss path both kinds compare with the compact one-bit DCF keys
 (compare.drelu_xor, dcf_bit.py) and convert the XOR-shared bits inside the opening of the
 first product round (bit_select.py), at no extra round; on the adder path (chosen by
-"auto" where the cost model finds it cheaper) the bits come out arithmetic.
+"auto" where the cost model finds it cheaper) the comparisons end in XOR shares too
+(binary.adder_drelu_xor: the last AND alone, no B2A truth tables) and convert the same way.
 
 "poly" (the cheap one): g ~ t h(t), h a cubic on [0, 3.3) (g(3.3) = 1.6e-3); 3 comparisons,
 4 rounds, 52 N + ceil(3 N / 8) + 4 H B per party on the fss path (52.4 B per element).
@@ -68,18 +69,20 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     3. ONE round: ty = t y = |x|^3.
     4. h = c0 + c1 t + c2 y + c3 ty (coefficients with f + coeff_bits bits, truncated);
        ONE round: it h; result r - it h.
-    On the fss path steps 1-2 use the compact keys: 1. compare.drelu_xor (bits in XOR
-    shares, dcf_bit.py); 2. bit_select.bit_products: b0 x, bp x, bm x and x^2 from ONE
-    opening of the 3 N masked bits and x + R; kappa x = 2 b0 x - bp x - bm x.
+    Steps 1-2 take the bits in XOR shares (compare.drelu_xor: the compact keys on the fss
+    path, dcf_bit.py; the adder's XOR ending on the adder path); 2. bit_select.bit_products:
+    b0 x, bp x, bm x and x^2 from ONE opening of the 3 N masked bits and x + R; kappa x =
+    2 b0 x - bp x - bm x.
     ROUNDS 3 + the comparison's: 4 on the fss path; on the adder path 3 + its log2(P)
     rounds (8 at 32-bit comparisons with 2-bit leaves). Local truncation.
     BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
       message): fss: 3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H:
-      52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the adder's bytes, then
-      8 (3 N + N) + H, 16 N + H, 16 N + H.
+      52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the XOR-ending adder's
+      bytes (adder_costs(compact=True)), then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H.
     OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(bits - 1)) + ceil(3 N / 8) for the keys (806 N at
       32 bits, was 1512 N with drelu_fss), 8 (3 N + 3 N + N) for the select, 8 N + 8 N
-      for the last two products.
+      for the last two products. OFFLINE (adder): the XOR-ending adder's material (3 x
+      7.625 N at 32 bits with 2-bit leaves, 3 x 3.625 N with 4-bit ones) + the same 72 N.
     Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
     output is ReLU(x) itself (error g(|x|) < 1.6e-3). Error: 2.1e-3 + a few 2^-f.
     """
@@ -88,22 +91,14 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     stacked = torch.stack([x, sharing.add_public(sess, x, a), sharing.add_public(sess, x, -a)])
     plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
                                    product=False, compact=True)
-    if plan.method == "fss":
-        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
-        with sess.scope("pieces"):
-            bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
-        (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
-        assert y_raw is not None
-        (y,) = truncate_many(sess, [y_raw], f)
-        r, it = b0x, 2 * b0x - bpx - bmx
-    else:
-        with sess.scope("pieces"):
-            b0, bp, bm = compare.drelu(sess, stacked, method=plan.method,
-                                       bits=cfg.compare_bits)
-        kappa = 2 * b0 - bp - bm
-        prods, y = mul_many(sess, [(torch.stack([b0, kappa]), x.unsqueeze(0)), (x, None)],
-                            bits=[None, f], label="gelu")
-        r, it = prods[0], prods[1]
+    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
+    # inside step 2's opening
+    with sess.scope("pieces"):
+        bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
+    assert y_raw is not None
+    (y,) = truncate_many(sess, [y_raw], f)
+    r, it = b0x, 2 * b0x - bpx - bmx
     t = 2 * r - x
     (ty,) = mul_many(sess, [(t, y)], label="gelu")
     c0, c1, c2, c3 = cfg.coefficients
@@ -137,20 +132,23 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     (bits in XOR shares, dcf_bit.py); 2. bit_select.open_bits: the 2m + 1 bits in
     arithmetic shares, every bit times x and x^2 from ONE opening of the (2m + 1) N masked
     bits and x + R; s x is a row, C_1 x the same selection applied to the rows b x
-    (linear). The adder path: compare.drelu, then step 2 is one broadcast product of the
-    stacked (s, C_1) with x, and x^2.
+    (linear). The adder path does the same with the adder's XOR ending
+    (binary.adder_drelu_xor) in place of the compact keys (before: arithmetic bits from the
+    B2A truth tables, then a Beaver round for (s, C_1) x and x^2; same rounds).
     ROUNDS 3 + the comparison's: 4 on the fss path, 3 + the adder's rounds on the adder
       path; local truncation (dealer truncation: +3).
     BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
       message): fss: (2m + 1) w N + H, then ceil((2m + 1) N / 8) + 8 N + H, then 8 (3 N + N)
       + H and 8 (4 N) + H: 100 N + ceil(7 N / 8) + 4 H at m = 3 and 32-bit comparisons
-      (it was 124 N + 4 H on the arithmetic keys); adder: the adder's bytes, then
-      8 (3 N + N) + H twice and 8 (4 N) + H.
+      (it was 124 N + 4 H on the arithmetic keys); adder: the XOR-ending adder's bytes
+      (adder_costs(compact=True)), then the same three messages as on fss.
     OFFLINE (fss): (2m + 1) N 2 bit_dcf_cw_bytes(bits - 1) + ceil((2m + 1) N / 8) for the
       keys (7 x 806 N = 5642 N + ceil(7 N / 8) at 32 bits; 10584 N with drelu_fss), 16 (2m
       + 1) N + 8 N for the select (120 N), 8 (2 N + N) + 8 (2 N) for the last two products:
-      5802 N + ceil(7 N / 8) in all (was 10648 N). OFFLINE (adder): the adder's material
-      (7 x 63.5 N at 32 bits, cost_model.adder_costs) + 8 (3 N) twice + 8 (2 N): 508.5 N.
+      5802 N + ceil(7 N / 8) in all (was 10648 N). OFFLINE (adder): the XOR-ending adder's
+      material (7 x 7.625 N at 32 bits with 2-bit leaves, 7 x 3.625 N with 4-bit ones,
+      cost_model.adder_costs(compact=True)) + the same 160 N: 213.4 N / 185.4 N (was
+      508.5 N with the B2A truth tables).
     Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
     output is ReLU(x) itself (error g(|x|) <= g(a) = 4.5e-5 at a = 4.25). Inside: the
     interpolation error (3.9e-5), the coefficients' rounding (< 1.3e-5) and the rounding
@@ -164,22 +162,15 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     stacked = torch.stack(shifted)
     plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
                                    product=False, compact=True)
-    if plan.method == "fss":
-        # compact keys: the bits stay in XOR shares and convert inside step 2's opening
-        with sess.scope("pieces"):
-            xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits)
-        opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
-        assert opened.square is not None
-        coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
-        relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f, (1,))[1]
-        (y,) = truncate_many(sess, [opened.square], f)
-    else:
-        with sess.scope("pieces"):
-            bits = compare.drelu(sess, stacked, method=plan.method, bits=cfg.compare_bits)
-        coeffs = _erf_coefficients(list(bits), cfg, f)
-        first, y = mul_many(sess, [(torch.stack([bits[0], coeffs[1]]), x.unsqueeze(0)),
-                                   (x, None)], bits=[None, f], label="gelu_erf")
-        relu_x, c1x = first[0], first[1]
+    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
+    # inside step 2's opening
+    with sess.scope("pieces"):
+        xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
+    assert opened.square is not None
+    coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
+    relu_x, c1x = opened.products[0], _erf_coefficients(opened.products, cfg, f, (1,))[1]
+    (y,) = truncate_many(sess, [opened.square], f)
     second, y2 = mul_many(sess, [(torch.stack([coeffs[2], x]), y.unsqueeze(0)), (y, None)],
                           bits=None, label="gelu_erf")
     x3, x4 = truncate_many(sess, [second[1], y2], f)

@@ -52,3 +52,25 @@ def test_bench_compact_fss_circa_on_real_processes(tmp_path: Path) -> None:
     # bits and its select material (16 B per element)
     assert row["offline_bytes"] == m * (2 * 113 + 16) + -(-m // 8)
     assert row["max_abs_error"] < 1e-4 and row["fault_rate"] < 0.01
+
+
+def test_bench_compact_adder_relu_and_circa_on_real_processes(tmp_path: Path) -> None:
+    """The exact ReLU and Circa's stochastic ReLU on the adder ending in XOR shares (method
+    "adder_compact"), 197x768: rounds, exact dealer bytes (31.625 and 19.625 B per element),
+    the same online payload as the table-ending adder + one select message."""
+    out = tmp_path / "rows.json"
+    ops = "relu_adder_compact,stochastic_relu_adder_compact"
+    proc = subprocess.run(PRIVIT + ["bench", "--ops", ops, "--reps", "1", "--no-transport",
+                                    "--no-prg", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["op"]: r for r in json.loads(out.read_text())}
+    m = 197 * 768
+    exact, circa = rows["relu_adder_compact"], rows["stochastic_relu_adder_compact"]
+    assert exact["offline_bytes"] == m * 253 // 8  # 31.625 B per element, all to party 1
+    assert circa["offline_bytes"] == m * 157 // 8  # 19.625 B (the 14-bit tree: 3.5 B)
+    # 64 bits: 6 tree rounds + bit_select; 14 bits: 4 (2-bit leaves) or 3 (4-bit) + 1
+    assert exact["rounds"] == 7 and circa["rounds"] in (5, 4)
+    assert 0 < exact["online_bytes"] - 2 * m * 253 // 8 <= 2 * 7 * 80  # + 7 headers each
+    assert exact["max_abs_error"] < 1e-4
+    assert circa["max_abs_error"] < 1e-4 and circa["fault_rate"] < 0.01

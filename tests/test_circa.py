@@ -19,7 +19,7 @@ from privit.protocols.cost_model import adder_costs, fss_costs
 from privit.protocols.registry import CORRELATIONS
 
 F = 16
-METHODS = ["fss", "adder"]
+METHODS = ["fss", "adder", "adder_compact"]
 
 
 def run(job: Any) -> list[tuple[Any, dict[str, Any]]]:
@@ -113,7 +113,8 @@ def test_costs_and_savings_against_exact_relu(method: str) -> None:
     plan = compare.plan_comparison(Session.tracing(RunConfig(frac_bits=F), 0, CORRELATIONS),
                                    method, [size], circa.compared_bits(k, m), True, False)
     cost = circa.circa_costs(method, size, k, m, plan.leaf)
-    exact = fss_costs(size, 64, True) if method == "fss" else adder_costs(size, 64, True, 2)
+    exact = (fss_costs(size, 64, True) if method == "fss"
+             else adder_costs(size, 64, True, 2, compact=method == "adder_compact"))
     for _, report in res:
         assert report["phases"]["online"]["rounds"] == cost.rounds
         assert report["phases"]["online"]["messages"] == cost.messages
@@ -121,6 +122,11 @@ def test_costs_and_savings_against_exact_relu(method: str) -> None:
         assert cost.rounds == exact.rounds == 1
         assert cost.offline_bytes == size * (64 * j - 16)
         assert exact.offline_bytes / cost.offline_bytes >= 2  # 4080 / 880 = 4.6x
-    else:
+    elif method == "adder":
         assert (cost.rounds, exact.rounds) == (5 - plan.leaf // 2, 6)
         assert cost.online_bytes < exact.online_bytes and cost.offline_bytes < exact.offline_bytes
+    else:  # the XOR ending + bit_select: one round more than "adder", no truth tables
+        assert (cost.rounds, exact.rounds) == (6 - plan.leaf // 2, 7)
+        tree = {2: 3.5, 4: 1.5}[plan.leaf]  # the packed products of the 14-bit tree
+        assert cost.offline_bytes == size * (tree + 16) + -(-size // 8)
+        assert exact.offline_bytes == size * (15.5 + 16) + -(-size // 8)

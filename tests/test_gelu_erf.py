@@ -21,6 +21,7 @@ from nonlinear_helpers import (
     shared,
 )
 
+from privit.parties.session import Session
 from privit.protocols import compare, gelu, ring
 from privit.protocols.approx_config import GeluConfig, GeluErfConfig
 
@@ -46,24 +47,20 @@ def whole_line() -> torch.Tensor:
     return torch.cat([grid, near, -near, far, -far])
 
 
-def expected_costs(n: int, comparisons: int) -> Expected:
-    """The steps of gelu_erf's docstring for n elements on the fss path (local truncation):
-    the compact keys, then ONE opening of the masked bits and x + R (bit_select)."""
-    e = Expected().compare(
-        lambda s: compare.drelu_xor(s, zeros((comparisons, n)), bits=32).long())
+def expected_costs(n: int, comparisons: int, method: str = FSS) -> Expected:
+    """The steps of gelu_erf's docstring for n elements (local truncation): the comparisons
+    in XOR shares (fss: the compact keys; adder: its XOR ending), then ONE opening of the
+    masked bits and x + R (bit_select)."""
+    def xor_bits(s: Session) -> torch.Tensor:
+        plan = compare.plan_comparison(s, method, [comparisons * n], 32, product=False,
+                                       compact=True)
+        return compare.drelu_xor(s, zeros((comparisons, n)), bits=32, plan=plan).long()
+
+    e = Expected().compare(xor_bits)
     e.sent.append(("gelu_erf", "|u1", (-(-comparisons * n // 8) + 8 * n,)))
     e.rounds += 1
     e.requests([("bit_select", (comparisons, n, 1))])
     e.ours("gelu_erf", 4 * n, [("bcast_triple", (2, 2, n, 1, n)), ("square", (n,))])
-    return e.ours("gelu_erf", 4 * n, [("triple", (2, n))])
-
-
-def expected_adder_costs(n: int, comparisons: int) -> Expected:
-    """The same steps on the adder path: arithmetic bits, step 2 a Beaver round."""
-    e = Expected().compare(
-        lambda s: compare.drelu(s, zeros((comparisons, n)), method="adder", bits=32))
-    step = [("bcast_triple", (2, 2, n, 1, n)), ("square", (n,))]
-    e.ours("gelu_erf", 4 * n, step).ours("gelu_erf", 4 * n, step)
     return e.ours("gelu_erf", 4 * n, [("triple", (2, n))])
 
 
@@ -155,7 +152,17 @@ def test_gelu_erf_adder_comparisons_and_dealer_truncation(trunc: str) -> None:
     res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "erf", method="adder"), make_cfg(trunc))
     assert (res.value - exact_gelu(x)).abs().max() <= TARGET
     if trunc == "local":
-        check_costs(res, expected_adder_costs(x.numel(), 7))
+        n = x.numel()
+        e = expected_costs(n, 7, "adder")
+        # the adder's rounds at 32 bits (4-bit leaves, the cost model's choice: 4) + the 3
+        # product rounds, the first of them bit_select's: the XOR ending costs no round
+        assert e.plan[0] == ("adder_gate", (7 * n, 32, 2, 4)) and e.rounds == 4 + 3
+        check_costs(res, e)
+        check_offline(res, 120 * n + 24 * n + 16 * n, e.plan[:1])
+        # the adder's material per comparison: the tree's packed products (leaf 8 + 8 bits,
+        # levels 4 + 4 and 2 + 2 bits) and the last AND's bit, no truth-table shares (56 B)
+        c = 7 * n
+        assert offline_payload(e.plan[:1]) == 2 * c + c + -(-c // 2) + -(-c // 8)
     if trunc == "dealer":
         # dealer truncation pairs for y, for (x^3, x^4) together and for the sum
         rounds = res.reports[0]["phases"]["online"]["rounds"]

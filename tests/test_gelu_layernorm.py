@@ -63,15 +63,24 @@ def test_gelu_poly_accuracy_range_and_costs() -> None:
     assert offline_payload(e.plan[:1]) == 3 * n * 806 + -(-3 * n // 8)
 
 
-def test_gelu_poly_adder_path_is_unchanged() -> None:
+def test_gelu_poly_adder_path_converts_the_xor_bits_in_the_first_product() -> None:
+    """The adder path ends its comparisons in XOR shares (binary.adder_drelu_xor) and the
+    bits convert inside step 2's bit_select opening, as on the fss path: the same rounds
+    as the arithmetic DReLU + a Beaver round, fewer bytes."""
     x = torch.linspace(-6, 6, 301, dtype=torch.float64)
     res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "poly", GeluConfig(method="adder")))
     assert (res.value - torch.nn.functional.gelu(x)).abs().max() <= 2.3e-3
     n, shape = x.numel(), (x.numel(),)
-    e = Expected().compare(lambda s: compare.drelu(s, zeros((3, n)), method="adder", bits=32))
-    e.ours("gelu", 4 * n, [("bcast_triple", (2, 2, n, 1, n)), ("square", shape)])
+    e = Expected().compare(lambda s: compare.drelu_xor(
+        s, zeros((3, n)), bits=32, plan=compare.plan_comparison(
+            s, "adder", [3 * n], 32, product=False, compact=True)).long())
+    assert e.rounds == 4 and e.plan == [("adder_gate", (3 * n, 32, 2, 4))]
+    e.sent.append(("gelu", "|u1", (-(-3 * n // 8) + 8 * n,)))
+    e.rounds += 1
+    e.requests([("bit_select", (3, n, 1))])
     e.ours("gelu", 2 * n, [("triple", shape)]).ours("gelu", 2 * n, [("triple", shape)])
     check_costs(res, e)
+    check_offline(res, 8 * (3 * n + 3 * n + n) + 16 * n, e.plan[:1])
 
 
 def test_gelu_unknown_kind() -> None:
