@@ -343,6 +343,7 @@ class Decoder:
     """
 
     MAX_HEADERS = 4096  # remembered headers; past it the cache restarts
+    MAX_HEADER_LEN = 1024  # longer headers are not remembered: the cache stays < 10 MiB
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -359,7 +360,7 @@ class Decoder:
                     if known is not None:
                         return self._known_message(known, parsed[0], frames, who)
         msg = decode(frames, who)
-        if msg.meta is None and type(raw) is bytes:
+        if msg.meta is None and type(raw) is bytes and len(raw) <= self.MAX_HEADER_LEN:
             self._remember(raw, msg)
         return msg
 

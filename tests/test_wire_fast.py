@@ -142,3 +142,13 @@ def test_messages_round_trip_through_encoder_and_decoder(label: str, seq: int, s
         got = dec.decode([bytes(f) for f in frames], WHO)
         assert (got.kind, got.src, got.seq, got.label, got.meta) == ("data", 2, s, label, None)
         assert got.arrays[0].shape == arr.shape and got.arrays[0].tobytes() == arr.tobytes()
+
+
+def test_long_headers_are_not_remembered() -> None:
+    """What a peer can make the decoder hold is bounded: headers longer than
+    MAX_HEADER_LEN (a long label, many arrays) always take the full check."""
+    arr = np.arange(2, dtype=np.int64)
+    dec = _primed(Message("data", 1, 0, "x" * Decoder.MAX_HEADER_LEN, [arr]))
+    assert dec._known == {}
+    dec = _primed(Message("data", 1, 0, "x" * 64, [arr]))
+    assert len(dec._known) == 1
