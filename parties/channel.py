@@ -17,6 +17,10 @@ How long a `recv` waits for a peer (liveness by heartbeat, the timeout for silen
    e.g. a peer that never started;
 4. a peer that is alive but never sends (a deadlock, a lost message) is bounded by a
    separate, generous cap on one wait (`max_wait_s`, `--max-wait`).
+The medium is asked about liveness only once a wait has lasted a poll interval
+(`POLL_S`): most waits end sooner, and asking ZeroMQ costs more than a small message's
+trip. The hot path of a message is `Encoder` / `Decoder` (parties/wire.py): the same
+bytes as `encode`, the same checks as `decode`, with each header built and validated once.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from privit.parties.counters import Counters
-from privit.parties.wire import Message, WireError, decode, encode, message_nbytes
+from privit.parties.wire import Decoder, Encoder, Message, WireError, encode
 
 
 class PeerError(RuntimeError):
@@ -93,7 +97,12 @@ class PeerWait:
         self.silence_s, self.cap_s = silence_s, cap_s
         self.during, self.waiting, self.detail = during, waiting, detail
         self.cap_detail, self.stuck = cap_detail, stuck
-        self.start = self.last_poll = self.heard_at = self.next_check = time.monotonic()
+        self.start = self.last_poll = self.heard_at = time.monotonic()
+        # The medium is first asked about the peer after one poll interval (or before
+        # blaming it for silence): most waits end sooner, and asking costs more than a
+        # small message's whole trip (ZeroMQ's monitor sockets: ~50 us per wait). A peer
+        # already gone when the wait starts is named after at most POLL_S.
+        self.next_check = self.start + POLL_S
         self.suspended_s = 0.0
 
     def check(self) -> float:
@@ -150,6 +159,14 @@ class FramedChannel(ABC):
         self._early: dict[int, dict[int, Message]] = {p: {} for p in self.peers}
         self._early_bytes = {p: 0 for p in self.peers}
         self.heard_from: set[int] = set()  # peers that sent us at least one valid message
+        self._encoder = Encoder()
+        self._decoder = Decoder()
+        self._names = {r: role_name(r) for r in (role, *self.peers)}
+
+    def _name(self, role: int) -> str:
+        """`role_name(role)`, computed once per role (the receive path names every sender)."""
+        name = self._names.get(role)
+        return self.role_name(role) if name is None else name
 
     # -- what subclasses provide -------------------------------------------------
     @abstractmethod
@@ -190,16 +207,14 @@ class FramedChannel(ABC):
         """Send one message; the only place bytes leave the process. Returns its size."""
         if dst not in self._send_seq:
             raise ValueError(f"{self.role_name(self.role)} has no link to {self.role_name(dst)}")
-        msg = Message(kind, self.role, self._send_seq[dst], label, list(arrays), meta)
-        self._send_seq[dst] += 1
-        frames = encode(msg)
-        largest = max((memoryview(f).nbytes for f in frames[1:]), default=0)
+        seq = self._send_seq[dst]
+        self._send_seq[dst] = seq + 1
+        frames, nbytes, largest = self._encoder.encode(kind, self.role, seq, label, arrays, meta)
         if largest > self.limits.max_frame_bytes:
             raise WireError(
                 f"{label}: a frame of {largest / 2**20:.1f} MiB to {self.role_name(dst)} exceeds "
                 f"the frame limit of {self.limits.max_frame_bytes / 2**20:.0f} MiB (--max-frame-mb)"
             )
-        nbytes = message_nbytes(frames)
         self.counters.on_send(dst, nbytes)
         self._transmit(dst, frames)
         return nbytes
@@ -229,15 +244,17 @@ class FramedChannel(ABC):
             raise ValueError(f"{self.role_name(self.role)} has no link to {self.role_name(src)}")
         self.counters.on_wait()
         seq = self._recv_seq[src]
-        silence_s = self.timeout_s if timeout_s is None else timeout_s
-        wait = PeerWait(self, src, silence_s, max(self.max_wait_s, silence_s),
-                        during=f"while we wait for {label}", waiting="waiting for",
-                        detail=f" ({label}, message {seq})", cap_detail=f" (message {seq})")
-        while seq not in self._early[src]:
-            received = self._receive(wait.check())
-            if received is not None:
-                self._accept(*received)
-        msg = self._early[src].pop(seq)
+        early = self._early[src]
+        if seq not in early:  # else it arrived before: no wait at all
+            silence_s = self.timeout_s if timeout_s is None else timeout_s
+            wait = PeerWait(self, src, silence_s, max(self.max_wait_s, silence_s),
+                            during=f"while we wait for {label}", waiting="waiting for",
+                            detail=f" ({label}, message {seq})", cap_detail=f" (message {seq})")
+            while seq not in early:
+                received = self._receive(wait.check())
+                if received is not None:
+                    self._accept(*received)
+        msg = early.pop(seq)
         self._early_bytes[src] -= _payload_bytes(msg)
         self._recv_seq[src] = seq + 1
         if msg.kind != kind or (label is not None and msg.label != label):
@@ -254,15 +271,15 @@ class FramedChannel(ABC):
         header whose `src` differs is refused, so a peer can speak only for itself. The
         buffer of messages that arrived ahead of what we read is bounded in bytes per peer.
         """
-        who = "a peer" if sender is None else self.role_name(sender)
-        msg = decode(frames, who=who)
+        who = "a peer" if sender is None else self._name(sender)
+        msg = self._decoder.decode(frames, who=who)
         if sender is not None and msg.src != sender:
             raise PeerError(f"{who} sent a message that claims to come from role {msg.src} "
                             f"({msg.kind}/{msg.label!r}); refused")
         if msg.src not in self._early:
             raise WireError(f"message from unknown sender id {msg.src} (label {msg.label!r})")
         self.heard_from.add(msg.src)
-        who = self.role_name(msg.src)
+        who = self._name(msg.src)
         if msg.kind == "abort":
             reason = (msg.meta or {}).get("reason", "no reason given")
             raise PeerAborted(who, str(reason))

@@ -152,25 +152,29 @@ class Session:
     def send(self, dst: int, x: torch.Tensor | np.ndarray, label: str) -> None:
         if self.channel is None:
             return
-        arr = x.detach().contiguous().numpy() if isinstance(x, torch.Tensor) else x
-        self.channel.send(dst, "data", label, [arr])
+        if isinstance(x, torch.Tensor):
+            # The wire makes the array C-contiguous; detach only where needed (~1 us each).
+            x = x.detach().numpy() if x.requires_grad else x.numpy()
+        self.channel.send(dst, "data", label, [x])
 
     def recv(
         self, src: int, label: str, shape: Sequence[int], dtype: torch.dtype = torch.int64
     ) -> torch.Tensor:
         """Receive one tensor; its shape and dtype must be exactly what we expect."""
-        shape = tuple(int(d) for d in shape)
+        if type(shape) is not torch.Size:  # a Size holds ints already
+            shape = tuple(int(d) for d in shape)
         if self.channel is None:
             return torch.zeros(shape, dtype=dtype)
         msg = self.channel.recv(src, "data", label)
-        name = self.cfg.role_name(src)
         if len(msg.arrays) != 1:
-            raise PeerError(f"{name} sent {len(msg.arrays)} arrays for {label}, expected 1")
+            raise PeerError(f"{self.cfg.role_name(src)} sent {len(msg.arrays)} arrays for {label}, "
+                            f"expected 1")
         arr = msg.arrays[0]
         expected_np = _numpy_dtype(dtype)
-        if arr.dtype != expected_np or tuple(arr.shape) != shape:
+        if arr.dtype != expected_np or arr.shape != shape:
             raise PeerError(
-                f"{name} sent {arr.dtype}{list(arr.shape)} for {label}, expected {expected_np}{list(shape)}"
+                f"{self.cfg.role_name(src)} sent {arr.dtype}{list(arr.shape)} for {label}, "
+                f"expected {expected_np}{list(shape)}"
             )
         # Protocols may update results in place, so the tensor must be writable and ours.
         # A large frame received over TCP is a buffer of our own that pyzmq exposes

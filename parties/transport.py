@@ -15,9 +15,10 @@ retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
   (`COPY_THRESHOLD`) are handed to ZeroMQ without copying, so an array passed to `send`
   must not be changed in place afterwards (protocols build new tensors; with network
   emulation the frames are copied anyway). Smaller frames are copied, which is faster.
-- Receiving: the header frame comes as bytes, array frames as zero-copy `zmq.Frame`s
-  whose buffers are ours and writable; `Session.recv` hands large ones to torch as they
-  are and copies small ones.
+- Receiving: every frame comes as a zero-copy `zmq.Frame` (its `more` flag says whether
+  another part follows, with no getsockopt call from Python); the header is copied to
+  bytes, array frames stay Frames whose buffers are ours and writable; `Session.recv`
+  hands large ones to torch as they are and copies small ones.
 - Peer liveness: each PUSH socket sends ZMTP heartbeats (PING every `heartbeat_ivl_s`,
   at most 1 s) and drops its link when nothing (no PONG) came back for the channel's
   timeout (ZMQ_HEARTBEAT_TIMEOUT). The peer's libzmq I/O thread answers the PINGs
@@ -96,7 +97,6 @@ HANDSHAKE_FAILURE_GRACE_S = 2.0  # failed handshakes for this long, and none suc
 HWM_MESSAGES = 100_000  # per socket: far above any protocol step's outstanding messages
 CURVE_FRAME_OVERHEAD = 64  # CURVE adds 33 bytes to every frame; this leaves a margin
 _SNDMORE = int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 
 
 class TransportError(RuntimeError):
@@ -346,22 +346,23 @@ class ZmqChannel(FramedChannel):
         if timeout_ms != self._rcvtimeo_ms:
             self._pull.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo_ms = timeout_ms
-        sender: int | None = None
+        pull = self._pull
         try:
-            if self.keys is None:
-                frames: list[Any] = [self._pull.recv()]  # the header: small, as bytes
-            else:
-                # As a Frame, to read the role the ZAP handler bound to this connection.
-                header = self._pull.recv(copy=False)
-                sender = int(header.get("User-Id"))
-                frames = [header.bytes]
+            # Every frame as a zmq.Frame: its `more` flag is read from the message itself,
+            # where asking the socket (RCVMORE) is a getsockopt call per frame; together
+            # ~4 us less per message here. The header's bytes are copied (it is small).
+            header = pull.recv(copy=False)
         except zmq.Again:
             return None
-        # The other parts of a multipart message are already here. recv_multipart would
-        # cost ~3 us more per message (its RCVMORE checks go through enum conversions).
+        # Under CURVE, the role the ZAP handler bound to this connection; else unknown.
+        sender = None if self.keys is None else int(header.get("User-Id"))
+        frames: list[Any] = [header.bytes]
+        # The other parts of a multipart message are already here.
+        more = header.more
         overflow = False
-        while self._pull.get(_RCVMORE):
-            frame = self._pull.recv(copy=False)
+        while more:
+            frame = pull.recv(copy=False)
+            more = frame.more
             if len(frames) <= MAX_ARRAYS:
                 frames.append(frame)
             else:

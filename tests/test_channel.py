@@ -239,6 +239,20 @@ def test_a_live_peer_is_waited_for_past_the_timeout() -> None:
     assert b.liveness_checks >= 2  # checked again after the first 0.2 s had passed
 
 
+def test_a_prompt_message_costs_no_liveness_check() -> None:
+    """Asking the medium about a peer is dear (ZeroMQ's monitor sockets), so a wait asks
+    only after a poll interval: a message already buffered, or one that arrives sooner,
+    is taken without asking."""
+    a, b, _ = _watched(timeout_s=5.0, max_wait_s=60.0)
+    a.send(1, "data", "first", [np.arange(2)])
+    b.recv(0, "data", "first")
+    a.send(1, "data", "second", [np.arange(2)])
+    a.send(1, "data", "third", [np.arange(2)])
+    b.recv(0, "data", "second")  # buffers "third" on the way
+    b.recv(0, "data", "third")
+    assert b.liveness_checks == 0
+
+
 def test_a_live_peer_that_never_sends_meets_the_cap() -> None:
     _, b, _ = _watched(timeout_s=0.2, max_wait_s=0.6)
     b.alive.add(0)
