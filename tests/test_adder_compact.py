@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from test_binary import BITS, adder_payloads, signed_inputs
-from test_compare import F, opened, run, shared, wire
+from test_compare import F, circa_run, gate_and_maximum, opened, run, shared, wire
 
 from privit.parties.config import NETWORK_PRESETS, RunConfig
 from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
-from privit.protocols import binary, circa, compare, ring, sharing
+from privit.protocols import binary, circa, compare, sharing
 from privit.protocols.bit_select import BitSelect
 from privit.protocols.cost_model import adder_costs
 from privit.protocols.registry import CORRELATIONS
@@ -154,21 +154,7 @@ def test_pinned_per_element_costs_circa_against_exact_relu() -> None:
 
 
 def test_relu_gate_other_multiplicand_circa_and_maximum() -> None:
-    x = signed_inputs(20, 200, 9)
-    y = torch.randint(-(1 << 60), 1 << 60, (200,), generator=torch.Generator().manual_seed(2))
-
-    def job(sess: Session) -> list[torch.Tensor]:
-        xs, ys = shared(sess, x), shared(sess, y, 0)
-        return list(compare.relu_gate(sess, xs, ys, bits=20, method="adder_compact"))
-
-    res = run(job)
-    assert torch.equal(opened(res, 0), (x >= 0).long())
-    assert torch.equal(opened(res, 1), y * (x >= 0).long())
-    assert {s["name"] for s in res[0][1]["scopes"]} == {"adder_compact"}
-    scores = ring.encode(torch.randn(3, 7, 13, generator=torch.Generator().manual_seed(3),
-                                     dtype=torch.float64) * 20, F)
-    res = run(lambda s: compare.maximum(s, shared(s, scores), method="adder_compact", bits=32))
-    assert torch.equal(opened(res), scores.max(dim=-1).values)
+    res = gate_and_maximum("adder_compact")
     leaf = compare.plan_comparison(Session.tracing(RunConfig(frac_bits=F), 0, CORRELATIONS),
                                    "adder_compact", [147, 63, 42, 21], 32, True).leaf
     per_level = adder_costs(1, 32, True, leaf, compact=True).rounds
@@ -181,13 +167,7 @@ def test_relu_gate_other_multiplicand_circa_and_maximum() -> None:
 def test_circa_on_the_adder_compact_path_against_exact_relu() -> None:
     k, m_bits = circa.default_params(F)
     size = 500
-    x = ring.encode(torch.randn(size, generator=torch.Generator().manual_seed(1),
-                                dtype=torch.float64), F)
-    res = run(lambda s: circa.stochastic_relu(s, shared(s, x), k=k, m=m_bits,
-                                              method="adder_compact"))
-    relu = opened(res)
-    assert torch.equal(relu, torch.where(relu == 0, torch.zeros_like(x), x))
-    assert (relu != x.clamp(min=0)).double().mean() < 0.01  # faults: rare near 0 only
+    res = circa_run("adder_compact", size)
     leaf = compare.plan_comparison(Session.tracing(RunConfig(frac_bits=F), 0, CORRELATIONS),
                                    "adder_compact", [size], 14, True, False).leaf
     cost = circa.circa_costs("adder_compact", size, k, m_bits, leaf)

@@ -17,7 +17,7 @@ from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
 from privit.parties.wire import Message, encode, message_nbytes
-from privit.protocols import compare, ring, sharing
+from privit.protocols import circa, compare, ring, sharing
 from privit.protocols.cost_model import DEFAULT_COST_MODEL, adder_costs, fss_costs, wire_itemsize
 from privit.protocols.fss_correlations import DreluFss, ReluFss
 from privit.protocols.registry import CORRELATIONS
@@ -37,6 +37,40 @@ def shared(sess: Session, value: torch.Tensor, owner: int = 1) -> torch.Tensor:
 
 def opened(res: list[tuple[Any, dict[str, Any]]], index: int | None = None) -> torch.Tensor:
     return sharing.reconstruct([r[0] if index is None else r[0][index] for r in res])
+
+
+def circa_run(method: str, size: int) -> list[tuple[Any, dict[str, Any]]]:
+    """Circa's stochastic ReLU (default k, m) on `size` N(0, 1) values on `method`'s path:
+    every output is x or 0, and faults are rare; the run, for its costs."""
+    k, m_bits = circa.default_params(F)
+    x = ring.encode(torch.randn(size, generator=torch.Generator().manual_seed(1),
+                                dtype=torch.float64), F)
+    res = run(lambda s: circa.stochastic_relu(s, shared(s, x), k=k, m=m_bits, method=method))
+    relu = opened(res)
+    assert torch.equal(relu, torch.where(relu == 0, torch.zeros_like(x), x))
+    assert (relu != x.clamp(min=0)).double().mean() < 0.01  # faults: rare near 0 only
+    return res
+
+
+def gate_and_maximum(method: str) -> list[tuple[Any, dict[str, Any]]]:
+    """relu_gate of x with another multiplicand y (both outputs checked), then the maximum
+    of 13 scores over the last axis (checked); the maximum's run, for its costs."""
+    x = signed_inputs(20, 200, 9)
+    y = torch.randint(-(1 << 60), 1 << 60, (200,), generator=torch.Generator().manual_seed(2))
+
+    def job(sess: Session) -> list[torch.Tensor]:
+        xs, ys = shared(sess, x), shared(sess, y, 0)
+        return list(compare.relu_gate(sess, xs, ys, bits=20, method=method))
+
+    res = run(job)
+    assert torch.equal(opened(res, 0), (x >= 0).long())
+    assert torch.equal(opened(res, 1), y * (x >= 0).long())
+    assert {s["name"] for s in res[0][1]["scopes"]} == {method}
+    scores = ring.encode(torch.randn(3, 7, 13, generator=torch.Generator().manual_seed(3),
+                                     dtype=torch.float64) * 20, F)
+    res = run(lambda s: compare.maximum(s, shared(s, scores), method=method, bits=32))
+    assert torch.equal(opened(res), scores.max(dim=-1).values)
+    return res
 
 
 def wire(src: int, seq: int, label: str, array: np.ndarray) -> int:

@@ -292,6 +292,14 @@ def test_a_seed_left_on_disk_is_named_with_how_to_remove_it(tmp_path: Path) -> N
     material.close()
 
 
+def _slow_preprocess(out: Path) -> subprocess.Popen[str]:
+    """`privit preprocess` of the mlp job into `out` over a slow emulated link, which keeps
+    party 1 writing its file for seconds."""
+    return subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
+                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("how", ["interrupt", "kill"])
 def test_a_stopped_preprocess_leaves_no_seed_on_disk(tmp_path: Path, how: str) -> None:
     """`privit preprocess` interrupted (Ctrl-C: the coordinator stops its roles with
@@ -300,10 +308,7 @@ def test_a_stopped_preprocess_leaves_no_seed_on_disk(tmp_path: Path, how: str) -
     no role process. Interrupted, the coordinator also removes party 0's finished file;
     killed, it cannot, and the next preprocess there names that file as a leftover."""
     out = tmp_path / "mat"
-    # A slow emulated link keeps party 1 writing its file for seconds.
-    proc = subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
-                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _slow_preprocess(out)
     try:
         partial, finished = out / "party-1.material.partial", out / "party-0.material"
         deadline = time.monotonic() + 120
@@ -340,10 +345,7 @@ def test_a_failed_preprocess_removes_only_the_files_it_wrote(tmp_path: Path) -> 
     fails. The clean-up removes party 0's file, which this run wrote, and leaves the other
     run's file as it was."""
     out = tmp_path / "mat"
-    # A slow emulated link keeps party 1 writing its file for seconds.
-    proc = subprocess.Popen(PRIVIT + ["preprocess", "--job", "mlp", "--insecure", "--rtt-ms", "1",
-                                      "--bandwidth-mbps", "0.02", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _slow_preprocess(out)
     try:
         partial, other = out / "party-1.material.partial", out / "party-1.material"
         deadline = time.monotonic() + 120

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from test_binary import signed_inputs
-from test_compare import F, opened, run, shared, wire
+from test_compare import F, circa_run, gate_and_maximum, opened, run, shared, wire
 
 from privit.parties.config import NETWORK_PRESETS, RunConfig
 from privit.parties.inmemory_run import run_in_memory_detailed
 from privit.parties.session import Session
-from privit.protocols import circa, compare, ring
+from privit.protocols import circa, compare
 from privit.protocols.cost_model import (
     DEFAULT_COST_MODEL,
     adder_costs,
@@ -68,20 +68,7 @@ def sharing_open(results: list, index: int) -> torch.Tensor:
 
 
 def test_relu_gate_with_other_multiplicand_and_maximum_rounds() -> None:
-    x = signed_inputs(20, 200, 9)
-    y = torch.randint(-(1 << 60), 1 << 60, (200,), generator=torch.Generator().manual_seed(2))
-
-    def job(sess: Session) -> list[torch.Tensor]:
-        xs, ys = shared(sess, x), shared(sess, y, 0)
-        return list(compare.relu_gate(sess, xs, ys, bits=20, method="fss_compact"))
-
-    res = run(job)
-    assert torch.equal(opened(res, 0), (x >= 0).long())
-    assert torch.equal(opened(res, 1), y * (x >= 0).long())
-    scores = ring.encode(torch.randn(3, 7, 13, generator=torch.Generator().manual_seed(3),
-                                     dtype=torch.float64) * 20, F)
-    res = run(lambda s: compare.maximum(s, shared(s, scores), method="fss_compact", bits=32))
-    assert torch.equal(opened(res), scores.max(dim=-1).values)
+    res = gate_and_maximum("fss_compact")
     assert res[0][1]["phases"]["online"]["rounds"] == 2 * 4  # ceil(log2 13) levels
 
 
@@ -89,13 +76,7 @@ def test_circa_on_the_compact_keys_against_exact_relu() -> None:
     k, m_bits = circa.default_params(F)
     j = circa.compared_bits(k, m_bits)
     size = 500
-    x = ring.encode(torch.randn(size, generator=torch.Generator().manual_seed(1),
-                                dtype=torch.float64), F)
-    res = run(lambda s: circa.stochastic_relu(s, shared(s, x), k=k, m=m_bits,
-                                              method="fss_compact"))
-    relu = opened(res)
-    assert torch.equal(relu, torch.where(relu == 0, torch.zeros_like(x), x))
-    assert (relu != x.clamp(min=0)).double().mean() < 0.01  # faults: rare near 0 only
+    res = circa_run("fss_compact", size)
     cost = circa.circa_costs("fss_compact", size, k, m_bits)
     for _, report in res:
         assert report["phases"]["online"]["rounds"] == cost.rounds == 2
