@@ -176,11 +176,16 @@ class _Mirror:
 
     party_id, n, is_tracing = 0, 2, False
 
-    def __init__(self, material: dict[str, torch.Tensor]) -> None:
-        self.material, self.last = material, None
+    def __init__(self, material: dict[str, torch.Tensor] | None = None,
+                 by_params: dict[tuple[int, ...], dict[str, torch.Tensor]] | None = None) -> None:
+        """`material` for every request, or `by_params` per request's parameters (a call
+        asking for its key in pieces, as the FSS ReLU gate does)."""
+        self.material, self.by_params, self.last = material, by_params or {}, None
 
     def correlation(self, kind: str, params: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        return self.material
+        if self.material is not None:
+            return self.material
+        return self.by_params[tuple(params)]
 
     def send(self, dst: int, x: Any, label: str) -> None:
         self.last = x
@@ -204,25 +209,31 @@ def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
     torch.set_num_threads(1)
     x = torch.randint(-(1 << 40), 1 << 40, (numel,))
 
-    def fss_time(kind: Any, params: tuple[int, ...], fn: Callable[[Any], Any]) -> float:
+    def fss_time(kind: Any, requests: list[tuple[int, ...]], fn: Callable[[Any], Any]) -> float:
         seeds = [new_seed(), new_seed()]
-        dealt = kind.deal(params, [Prg(s, 0) for s in seeds])
-        sess = _Mirror(kind.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0]))
+        by_params = {}
+        for params in requests:
+            dealt = kind.deal(params, [Prg(s, 0) for s in seeds])
+            by_params[params] = kind.expand(params, 0, 2, Prg(seeds[0], 0), dealt[0])
+        sess = _Mirror(by_params=by_params)
         return _best_s(lambda: fn(sess), reps)
 
+    # the ReLU gate asks for its key in pieces of FSS_REQUEST_ELEMENTS (compare._gate_fss)
+    pieces = sorted({min(compare.FSS_REQUEST_ELEMENTS, numel - i)
+                     for i in range(0, numel, compare.FSS_REQUEST_ELEMENTS)})
     fits: dict[str, PathConstants] = {}
     for name, kind, fn in (("drelu", DreluFss(), compare._drelu_fss),
                            ("relu", ReluFss(), compare._gate_fss)):
         t: dict[int, float] = {}
         for bits in (64, 16):
-            params = (numel, bits) if name == "drelu" else (numel, bits, 0)
+            requests = [(numel, bits)] if name == "drelu" else [(n, bits, 0) for n in pieces]
             extra = () if name == "drelu" else (x,)
 
             def call(s: Any, b: int = bits, f: Callable[..., Any] = fn,
                      e: tuple[Any, ...] = extra) -> Any:
                 return f(s, x, b, *e)
 
-            t[bits] = fss_time(kind, params, call)
+            t[bits] = fss_time(kind, requests, call)
         per_level = (t[64] - t[16]) / (numel * 48)
         fits[name] = PathConstants(1e-3, 0.0, max(t[16] / numel - 15 * per_level, 0.0), per_level)
     times: dict[tuple[int, int], float] = {}

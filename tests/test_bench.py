@@ -74,3 +74,15 @@ def test_bench_compact_adder_relu_and_circa_on_real_processes(tmp_path: Path) ->
     assert 0 < exact["online_bytes"] - 2 * m * 253 // 8 <= 2 * 7 * 80  # + 7 headers each
     assert exact["max_abs_error"] < 1e-4
     assert circa["max_abs_error"] < 1e-4 and circa["fault_rate"] < 0.01
+
+
+def test_compare_calibration_runs_on_keys_requested_in_pieces() -> None:
+    """`python -m privit.launch.bench_ops_compare` measures the FSS ReLU gate on more
+    elements than one key request holds (it crashed: each piece got the whole material)."""
+    from privit.launch.bench_ops_compare import calibrate
+    from privit.protocols.compare import FSS_REQUEST_ELEMENTS
+
+    model = calibrate(numel=FSS_REQUEST_ELEMENTS + 100, reps=1)
+    for path in (model.fss_relu, model.fss_drelu, model.adder):
+        assert path.per_elem_s >= 0 and path.per_elem_level_s >= 0
+    assert model.fss_relu.per_elem_s + model.fss_relu.per_elem_level_s > 0
