@@ -226,7 +226,8 @@ def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
                            ("relu", ReluFss(), compare._gate_fss)):
         t: dict[int, float] = {}
         for bits in (64, 16):
-            requests = [(numel, bits)] if name == "drelu" else [(n, bits, 0) for n in pieces]
+            requests: list[tuple[int, ...]] = (
+                [(numel, bits)] if name == "drelu" else [(n, bits, 0) for n in pieces])
             extra = () if name == "drelu" else (x,)
 
             def call(s: Any, b: int = bits, f: Callable[..., Any] = fn,

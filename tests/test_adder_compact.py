@@ -16,7 +16,7 @@ from privit.parties.config import NETWORK_PRESETS, RunConfig
 from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
-from privit.protocols import binary, circa, compare, sharing
+from privit.protocols import binary, binary_layout, circa, compare, sharing
 from privit.protocols.bit_select import BitSelect
 from privit.protocols.cost_model import adder_costs
 from privit.protocols.registry import CORRELATIONS
@@ -26,7 +26,7 @@ def xor_payloads(m: int, bits: int, leaf: int) -> list[tuple[str, int]]:
     """(label, payload bytes) of adder_drelu_xor's messages: the table-ending DReLU's, with
     2 bits per element in the final round instead of 3."""
     payloads = adder_payloads(m, bits, False, leaf)
-    return payloads[:-1] + [("adder_final", binary.packed_nbytes(2 * m, 1))]
+    return payloads[:-1] + [("adder_final", binary_layout.packed_nbytes(2 * m, 1))]
 
 
 def xor_message_bytes(src: int, m: int, bits: int, leaf: int) -> int:
@@ -55,7 +55,7 @@ def test_xor_material_relations_and_offline_bytes(bits: int, leaf: int) -> None:
     final = mats[0]["final_mask"] ^ mats[1]["final_mask"]
     assert final.shape == (2, m)
     assert np.array_equal(mats[0]["final_c"] ^ mats[1]["final_c"], (final[0] & final[1])[None])
-    for k, _ in enumerate(binary.level_widths(bits, leaf)):
+    for k, _ in enumerate(binary_layout.level_widths(bits, leaf)):
         mask = mats[0][f"mask{k}"] ^ mats[1][f"mask{k}"]
         c = mats[0][f"c{k}"] ^ mats[1][f"c{k}"]
         assert np.array_equal(c, np.stack([mask[0] & mask[1], mask[0] & mask[2]]))
@@ -66,10 +66,10 @@ def test_xor_material_relations_and_offline_bytes(bits: int, leaf: int) -> None:
         binary.AdderGate().deal((m, bits, 3, leaf), [Prg(s, 5) for s in seeds])
 
 
-@pytest.mark.parametrize("leaf", binary.LEAF_WIDTHS)
+@pytest.mark.parametrize("leaf", binary_layout.LEAF_WIDTHS)
 @pytest.mark.parametrize("bits", BITS)
 def test_adder_drelu_xor_exact_with_rounds_and_bytes(bits: int, leaf: int) -> None:
-    if leaf not in binary.leaf_widths(bits):
+    if leaf not in binary_layout.leaf_widths(bits):
         pytest.skip("4-bit leaves need P >= 8")
     m = 400
     x = signed_inputs(bits, m, bits).reshape(20, 20)
@@ -110,7 +110,7 @@ def test_relu_gate_exact_with_rounds_online_and_dealer_bytes(bits: int, leaf: in
     # from the leaf round to bit_select's opening, the final round sends 2 bits, not 3)
     assert cost.rounds == table.rounds + 1 and cost.messages == cost.rounds
     assert cost.online_bytes - table.online_bytes == -(-m // 8) - (
-        binary.packed_nbytes(3 * m, 1) - binary.packed_nbytes(2 * m, 1))
+        binary_layout.packed_nbytes(3 * m, 1) - binary_layout.packed_nbytes(2 * m, 1))
     for party, report in enumerate(run_.reports):
         online = report["phases"]["online"]
         assert online["rounds"] == cost.rounds and online["messages"] == cost.messages

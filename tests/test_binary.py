@@ -13,7 +13,7 @@ from privit.parties.inmemory_run import run_in_memory
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
 from privit.parties.wire import Message, encode, message_nbytes
-from privit.protocols import binary, sharing
+from privit.protocols import binary, binary_layout, sharing
 from privit.protocols.cost_model import adder_costs
 from privit.protocols.registry import CORRELATIONS
 
@@ -41,7 +41,7 @@ def test_bit_reverse_positions_matches_index_reversal() -> None:
         x = rng.integers(0, 2**63, 50, dtype=np.uint64)
         if p < 64:
             x &= np.uint64((1 << p) - 1)
-        got = binary.bit_reverse_positions(x, p)
+        got = binary_layout.bit_reverse_positions(x, p)
         for value, out in zip(x.tolist(), got.tolist(), strict=True):
             want = 0
             for q in range(p):
@@ -54,17 +54,17 @@ def test_bit_reverse_positions_matches_index_reversal() -> None:
 def test_pack_bits_round_trip_and_size(width: int) -> None:
     rng = np.random.default_rng(width)
     for count in (0, 1, 7, 1001):
-        values = rng.integers(0, 1 << width, count).astype(binary.word_dtype(width))
-        packed = binary.pack_bits(values, width)
-        assert packed.dtype == np.uint8 and packed.shape == (binary.packed_nbytes(count, width),)
+        values = rng.integers(0, 1 << width, count).astype(binary_layout.word_dtype(width))
+        packed = binary_layout.pack_bits(values, width)
+        assert packed.dtype == np.uint8 and packed.shape == (binary_layout.packed_nbytes(count, width),)
         assert packed.shape[0] == -(-count * width // 8)
-        assert np.array_equal(binary.unpack_bits(packed, width, count), values)
+        assert np.array_equal(binary_layout.unpack_bits(packed, width, count), values)
 
 
 def test_final_truth_table_is_drelu_of_the_masked_bits() -> None:
     masks = np.array([[0, 1, 0, 1, 1], [0, 0, 1, 1, 1], [1, 0, 0, 1, 0]], dtype=np.uint8)
-    table = binary.final_truth_table(masks)
-    assert np.array_equal(table.sum(axis=1), np.full(5, binary.TABLE_SUM))
+    table = binary_layout.final_truth_table(masks)
+    assert np.array_equal(table.sum(axis=1), np.full(5, binary_layout.TABLE_SUM))
     for e in range(5):
         for idx in range(8):
             p, g, t = (((idx >> k) & 1) ^ int(masks[k, e]) for k in range(3))
@@ -72,8 +72,8 @@ def test_final_truth_table_is_drelu_of_the_masked_bits() -> None:
 
 
 def test_leaf_terms_expand_the_block_generate_and_propagate() -> None:
-    for leaf in binary.LEAF_WIDTHS:
-        g_terms, p_terms = binary.leaf_terms(leaf)
+    for leaf in binary_layout.LEAF_WIDTHS:
+        g_terms, p_terms = binary_layout.leaf_terms(leaf)
         full = (1 << leaf) - 1
         for x in range(1 << leaf):
             for y in range(1 << leaf):
@@ -106,17 +106,18 @@ def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int, l
     if leaf == 2:  # rows: bit 0, bit 1, their product
         assert np.array_equal(c[0], (a[1] & b[1]) ^ (a[2] & b[0]) ^ (a[0] & b[2]))
         assert np.array_equal(c[1], (a[1] & b[0]) ^ (a[0] & b[1]))
-    for row, terms in zip(c, binary.leaf_terms(leaf), strict=True):
+    for row, terms in zip(c, binary_layout.leaf_terms(leaf), strict=True):
         want = np.zeros_like(row)
         for s_mask, t_mask in terms:
             want ^= a[s_mask - 1] & b[t_mask - 1]
         assert np.array_equal(row, want)
-    for k, _ in enumerate(binary.level_widths(bits, leaf)):
+    for k, _ in enumerate(binary_layout.level_widths(bits, leaf)):
         mask = mats[0][f"mask{k}"] ^ mats[1][f"mask{k}"]
         c = mats[0][f"c{k}"] ^ mats[1][f"c{k}"]
         assert np.array_equal(c, np.stack([mask[0] & mask[1], mask[0] & mask[2]]))
     table = mats[0]["table"] + mats[1]["table"]
-    assert np.array_equal(table, binary.final_truth_table(mats[0]["final_mask"] ^ mats[1]["final_mask"]))
+    assert np.array_equal(table, binary_layout.final_truth_table(mats[0]["final_mask"]
+                                                                 ^ mats[1]["final_mask"]))
     if relu:
         big_r = mats[0]["big_r"] + mats[1]["big_r"]
         assert np.array_equal(mats[0]["r_table"] + mats[1]["r_table"], table * big_r[:, None])
@@ -124,14 +125,14 @@ def test_adder_gate_material_relations_and_offline_bytes(bits: int, relu: int, l
 
 def adder_payloads(m: int, bits: int, product: bool, leaf: int = 2) -> list[tuple[str, int]]:
     """(label, payload bytes) of each message the adder gate sends, in order."""
-    p = binary.positions(bits)
+    p = binary_layout.positions(bits)
     monomials = (1 << leaf) - 1
-    sizes = [binary.packed_nbytes(monomials * m, p // leaf) + (8 * m if product else 0)]
+    sizes = [binary_layout.packed_nbytes(monomials * m, p // leaf) + (8 * m if product else 0)]
     labels = ["adder_leaf"]
-    for k, w in enumerate(binary.level_widths(bits, leaf)):
-        sizes.append(binary.packed_nbytes(3 * m, w // 2))
+    for k, w in enumerate(binary_layout.level_widths(bits, leaf)):
+        sizes.append(binary_layout.packed_nbytes(3 * m, w // 2))
         labels.append(f"adder_level{k}")
-    sizes.append(binary.packed_nbytes(3 * m, 1))
+    sizes.append(binary_layout.packed_nbytes(3 * m, 1))
     labels.append("adder_final")
     return list(zip(labels, sizes, strict=True))
 
@@ -153,10 +154,10 @@ def run_gate(bits: int, x: torch.Tensor, y: torch.Tensor | None, leaf: int = 2
     return run_in_memory(RunConfig(timeout_s=30), job, CORRELATIONS)
 
 
-@pytest.mark.parametrize("leaf", binary.LEAF_WIDTHS)
+@pytest.mark.parametrize("leaf", binary_layout.LEAF_WIDTHS)
 @pytest.mark.parametrize("bits", BITS)
 def test_adder_gate_exact_with_rounds_and_bytes(bits: int, leaf: int) -> None:
-    if leaf not in binary.leaf_widths(bits):
+    if leaf not in binary_layout.leaf_widths(bits):
         pytest.skip("4-bit leaves need P >= 8")
     m = 400
     x = signed_inputs(bits, m, bits).reshape(20, 20)
@@ -167,7 +168,7 @@ def test_adder_gate_exact_with_rounds_and_bytes(bits: int, leaf: int) -> None:
     assert torch.equal(d, (x >= 0).long())
     assert torch.equal(product, y * (x >= 0).long())
     cost = adder_costs(m, bits, product=True, leaf=leaf)
-    rounds = int(np.log2(binary.positions(bits))) - (1 if leaf == 4 else 0)
+    rounds = int(np.log2(binary_layout.positions(bits))) - (1 if leaf == 4 else 0)
     for party, (_, report) in enumerate(res):
         online = report["phases"]["online"]
         assert online["rounds"] == cost.rounds == rounds
