@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privit.parties.config import NetworkConfig
+from privit.protocols.binary_layout import leaf_widths, level_widths, packed_nbytes, positions
 from privit.protocols.dcf_bit import bit_dcf_cw_bytes, leaf_bits
 
 RING_BITS = 64
@@ -36,17 +37,6 @@ def wire_itemsize(bits: int) -> int:
         if bits <= 8 * size:
             return size
     return 8
-
-
-def _positions(bits: int) -> int:
-    low = max(1, bits - 1)
-    return max(4, 1 << (low - 1).bit_length())
-
-
-def _packed(count: int, width: int) -> int:
-    if width >= 8:
-        return count * wire_itemsize(width)
-    return -(-count * width // 8)
 
 
 @dataclass(frozen=True)
@@ -96,19 +86,6 @@ def fss_key_levels(bits: int, compact: bool) -> int:
     return bits - 1 - (leaf_bits(bits - 1) if compact else 0)
 
 
-def adder_level_widths(bits: int, leaf: int = 2) -> list[int]:
-    widths, w = [], _positions(bits) // leaf
-    while w > 2:
-        widths.append(w)
-        w //= 2
-    return widths
-
-
-def adder_leaves(bits: int) -> tuple[int, ...]:
-    """Leaf block widths the adder supports for `bits` (4 needs P >= 8)."""
-    return (2, 4) if _positions(bits) >= 8 else (2,)
-
-
 def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2,
                 compact: bool = False) -> OpCost:
     """The adder path (binary.py): P = positions, leaf blocks of `leaf` bits,
@@ -124,21 +101,21 @@ def adder_costs(numel: int, bits: int, product: bool, leaf: int = 2,
     ceil(N / 8) + 8 N B per party online, 16 N B offline (party 1), and the leaf round
     sends no multiplicand.
     """
-    lanes = _positions(bits) // leaf
-    widths = adder_level_widths(bits, leaf)
+    lanes = positions(bits) // leaf
+    widths = level_widths(bits, leaf)
     rounds = len(widths) + 2
-    tree_online = _packed(((1 << leaf) - 1) * numel, lanes)
-    tree_online += sum(_packed(3 * numel, w // 2) for w in widths)
-    tree_offline = _packed(2 * numel, lanes) + sum(_packed(2 * numel, w // 2) for w in widths)
+    tree_online = packed_nbytes(((1 << leaf) - 1) * numel, lanes)
+    tree_online += sum(packed_nbytes(3 * numel, w // 2) for w in widths)
+    tree_offline = packed_nbytes(2 * numel, lanes) + sum(packed_nbytes(2 * numel, w // 2) for w in widths)
     if compact:
-        online = tree_online + _packed(2 * numel, 1)
-        offline = tree_offline + _packed(numel, 1)
+        online = tree_online + packed_nbytes(2 * numel, 1)
+        offline = tree_offline + packed_nbytes(numel, 1)
         if product:
             rounds += 1
-            online += _packed(numel, 1) + 8 * numel
+            online += packed_nbytes(numel, 1) + 8 * numel
             offline += 16 * numel
         return OpCost(rounds, online, rounds, offline, offline)  # all of it to party 1
-    online = tree_online + (8 * numel if product else 0) + _packed(3 * numel, 1)
+    online = tree_online + (8 * numel if product else 0) + packed_nbytes(3 * numel, 1)
     offline = tree_offline + 8 * 7 * numel * (2 if product else 1)
     return OpCost(rounds, online, rounds, offline, offline)  # all of it to party 1
 
@@ -229,7 +206,7 @@ class CostModel:
                 c.per_elem_s + c.per_elem_level_s * fss_key_levels(bits, compact))
         if method in ("adder", "adder_compact"):
             compact = compact or method == "adder_compact"
-            p = _positions(bits)
+            p = positions(bits)
             rounds = adder_costs(0, bits, product, leaf, compact).rounds
             c = self.adder
             extra = self.adder_leaf4_per_elem_s if leaf == 4 else 0.0
@@ -288,7 +265,7 @@ class CostModel:
                    network: NetworkConfig, compact: bool = False) -> int:
         """The adder's leaf width with the lower estimate: 4 saves a round for more bytes
         (2 on ties); `compact`: of the XOR-output variant ("adder_compact")."""
-        return min(adder_leaves(bits), key=lambda w: (
+        return min(leaf_widths(bits), key=lambda w: (
             self.estimate_s("adder", numels, bits, product, network, leaf=w,
                             compact=compact), w))
 
