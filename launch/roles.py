@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import os
@@ -114,6 +115,18 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=loop, daemon=True, name="parent-watch").start()
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs ldconfig); None where absent."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> None:
     """Ask glibc to serve large tensors from the heap and keep freed memory.
 
@@ -122,11 +135,10 @@ def keep_freed_memory() -> None:
     17 ms instead of 0.3 ms). Protocols allocate many same-sized tensors, so reuse wins.
     No-op where glibc's mallopt is not available.
     """
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    if libc is None:
         return
     try:
-        libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
         libc.mallopt(m_mmap_threshold, 1 << 30)
         # One arena: ZeroMQ's I/O thread frees what the protocol thread allocates (and the
@@ -142,12 +154,12 @@ def release_freed_memory() -> None:
     that allocated what the rest of the run does not reuse (the dealer's trace, a party's
     weight encoding), so that the resident set and the memory budget see live memory only.
     No-op where glibc is not available."""
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    if libc is None:
         return
     try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError):
+        libc.malloc_trim(0)
+    except AttributeError:
         pass
 
 

@@ -86,8 +86,8 @@ class OwnerMask:
         mask_id, owner, shape = self._shape(params)
         # B is the first draw of the owner's stream for this request: drawn again at each
         # query rather than kept from the weights step to the matmul.
-        start = prgs[owner].restarted()
-        self.book.put_drawn(mask_id, shape, lambda: start.restarted().ring(shape))
+        prg = prgs[owner]
+        self.book.put_drawn(mask_id, shape, lambda: prg.restarted().ring(shape))
         return [[], []]
 
     def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
