@@ -39,8 +39,13 @@ retries (every 20 ms, backing off to 200 ms), so roles may start in any order.
   are dropped at once. The PUSH sockets live in one private `zmq.Context` and the PULL
   socket in another, so the PUSH context can be terminated (which waits for the queued
   frames to reach the kernel) while the PULL socket is still open: peers never see us
-  close before our last messages left. No global context is used (pyzmq's own helper
-  thread for zero-copy sends aside).
+  close before our last messages left. A large last message still has to be read and
+  (under CURVE, as one box) decrypted by the peer after it reached the kernel, which at
+  256 MB took longer than `GONE_GRACE_S`: the peer saw our PULL close and declared us
+  gone with the message half landed. So the PULL socket also stays open until each large
+  message has had the time it would take at `LANDING_BYTES_PER_S` since it was handed to
+  ZeroMQ (bounded by the timeout; a small last message adds nothing). No global context
+  is used (pyzmq's own helper thread for zero-copy sends aside).
 - Bind host: by default the endpoint's own host; pass bind_host="0.0.0.0" to listen on
   every interface when the cluster file names an address that is not local (NAT,
   containers), i.e. across machines.
@@ -82,6 +87,9 @@ TRACK_THRESHOLD = 16 << 20  # array frames this large are tracked until ZeroMQ h
 MAX_QUEUED_BYTES = 128 << 20  # per link: tracked bytes handed to ZeroMQ and not yet sent
 SEND_POLL_S = 0.25
 GONE_GRACE_S = 0.5
+LANDING_BYTES_PER_S = 100e6  # the slowest a peer reads and decrypts a large message (CURVE
+# moved 0.11 GB/s on a loaded 2-core VM): close() keeps the PULL socket open this long per
+# byte of a large message after handing it to ZeroMQ
 ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
 ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
 RECONNECT_IVL_MS = 20
@@ -190,6 +198,7 @@ class ZmqChannel(FramedChannel):
         self._closed = False
         self._aborted = False
         self._last_arrival = time.monotonic()
+        self._landed_by = 0.0  # monotonic time by which every large message sent has landed
         self._rcvtimeo_ms = -1
         self._linger_ms = max(0, int(timeout_s * 1000))
         self.heartbeat_ivl_s = min(HEARTBEAT_IVL_MAX_S, timeout_s / 4)
@@ -291,11 +300,12 @@ class ZmqChannel(FramedChannel):
         # earlier part of the same message to leave would wait forever.
         link = self._links[dst]
         tracked = self._delay is None
-        if tracked:
-            large = sum(f.nbytes for f in frames
-                        if isinstance(f, memoryview) and f.nbytes >= TRACK_THRESHOLD)
-            if large:
+        large = sum(f.nbytes for f in frames
+                    if isinstance(f, memoryview) and f.nbytes >= TRACK_THRESHOLD)
+        if large:
+            if tracked:
                 self._make_room(dst, link, large)
+            self._landed_by = max(self._landed_by, time.monotonic() + large / LANDING_BYTES_PER_S)
         last = len(frames) - 1
         for i, frame in enumerate(frames):
             copy = not isinstance(frame, memoryview) or frame.nbytes < COPY_THRESHOLD
@@ -493,6 +503,10 @@ class ZmqChannel(FramedChannel):
             link.push.close(linger=linger_ms)
         # Terminating the PUSH context waits (up to LINGER) for queued frames to leave.
         self._push_ctx.term()
+        if not drop_pending and not self._aborted:
+            # Our PULL socket closing is what the peers see as our link dropping: keep it
+            # open while a large last message may still be landing (module docstring).
+            time.sleep(max(0.0, min(self._landed_by - time.monotonic(), self.timeout_s)))
         if self._pull is not None:
             self._pull.close(linger=0)
         if self._auth is not None:

@@ -16,10 +16,12 @@ import pytest
 import zmq
 from mp_harness import SPAWN, expect_ok, run_processes
 
+from privit.parties import transport
 from privit.parties.channel import PeerError
 from privit.parties.cluster import Cluster, ClusterError, Endpoint
 from privit.parties.config import NETWORK_PRESETS, PROTOCOL_VERSION, NetworkConfig, RunConfig
 from privit.parties.counters import Counters
+from privit.parties.keys import RoleKeys
 from privit.parties.transport import TransportError, ZmqChannel
 from privit.parties.wire import WireError
 
@@ -254,6 +256,33 @@ def test_a_peer_that_finished_still_delivers_its_last_message() -> None:
     cluster = Cluster.local(1)
     closing, _ = expect_ok(run_processes([(last_words_target, (r, cluster)) for r in (0, 1)]))
     assert closing >= 0.15  # close() waited for the 0.2 s emulated transfer
+
+
+def large_last_words_target(role: int, cluster: Cluster, keys: list[RoleKeys]) -> int:
+    """Party 0 sends one 128 MB array under CURVE and closes at once; party 1, which
+    declares a closed peer gone as soon as it looks (no grace), must still get it whole:
+    the peer decrypts a message as one box after its last byte arrived, and close() keeps
+    the PULL socket (whose closing is what the peer sees) open while it may be landing."""
+    n = 16 << 20
+    peers = [1 - role]
+    if role == 1:
+        transport.GONE_GRACE_S = 0.0
+    with ZmqChannel(role, cluster, peers, Counters(), 30.0, _name, keys=keys[role]) as ch:
+        if role == 1:
+            ch.send(0, "data", "go", [np.zeros(1, dtype=np.int64)])
+            (got,) = ch.recv(0, "data", "last").arrays
+            return int(got.sum())
+        ch.recv(1, "data", "go")
+        ch.send(1, "data", "last", [np.ones(n, dtype=np.int64)])
+        return n
+
+
+def test_a_large_last_message_lands_before_its_sender_closes() -> None:
+    keys = [RoleKeys.generate(f"landing{r}") for r in range(2)]
+    cluster = Cluster.local(1).with_keys(keys)
+    sent, got = expect_ok(run_processes([(large_last_words_target, (r, cluster, keys))
+                                         for r in (0, 1)], timeout_s=60.0))
+    assert got == sent
 
 
 # -- handshake between processes ----------------------------------------------------------
