@@ -195,25 +195,36 @@ def _as_ring(values: np.ndarray, shape: torch.Size) -> torch.Tensor:
 
 
 # -- the FSS path --------------------------------------------------------------------------
+# Elements per FSS key request (64-bit relu_fss keys: 134 MB of party 1's material; 32-bit
+# compact bit keys: 26 MB): a larger comparison takes its keys as several plan requests, so
+# that no one request outgrows a party's streaming window (parties/offline.py: the bench's
+# 197 x 768 ReLU is 310 MB of keys, the teacher's erf GeLU 90 MB per party of compact keys).
+# The online protocol is the same: one opening for all pieces.
+FSS_REQUEST_ELEMENTS = 1 << 16
+
+
+def _request_pieces(m: int) -> list[tuple[int, int]]:
+    """(start, count) of each FSS key request for m elements; one empty request for m = 0."""
+    return [(i, min(FSS_REQUEST_ELEMENTS, m - i)) for i in range(0, m, FSS_REQUEST_ELEMENTS)
+            ] or [(0, 0)]
+
+
 def _drelu_fss(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
     """DReLU by dcf.py's key: 1. open x + r mod 2^n (n bits each, 1 round);
-    2. drelu_eval locally. ROUNDS 1, BYTES numel * wire_itemsize(n) per party,
-    OFFLINE (48 n - 24) numel."""
-    m = x.numel()
-    mat = sess.correlation("drelu_fss", (m, bits))
+    2. drelu_eval locally, piece by piece of FSS_REQUEST_ELEMENTS.
+    ROUNDS 1, BYTES numel * wire_itemsize(n) per party, OFFLINE (48 n - 24) numel."""
+    pieces = _request_pieces(x.numel())
+    mats = [sess.correlation("drelu_fss", (n, bits)) for _, n in pieces]
     if sess.is_tracing:
         return torch.zeros(x.shape, dtype=torch.int64)
-    r = mat["r_share"].numpy()
+    r = np.concatenate([mat["r_share"].numpy() for mat in mats])
     (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_fss")
-    material = DreluMaterial(r, mat["msb_share"].numpy(), drelu_dcf_keys(mat))
-    return _as_ring(drelu_eval(sess.party_id, material, x_hat), x.shape)
-
-
-# Elements per relu_fss request (64-bit keys: 134 MB of party 1's material): a larger gate
-# takes its keys as several plan requests, so that no one request outgrows a party's
-# streaming window (parties/offline.py: the bench's 197 x 768 ReLU is 310 MB of keys). The
-# online protocol is the same: one opening for all pieces.
-FSS_REQUEST_ELEMENTS = 1 << 16
+    out = np.empty(x.numel(), np.uint64)
+    for (start, n), mat in zip(pieces, mats, strict=True):
+        part = slice(start, start + n)
+        material = DreluMaterial(r[part], mat["msb_share"].numpy(), drelu_dcf_keys(mat))
+        out[part] = drelu_eval(sess.party_id, material, x_hat[part])
+    return _as_ring(out, x.shape)
 
 
 def _gate_fss(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
@@ -227,8 +238,8 @@ def _gate_fss(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
     """
     shared = x is None and bits == RING_BITS
     m = a.numel()
-    pieces = [(i, min(FSS_REQUEST_ELEMENTS, m - i)) for i in range(0, m, FSS_REQUEST_ELEMENTS)]
-    mats = [sess.correlation("relu_fss", (n, bits, int(shared))) for _, n in pieces or [(0, 0)]]
+    pieces = _request_pieces(m)
+    mats = [sess.correlation("relu_fss", (n, bits, int(shared))) for _, n in pieces]
     if sess.is_tracing:
         zero = torch.zeros(a.shape, dtype=torch.int64)
         return zero, zero.clone()
@@ -242,7 +253,7 @@ def _gate_fss(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None
         a_hat, x_hat = _open_masked(sess, [(_u64(a) + r, bits), (_u64(mult) + big_r, RING_BITS)],
                                     "relu_fss")
     d, product = np.empty(m, np.uint64), np.empty(m, np.uint64)
-    for (start, n), mat in zip(pieces, mats, strict=False):
+    for (start, n), mat in zip(pieces, mats, strict=True):
         part = slice(start, start + n)
         d[part], product[part] = relu_gate_eval(
             sess.party_id, bits, mat["root_seed"].numpy(), relu_corrections(mat),
@@ -296,13 +307,18 @@ def drelu_xor(sess: Session, x: torch.Tensor, *, bits: int = 64, plan: Plan | No
 
 
 def _drelu_bits(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
-    mat = sess.correlation("drelu_bit_fss", (x.numel(), bits))
+    pieces = _request_pieces(x.numel())
+    mats = [sess.correlation("drelu_bit_fss", (n, bits)) for _, n in pieces]
     if sess.is_tracing:
         return torch.zeros(x.shape, dtype=torch.uint8)
-    r = mat["r_share"].numpy()
+    r = np.concatenate([mat["r_share"].numpy() for mat in mats])
     (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_bit_fss")
-    material = BitDreluMaterial(r, mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
-    return torch.from_numpy(bit_drelu_eval(sess.party_id, material, x_hat)).reshape(x.shape)
+    out = np.empty(x.numel(), np.uint8)
+    for (start, n), mat in zip(pieces, mats, strict=True):
+        part = slice(start, start + n)
+        material = BitDreluMaterial(r[part], mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
+        out[part] = bit_drelu_eval(sess.party_id, material, x_hat[part])
+    return torch.from_numpy(out).reshape(x.shape)
 
 
 def _gate_fss_compact(sess: Session, a: torch.Tensor, bits: int, x: torch.Tensor | None

@@ -296,3 +296,28 @@ def test_comparison_config_validates_and_overrides_the_cost_model() -> None:
     assert compare.choose_method(sess, slow_adder, [100], 64, product=True) == "fss"
     with pytest.raises(ValueError):
         compare.drelu(sess, torch.zeros(3, dtype=torch.int64), bits=65)
+
+
+@pytest.mark.parametrize("kind", ["drelu_fss", "drelu_bit_fss"])
+def test_fss_drelu_keys_come_in_pieces(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """A comparison larger than FSS_REQUEST_ELEMENTS takes its keys as several plan requests
+    (none outgrows a streaming window: the teacher's erf GeLU under --compare fss was one
+    90 MB request per party), with one opening and the same results."""
+    monkeypatch.setattr(compare, "FSS_REQUEST_ELEMENTS", 100)
+    bits, m = 32, 250
+    x = torch.randint(-2**20, 2**20, (m,), generator=torch.Generator().manual_seed(5))
+    x[:3] = torch.tensor([0, -1, 1])
+
+    def job(s: Session) -> torch.Tensor:
+        if kind == "drelu_fss":
+            return compare.drelu(s, shared(s, x), method="fss", bits=bits)
+        plan = compare.plan_comparison(s, "fss", [m], bits, product=False, compact=True)
+        return compare.drelu_xor(s, shared(s, x), bits=bits, plan=plan)
+
+    run_ = run_in_memory_detailed(RunConfig(frac_bits=F, timeout_s=30), job, CORRELATIONS)
+    got = (run_.results[0] ^ run_.results[1] if kind == "drelu_bit_fss"
+           else sharing.reconstruct(run_.results))
+    assert torch.equal(got.long(), (x >= 0).long())
+    assert [params[0] for name, params in run_.plan if name == kind] == [100, 100, 50]
+    for report in run_.reports:
+        assert report["phases"]["online"]["rounds"] == 1
