@@ -1,6 +1,6 @@
 """The owner's product kernels on ViT-Base's weight shapes: the general limb kernel
 (`ring.ring_matmul_limbs`, what the owner used before) against the narrow one
-(`ring.ring_matmul_narrow`, W in one limb, converted once ahead as the owner does).
+(`ring.ring_matmul_narrow`, W in one limb, checked once ahead as the owner does).
 
 `python -m privit.launch.bench_narrow [--reps 7] [--threads 1] [--bits 21] [--int64]`
 prints one row per shape: min and median ms of each kernel, the kernels alternated within

@@ -187,8 +187,8 @@ class OwnerWeight:
     """A weight W (k, m) of `owner`, prepared for one-sided products x @ W.
 
     On the owner `plain` is W (ring), or, when every weight of its `prepare_owner_weights`
-    call is within the public bound, `narrow` holds W instead (exact float64, no second
-    copy); on the client `masked` is E = W - B. The other fields are None.
+    call is within the public bound, `narrow` holds W instead (checked: `ring.narrow_weight`);
+    on the client `masked` is E = W - B. The other fields are None.
     """
 
     owner: int
@@ -380,7 +380,7 @@ def _owner_product(sess: Session, a: torch.Tensor, w: OwnerWeight) -> torch.Tens
                                        w_bits=w.narrow.bits)
     if method == "narrow":
         return ring.ring_matmul_narrow(a, w.narrow)
-    return ring.ring_matmul(a, w.narrow.ring(), method)
+    return ring.ring_matmul(a, w.narrow.values, method)
 
 
 def owner_matmul(sess: Session, x: torch.Tensor, weight: OwnerWeight,

@@ -251,15 +251,13 @@ def narrow_plan(k: int, w_bits: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class NarrowWeight:
-    """A ring matrix w (k, m) with |w| <= 2^(bits-1), as exact float64 (`narrow_weight`
-    checks the bound): the one-limb operand of `ring_matmul_narrow`."""
+    """A ring matrix w (k, m), int64, checked by `narrow_weight` to satisfy |w| <=
+    2^(bits-1): the one-limb operand of `ring_matmul_narrow`. It holds w itself, not a
+    float64 copy: the copy of ViT-Base's weights raised party 0's peak from 1,756 to
+    2,307 MiB, while converting per product costs one pass over k m (BENCHMARKS.md)."""
 
     values: torch.Tensor
     bits: int
-
-    def ring(self) -> torch.Tensor:
-        """w as int64 ring values."""
-        return self.values.to(torch.int64)
 
 
 def narrow_weight(w: torch.Tensor, bits: int) -> NarrowWeight:
@@ -275,13 +273,14 @@ def narrow_weight(w: torch.Tensor, bits: int) -> NarrowWeight:
     if w.numel() and (int(w.min()) < -bound or int(w.max()) > bound):
         raise ValueError(f"weight entries in [{int(w.min())}, {int(w.max())}] exceed "
                          f"+-2^{bits - 1} ({bits} bits)")
-    return NarrowWeight(w.to(torch.float64), bits)
+    return NarrowWeight(w, bits)
 
 
 def ring_matmul_narrow(a: torch.Tensor, w: NarrowWeight) -> torch.Tensor:
     """Exact a @ w mod 2^64 for any int64 a (..., n, k) and a narrow w (k, m): a's L
-    balanced limbs (`narrow_plan`) stacked into ONE float64 GEMM (L*rows, k) @ (k, m), each
-    limb's exact product converted to int64 and summed with its shift 2^(b i) (Horner)."""
+    balanced limbs (`narrow_plan`) stacked into ONE float64 GEMM (L*rows, k) @ (k, m)
+    with w in float64 (exact: |w| <= 2^52), each limb's exact product converted to int64
+    and summed with its shift 2^(b i) (Horner)."""
     a = as_ring(a)
     k, m = w.values.shape
     if a.dim() < 2 or a.shape[-1] != k:
@@ -291,7 +290,7 @@ def ring_matmul_narrow(a: torch.Tensor, w: NarrowWeight) -> torch.Tensor:
     bits, n_limbs = narrow_plan(k, w.bits)
     rows = a.reshape(-1, k)
     limbs = _balanced_limbs(rows, bits, n_limbs).reshape(-1, k)
-    parts = torch.mm(limbs, w.values).reshape(n_limbs, rows.shape[0], m)
+    parts = torch.mm(limbs, w.values.to(torch.float64)).reshape(n_limbs, rows.shape[0], m)
     out = parts[n_limbs - 1].to(torch.int64)
     for i in range(n_limbs - 2, -1, -1):
         out.bitwise_left_shift_(bits)
@@ -327,11 +326,11 @@ def matmul_features(method: str, dims: MatmulDims) -> tuple[float, ...]:
 
 def narrow_features(dims: MatmulDims, w_bits: int) -> tuple[float, ...]:
     """`ring_matmul_narrow`'s cost in the limbs' model (same features, same coefficients):
-    L GEMMs (`narrow_plan`), and as element passes L limbs of a plus L int64 conversions
-    (and shifted sums) of the output; w is converted once, ahead (`narrow_weight`)."""
+    L GEMMs (`narrow_plan`), and as element passes L limbs of a, w's float64 conversion,
+    and L int64 conversions (and shifted sums) of the output."""
     batch, n, k, m = dims
     n_limbs = narrow_plan(k, w_bits)[1]
-    return (1.0, float(n_limbs * dims.macs), float(n_limbs * batch * n * (k + m)))
+    return (1.0, float(n_limbs * dims.macs), float(n_limbs * batch * n * (k + m) + k * m))
 
 
 MATMUL_FEATURE_NAMES = {"int64": ("call", "MAC"), "limbs": ("call", "GEMM MAC", "element pass")}

@@ -318,8 +318,8 @@ def test_calibrate_command_measures_then_reads_the_cache(cache_home: Path) -> No
 # -- narrow weights (ring_matmul_narrow) -------------------------------------------------------
 def test_narrow_features_are_the_limbs_ones_with_fewer_gemms() -> None:
     d = mc.MatmulDims(1, 197, 3072, 768)
-    assert ring.narrow_features(d, 21) == (1.0, 3 * d.macs, 3 * 197 * (3072 + 768))
-    assert ring.narrow_features(d, 22) == (1.0, 4 * d.macs, 4 * 197 * (3072 + 768))
+    assert ring.narrow_features(d, 21) == (1.0, 3 * d.macs, 3 * 197 * (3072 + 768) + 3072 * 768)
+    assert ring.narrow_features(d, 22) == (1.0, 4 * d.macs, 4 * 197 * (3072 + 768) + 3072 * 768)
     assert ring.narrow_features(d, 21)[1] < ring.matmul_features("limbs", d)[1]
 
 

@@ -120,6 +120,38 @@ def test_owner_narrow_weights_same_products_and_messages(
     assert [r["phases"]["online"]["rounds"] for r in run.reports] == [1, 0]
 
 
+def test_narrow_owner_gives_bit_identical_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same randomness with and without the narrow kernel: the same logits, bit for bit,
+    and the same online bytes and rounds (the products are exact either way)."""
+    pytest.importorskip("privit.protocols.softmax")
+    from privit.launch.vit_job import VitJob
+    from privit.parties.config import JobSpec
+    from privit.protocols import owner_matmul
+
+    cfg = RunConfig(n_parties=2, timeout_s=60, seed=5,
+                    job=JobSpec.make("vit", model="vit_digits", mu="0.5", batch=2))
+    monkeypatch.setenv(ring.MATMUL_ENV, "limbs")  # narrow even on the small products
+    calls: list[int] = []
+    real = ring.ring_matmul_narrow
+
+    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
+        calls.append(w.bits)
+        return real(a, w)
+    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    runs = []
+    for narrow in (True, False):
+        if not narrow:
+            monkeypatch.setattr(owner_matmul, "_within_bits", lambda w, bits: False)
+        runs.append(run_in_memory_detailed(cfg, VitJob(cfg).run, CORRELATIONS,
+                                           seed_source=b"narrow or not"))
+        assert bool(calls) == narrow
+        calls.clear()
+    assert torch.equal(runs[0].results[0]["logits"], runs[1].results[0]["logits"])
+    costs = [[{k: r["phases"]["online"][k] for k in ("bytes", "messages", "rounds")}
+              for r in run.reports] for run in runs]
+    assert costs[0] == costs[1]
+
+
 def test_owner_weights_travel_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over WEIGHT_PIECE_ELEMENTS, the masked weights go as several messages (27 elements
     in pieces of at most 10: 9, 9, 9), each counted, with the same products."""
