@@ -21,6 +21,9 @@ faster depends on the CPU (docs/arithmetic.md, section 6: int64 wins most ViT sh
 AVX-512 Intel VM, limbs win them 5-15x on an AVX2 AMD one), so `auto` asks a cost model
 per kernel that protocols/matmul_calibration.py fits on this machine, cached per CPU,
 torch version and thread count. PRIVIT_MATMUL=int64|limbs forces a kernel.
+`ring_matmul_narrow` serves a right operand known to be narrow (|w| <= 2^(w_bits-1): the
+model owner's plaintext weights, protocols/owner_matmul.py): a's limbs against w as ONE
+limb, L = ceil(64 / b) GEMMs (`narrow_plan`; 3 at ViT-Base's shapes instead of 6 and 10).
 """
 from __future__ import annotations
 
