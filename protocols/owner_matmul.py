@@ -19,6 +19,14 @@ Per query (`owner_matmul`, `owner_matmul_many` for several products in one messa
 2. The client sends D = x_c - A to the owner only.
 3. Owner: Z_o = (x_o + D) @ W + C_o.  Client: Z_c = A @ E + C_c.
    Z_o + Z_c = (x - A) @ W + A @ (W - B) + A @ B = x @ W.
+   The owner's product is exact with any kernel; when every weight of the call is within
+   the public bound |w| <= OWNER_WEIGHT_BOUND (real units: |W| <= 2^(f+4), f + 5 signed
+   bits) it holds W as a `ring.NarrowWeight` and may use `ring.ring_matmul_narrow` (one
+   limb of W: 3 GEMMs instead of 6-10 at ViT-Base's shapes). Which kernel: PRIVIT_MATMUL=
+   int64 forces torch's int64 kernel, =limbs the narrow kernel (the general limb kernel if
+   the weights exceed the bound), auto the cheapest that `ring.choose_matmul_method`
+   predicts on this machine for the (public) shapes. The client's A @ E (E uniform) uses
+   `ring.ring_matmul` as before.
 4. Truncate (`truncation.truncate`: local, 0 rounds, with 2 parties by default).
    ROUNDS: the client never waits (0); the owner waits for D, which counts as a round
    only if it has sent since its last wait. BYTES H + 8 * batch n k from the client only
@@ -28,6 +36,14 @@ Per query (`owner_matmul`, `owner_matmul_many` for several products in one messa
 Security (semi-honest, dealer not colluding): the client sees E = W - B with B uniform and
 unknown to it; the owner sees D = x_c - A with A uniform and unknown to it, fresh per
 query. Both are one-time pads over Z_2^64. With n != 2 parties use beaver.fixed_matmul.
+
+Timing (a side channel outside the model above, docs/security.md): the owner's compute
+time is visible to the client (it waits for the owner's next message). Whether the owner
+uses the narrow kernel is decided ONCE per `prepare_owner_weights` call (one per model)
+against the public bound, so its time reveals exactly one bit about the weights: whether
+every weight of the call satisfies |w| <= OWNER_WEIGHT_BOUND. The kernel per product then
+depends only on public shapes, the thread count and the machine's calibration; the
+narrow plan's limb count depends on k and the public bound only, never on the values.
 """
 from __future__ import annotations
 
@@ -41,6 +57,12 @@ from privit.parties.prg import Prg
 from privit.parties.session import Params, Session
 from privit.protocols import ring, truncation
 from privit.protocols.correlations import MaskBook
+
+OWNER_WEIGHT_BOUND_LOG2 = 4
+OWNER_WEIGHT_BOUND = 2.0**OWNER_WEIGHT_BOUND_LOG2
+"""The public bound on the owner's real weights, |w| <= 16, under which its products use
+the narrow kernel (the module docstring). Real ViT weights lie well within it; the
+widest with 3 GEMMs at ViT-Base's k = 3072 with f = 16 (`ring.narrow_plan`)."""
 
 OWNER_MASK = "owner_mask"
 OWNER_MATMUL_TRIPLE = "owner_matmul_triple"
@@ -164,8 +186,9 @@ def owner_kinds() -> dict[str, OwnerMask | OwnerMatmulTriple]:
 class OwnerWeight:
     """A weight W (k, m) of `owner`, prepared for one-sided products x @ W.
 
-    On the owner `plain` is W (ring); on the client `masked` is E = W - B. The other
-    field is None.
+    On the owner `plain` is W (ring), or, when every weight of its `prepare_owner_weights`
+    call is within the public bound, `narrow` holds W instead (checked: `ring.narrow_weight`);
+    on the client `masked` is E = W - B. The other fields are None.
     """
 
     owner: int
@@ -174,6 +197,12 @@ class OwnerWeight:
     m: int
     plain: torch.Tensor | None
     masked: torch.Tensor | None
+    narrow: ring.NarrowWeight | None = None
+
+
+def owner_weight_bits(frac_bits: int) -> int:
+    """Signed bits of a fixed-point weight within the public bound: |W| <= 2^(f+4)."""
+    return frac_bits + OWNER_WEIGHT_BOUND_LOG2 + 1
 
 
 
@@ -192,9 +221,11 @@ def prepare_owner_weights(
     """Prepare several weights of `owner` at once (steps 1-2 of the per-model part).
 
     `weights` holds ring tensors (k, m) on the owner (zeros are used while tracing) and is
-    ignored elsewhere. ROUNDS 0. BYTES 8 * sum(k m) plus one header H per message from the
-    owner to the client: one message up to WEIGHT_PIECE_ELEMENTS elements, else pieces of
-    at most that many (`_pieces`); OFFLINE 0.
+    ignored elsewhere. The owner decides here, once for all of them, whether its products
+    use the narrow kernel (every W within the public bound: the module docstring).
+    ROUNDS 0. BYTES 8 * sum(k m) plus one header H per message from the owner to the
+    client: one message up to WEIGHT_PIECE_ELEMENTS elements, else pieces of at most that
+    many (`_pieces`); OFFLINE 0.
     """
     _check_two(sess, owner)
     if sess.party_id == owner and len(weights) != len(shapes):
@@ -208,6 +239,9 @@ def prepare_owner_weights(
     # piece or two is in flight besides the weights (at ViT-Base the whole message, and
     # CURVE's encrypted copy of it, were 0.69 GB each).
     masked = _MaskedPieces(sess, client, label, pieces) if sess.party_id == owner else None
+    bits = owner_weight_bits(sess.frac_bits)
+    narrow = not sess.is_tracing  # the trace multiplies nothing (`_product`)
+    plains: list[torch.Tensor] = []
     for i, (k, m) in enumerate(shapes):
         mask_id = sess.next_request_index()
         mat = sess.correlation(OWNER_MASK, (mask_id, owner, int(k), int(m)))
@@ -224,8 +258,14 @@ def prepare_owner_weights(
                 raise ValueError(f"weight {i} has shape {tuple(w.shape)}, declared {(k, m)}")
             assert masked is not None
             masked.write((w - mat["b"]).reshape(-1))
+            fits = _within_bits(w, bits)  # every weight checked: no early exit to time
+            narrow = narrow and fits
+            plains.append(w)
         prepared.append((mask_id, int(k), int(m), w))
     if sess.party_id == owner:
+        if narrow:
+            return [OwnerWeight(owner, mid, k, m, None, None, ring.narrow_weight(w, bits))
+                    for (mid, k, m, _), w in zip(prepared, plains, strict=True)]
         return [OwnerWeight(owner, mid, k, m, w, None) for mid, k, m, w in prepared]
     flat = torch.empty(total, dtype=torch.int64)
     start = 0
@@ -237,6 +277,14 @@ def prepare_owner_weights(
         out.append(OwnerWeight(owner, mid, k, m, None, flat[offset:offset + k * m].reshape(k, m)))
         offset += k * m
     return out
+
+
+def _within_bits(w: torch.Tensor, bits: int) -> bool:
+    """|w| <= 2^(bits-1) everywhere (what `ring.narrow_weight` requires)."""
+    if not w.numel():
+        return True
+    low, high = torch.aminmax(w)
+    return -(1 << (bits - 1)) <= int(low) and int(high) <= 1 << (bits - 1)
 
 
 WEIGHT_PIECE_ELEMENTS = 1 << 20  # 8 MiB of int64 per message of masked weights (64 MiB
@@ -304,8 +352,7 @@ def owner_matmul_many(
         for x, w, mat, size in zip(xs, weights, mats, sizes, strict=True):
             d = flat[offset:offset + size].reshape(x.shape)
             offset += size
-            assert w.plain is not None
-            out.append(_product(sess, d + x, w.plain) + mat["c"])
+            out.append(_owner_product(sess, d + x, w) + mat["c"])
     else:
         sess.send(owner, torch.cat([(ring.as_ring(x) - mat["a"]).reshape(-1)
                                     for x, mat in zip(xs, mats, strict=True)]), label)
@@ -321,6 +368,19 @@ def _product(sess: Session, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     if sess.is_tracing:
         return torch.zeros((*a.shape[:-1], w.shape[-1]), dtype=torch.int64)
     return ring.ring_matmul(a, w)
+
+
+def _owner_product(sess: Session, a: torch.Tensor, w: OwnerWeight) -> torch.Tensor:
+    """(x_o + D) @ W on the owner: the narrow kernel when W is narrow and the choice
+    (`ring.choose_matmul_method` with its bits: public shapes and bound only) takes it."""
+    if w.narrow is None:  # also in a trace, which never prepares narrow weights
+        assert w.plain is not None
+        return _product(sess, a, w.plain)
+    method = ring.choose_matmul_method(a.shape, (w.k, w.m), torch.get_num_threads(),
+                                       w_bits=w.narrow.bits)
+    if method == "narrow":
+        return ring.ring_matmul_narrow(a, w.narrow)
+    return ring.ring_matmul(a, w.narrow.values, method)
 
 
 def owner_matmul(sess: Session, x: torch.Tensor, weight: OwnerWeight,

@@ -21,12 +21,16 @@ faster depends on the CPU (docs/arithmetic.md, section 6: int64 wins most ViT sh
 AVX-512 Intel VM, limbs win them 5-15x on an AVX2 AMD one), so `auto` asks a cost model
 per kernel that protocols/matmul_calibration.py fits on this machine, cached per CPU,
 torch version and thread count. PRIVIT_MATMUL=int64|limbs forces a kernel.
+`ring_matmul_narrow` serves a right operand known to be narrow (|w| <= 2^(w_bits-1): the
+model owner's plaintext weights, protocols/owner_matmul.py): a's limbs against w as ONE
+limb, L = ceil(64 / b) GEMMs (`narrow_plan`; 3 at ViT-Base's shapes instead of 6 and 10).
 """
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -232,6 +236,71 @@ def ring_matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out[0] if two_d else out.reshape(*batch, shape[1], shape[2])
 
 
+def narrow_plan(k: int, w_bits: int) -> tuple[int, int]:
+    """(b, L) for a @ w with inner dimension k and |w| <= 2^(w_bits-1): the widest limbs of
+    a, b bits, whose products stay exact in float64 (k * 2^(b-1) * 2^(w_bits-1) <= 2^53),
+    and L = ceil(64 / b) of them, one GEMM each (w is one limb). E.g. w_bits 21: b 24, L 3
+    at k = 768; b 22, L 3 at k = 3072 (where `limb_plan` needs 6 and 10 GEMMs)."""
+    if k < 1 or not 1 <= w_bits <= FLOAT64_EXACT_BITS:
+        raise ValueError(f"no narrow plan for k = {k}, w_bits = {w_bits}")
+    # the largest b with k * 2^(b + w_bits - 2) <= 2^53; (k - 1).bit_length() = ceil(log2 k)
+    b = FLOAT64_EXACT_BITS + 2 - w_bits - (k - 1).bit_length()
+    if b < 1:
+        raise ValueError(f"inner dimension {k} is too large for an exact product with "
+                         f"{w_bits}-bit weights")
+    b = min(b, FLOAT64_EXACT_BITS)  # a limb's unsigned digit (< 2^b) must be exact in float64
+    return b, -(-RING_BITS // b)
+
+
+@dataclass(frozen=True)
+class NarrowWeight:
+    """A ring matrix w (k, m), int64, checked by `narrow_weight` to satisfy |w| <=
+    2^(bits-1): the one-limb operand of `ring_matmul_narrow`. It holds w itself, not a
+    float64 copy: the copy of ViT-Base's weights raised party 0's peak from 1,756 to
+    2,307 MiB, while converting per product costs one pass over k m (BENCHMARKS.md)."""
+
+    values: torch.Tensor
+    bits: int
+
+
+def narrow_weight(w: torch.Tensor, bits: int) -> NarrowWeight:
+    """`w` (int64, 2-D) for `ring_matmul_narrow`; ValueError unless every |w| <= 2^(bits-1)
+    (never a silently wrong product)."""
+    w = as_ring(w)
+    if w.dim() != 2:
+        raise ValueError(f"a narrow weight is a matrix, got shape {tuple(w.shape)}")
+    if not 1 <= bits <= FLOAT64_EXACT_BITS:
+        raise ValueError(f"narrow weights have 1..{FLOAT64_EXACT_BITS} bits, got {bits}")
+    bound = 1 << (bits - 1)
+    # min and max rather than abs: abs(-2^63) wraps to -2^63
+    if w.numel() and (int(w.min()) < -bound or int(w.max()) > bound):
+        raise ValueError(f"weight entries in [{int(w.min())}, {int(w.max())}] exceed "
+                         f"+-2^{bits - 1} ({bits} bits)")
+    return NarrowWeight(w, bits)
+
+
+def ring_matmul_narrow(a: torch.Tensor, w: NarrowWeight) -> torch.Tensor:
+    """Exact a @ w mod 2^64 for any int64 a (..., n, k) and a narrow w (k, m): a's L
+    balanced limbs (`narrow_plan`) stacked into ONE float64 GEMM (L*rows, k) @ (k, m)
+    with w in float64 (exact: |w| <= 2^52), each limb's exact product converted to int64
+    and summed with its shift 2^(b i) (Horner)."""
+    a = as_ring(a)
+    k, m = w.values.shape
+    if a.dim() < 2 or a.shape[-1] != k:
+        raise ValueError(f"ring_matmul_narrow shape mismatch {tuple(a.shape)} @ {(k, m)}")
+    if k == 0:
+        return torch.zeros((*a.shape[:-1], m), dtype=torch.int64)
+    bits, n_limbs = narrow_plan(k, w.bits)
+    rows = a.reshape(-1, k)
+    limbs = _balanced_limbs(rows, bits, n_limbs).reshape(-1, k)
+    parts = torch.mm(limbs, w.values.to(torch.float64)).reshape(n_limbs, rows.shape[0], m)
+    out = parts[n_limbs - 1].to(torch.int64)
+    for i in range(n_limbs - 2, -1, -1):
+        out.bitwise_left_shift_(bits)
+        out += parts[i].to(torch.int64)  # exact: |parts| <= 2^53
+    return out.reshape(*a.shape[:-1], m)
+
+
 def matmul_dims(a_shape: Sequence[int], b_shape: Sequence[int]) -> MatmulDims:
     """(batch, n, k, m) of (..., n, k) @ (..., k, m), batch = the broadcast batch's size."""
     batch = math.prod(broadcast_shape(a_shape[:-2], b_shape[:-2]))
@@ -258,6 +327,15 @@ def matmul_features(method: str, dims: MatmulDims) -> tuple[float, ...]:
     raise ValueError(f"no cost features for matmul method {method!r}")
 
 
+def narrow_features(dims: MatmulDims, w_bits: int) -> tuple[float, ...]:
+    """`ring_matmul_narrow`'s cost in the limbs' model (same features, same coefficients):
+    L GEMMs (`narrow_plan`), and as element passes L limbs of a, w's float64 conversion,
+    and L int64 conversions (and shifted sums) of the output."""
+    batch, n, k, m = dims
+    n_limbs = narrow_plan(k, w_bits)[1]
+    return (1.0, float(n_limbs * dims.macs), float(n_limbs * batch * n * (k + m) + k * m))
+
+
 MATMUL_FEATURE_NAMES = {"int64": ("call", "MAC"), "limbs": ("call", "GEMM MAC", "element pass")}
 """What each of `matmul_features`' entries counts, for showing a calibration."""
 
@@ -276,22 +354,40 @@ def forced_matmul_method() -> str | None:
     return value
 
 
+def _has_narrow_plan(k: int, w_bits: int) -> bool:
+    try:
+        narrow_plan(k, w_bits)
+    except ValueError:
+        return False
+    return True
+
+
 def choose_matmul_method(a_shape: Sequence[int], b_shape: Sequence[int], threads: int,
-                         calibration: Calibration | None = None) -> str:
+                         calibration: Calibration | None = None,
+                         w_bits: int | None = None) -> str:
     """The exact kernel to use for these shapes: PRIVIT_MATMUL if it forces one; int64 for
     products below SMALL_MATMUL_MACS or with k beyond the limbs' reach; otherwise the one
     `calibration` (default: this machine's for `threads`, see MATMUL_CALIBRATOR) predicts
-    faster, int64 on a tie."""
+    faster, int64 on a tie.
+
+    w_bits: b is known to fit `w_bits` bits (a `NarrowWeight`), so "narrow"
+    (`ring_matmul_narrow`) is a candidate too, predicted with the limbs' coefficients
+    (`narrow_features`); PRIVIT_MATMUL=limbs then forces "narrow" (it is the limb kernel
+    with W in one limb) when `narrow_plan` has a plan for k.
+    """
+    dims = matmul_dims(a_shape, b_shape)
+    narrow_bits = w_bits if w_bits is not None and _has_narrow_plan(dims.k, w_bits) else None
     forced = forced_matmul_method()
     if forced is not None:
-        return forced
-    dims = matmul_dims(a_shape, b_shape)
+        return "narrow" if forced == "limbs" and narrow_bits is not None else forced
     if dims.macs < SMALL_MATMUL_MACS or dims.k > LIMBS_MAX_K:
         return "int64"
     cal = calibration if calibration is not None else MATMUL_CALIBRATOR.calibration(threads)
-    int64_s = cal.predict("int64", matmul_features("int64", dims))
-    limbs_s = cal.predict("limbs", matmul_features("limbs", dims))
-    return "limbs" if limbs_s < int64_s else "int64"
+    costs = {"int64": cal.predict("int64", matmul_features("int64", dims)),
+             "limbs": cal.predict("limbs", matmul_features("limbs", dims))}
+    if narrow_bits is not None:
+        costs["narrow"] = cal.predict("limbs", narrow_features(dims, narrow_bits))
+    return min(costs, key=costs.__getitem__)  # the first of equals: int64 on a tie
 
 
 def ring_matmul(a: torch.Tensor, b: torch.Tensor, method: str = "auto") -> torch.Tensor:

@@ -313,3 +313,32 @@ def test_calibrate_command_measures_then_reads_the_cache(cache_home: Path) -> No
     for output in (first.stdout, second.stdout):
         rows = [line for line in output.splitlines() if line.startswith(("vit_", "bench", "ViT-"))]
         assert len(rows) == 9 and all(line.split()[-1] in ("int64", "limbs") for line in rows)
+
+
+# -- narrow weights (ring_matmul_narrow) -------------------------------------------------------
+def test_narrow_features_are_the_limbs_ones_with_fewer_gemms() -> None:
+    d = mc.MatmulDims(1, 197, 3072, 768)
+    assert ring.narrow_features(d, 21) == (1.0, 3 * d.macs, 3 * 197 * (3072 + 768) + 3072 * 768)
+    assert ring.narrow_features(d, 22) == (1.0, 4 * d.macs, 4 * 197 * (3072 + 768) + 3072 * 768)
+    assert ring.narrow_features(d, 21)[1] < ring.matmul_features("limbs", d)[1]
+
+
+def test_narrow_is_chosen_by_its_predicted_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ring, "MATMUL_CALIBRATOR", RefusingCalibrator())
+    # int64 1 ns per MAC, limbs 0.3 ns per GEMM MAC: 6 GEMMs (1.8 ns) lose, 3 (0.9 ns) win
+    cal = fake((0.0, 1e-9), (0.0, 3e-10, 0.0))
+    shapes = ((197, 768), (768, 768))
+    assert ring.choose_matmul_method(*shapes, 1, cal) == "int64"
+    assert ring.choose_matmul_method(*shapes, 1, cal, w_bits=21) == "narrow"
+    assert ring.choose_matmul_method(*shapes, 1, cal, w_bits=40) == "int64"  # 13 limbs
+    # with cheap GEMMs narrow beats the general limbs; no plan for k (w_bits 53) leaves limbs
+    cheap = fake((0.0, 1e-9), (0.0, 1e-11, 0.0))
+    assert ring.choose_matmul_method(*shapes, 1, cheap, w_bits=21) == "narrow"
+    assert ring.choose_matmul_method(*shapes, 1, cheap, w_bits=53) == "limbs"
+    assert ring.choose_matmul_method((17, 64), (64, 59), 1, w_bits=21) == "int64"  # small
+    monkeypatch.setenv(ring.MATMUL_ENV, "limbs")
+    assert ring.choose_matmul_method(*shapes, 1, w_bits=21) == "narrow"
+    assert ring.choose_matmul_method(*shapes, 1, w_bits=53) == "limbs"
+    assert ring.choose_matmul_method(*shapes, 1) == "limbs"
+    monkeypatch.setenv(ring.MATMUL_ENV, "int64")
+    assert ring.choose_matmul_method(*shapes, 1, cheap, w_bits=21) == "int64"

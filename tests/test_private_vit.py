@@ -72,6 +72,86 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
     assert kinds == ["owner_mask", "owner_mask"] + ["owner_matmul_triple"] * 3
 
 
+@pytest.mark.parametrize("forced, largest, narrow", [
+    ("limbs", 1 << 20, True),        # every |W| <= 2^(f+4): the narrow kernel
+    ("limbs", (1 << 20) + 1, False),  # one entry beyond: no weight of the call is narrow
+    ("int64", 1 << 20, True),        # held narrow, multiplied by torch's int64 kernel
+])
+def test_owner_narrow_weights_same_products_and_messages(
+        monkeypatch: pytest.MonkeyPatch, forced: str, largest: int, narrow: bool) -> None:
+    """The owner holds W narrow iff EVERY weight of the call is within the public bound
+    (one decision per call); products are exact and the messages those of wide weights."""
+    gen = torch.Generator().manual_seed(11)
+    bound = 1 << 20  # f = 16: |w| <= 16
+    w1 = torch.randint(-bound, bound + 1, (5, 3), generator=gen)
+    w2 = torch.randint(-bound, bound + 1, (3, 4), generator=gen)
+    w1[0, 0], w2[2, 3] = -bound, largest
+    x = torch.randint(ring.INT64_MIN, ring.INT64_MAX, (2, 7, 5), generator=gen)
+    monkeypatch.setenv(ring.MATMUL_ENV, forced)
+    calls: list[int] = []
+    real = ring.ring_matmul_narrow
+
+    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
+        calls.append(w.bits)
+        return real(a, w)
+    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    held: list[bool] = []
+
+    def job(sess: Session) -> list[torch.Tensor]:
+        xs = sharing.share_input(sess, 1, x if sess.party_id == 1 and not sess.is_tracing else None,
+                                 x.shape)
+        ws = prepare_owner_weights(sess, 0, [w1, w2] if sess.party_id == 0 else [], [(5, 3), (3, 4)])
+        if sess.party_id == 0 and not sess.is_tracing:
+            held.extend(w.narrow is not None and w.plain is None for w in ws)
+        z1, z2 = owner_matmul_many(sess, [xs, xs[0]], [ws[0], ws[0]], truncate=False)
+        (z3,) = owner_matmul_many(sess, [z1], [ws[1]], truncate=False)
+        return [z1, z2, z3]
+
+    run = run_in_memory_detailed(RunConfig(n_parties=2, timeout_s=20), job, CORRELATIONS)
+    total = [sharing.reconstruct([r[i] for r in run.results]) for i in range(3)]
+    assert torch.equal(total[0], x @ w1)
+    assert torch.equal(total[1], x[0] @ w1)
+    assert torch.equal(total[2], (x @ w1) @ w2)
+    assert held == [narrow, narrow]
+    assert calls == ([21, 21, 21] if narrow and forced == "limbs" else [])
+    assert run.reports[0]["bytes_to"] == {"1": data_bytes(0, 0, "owner_weights", 15 + 12)}
+    assert run.reports[1]["bytes_to"] == {"0": data_bytes(1, 0, "owner_matmul", 70 + 35)
+                                          + data_bytes(1, 1, "owner_matmul", 2 * 7 * 3)}
+    assert [r["phases"]["online"]["rounds"] for r in run.reports] == [1, 0]
+
+
+def test_narrow_owner_gives_bit_identical_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same randomness with and without the narrow kernel: the same logits, bit for bit,
+    and the same online bytes and rounds (the products are exact either way)."""
+    pytest.importorskip("privit.protocols.softmax")
+    from privit.launch.vit_job import VitJob
+    from privit.parties.config import JobSpec
+    from privit.protocols import owner_matmul
+
+    cfg = RunConfig(n_parties=2, timeout_s=60, seed=5,
+                    job=JobSpec.make("vit", model="vit_digits", mu="0.5", batch=2))
+    monkeypatch.setenv(ring.MATMUL_ENV, "limbs")  # narrow even on the small products
+    calls: list[int] = []
+    real = ring.ring_matmul_narrow
+
+    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
+        calls.append(w.bits)
+        return real(a, w)
+    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    runs = []
+    for narrow in (True, False):
+        if not narrow:
+            monkeypatch.setattr(owner_matmul, "_within_bits", lambda w, bits: False)
+        runs.append(run_in_memory_detailed(cfg, VitJob(cfg).run, CORRELATIONS,
+                                           seed_source=b"narrow or not"))
+        assert bool(calls) == narrow
+        calls.clear()
+    assert torch.equal(runs[0].results[0]["logits"], runs[1].results[0]["logits"])
+    costs = [[{k: r["phases"]["online"][k] for k in ("bytes", "messages", "rounds")}
+              for r in run.reports] for run in runs]
+    assert costs[0] == costs[1]
+
+
 def test_owner_weights_travel_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over WEIGHT_PIECE_ELEMENTS, the masked weights go as several messages (27 elements
     in pieces of at most 10: 9, 9, 9), each counted, with the same products."""

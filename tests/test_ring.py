@@ -158,3 +158,75 @@ def test_batched_broadcast_and_errors() -> None:
         ring.ring_matmul(a.double(), b)
     with pytest.raises(ValueError):
         ring.ring_matmul(a, b, "float32")
+
+
+# -- narrow weights (one limb) ---------------------------------------------------------------
+def test_narrow_plan_is_the_widest_exact_one() -> None:
+    """b is the largest width with k * 2^(b-1) * 2^(w_bits-1) <= 2^53 (at most 53: a digit
+    must be exact in float64), L = ceil(64 / b); ViT-Base's shapes take 3 GEMMs with 21 bits."""
+    assert ring.narrow_plan(768, 21) == (24, 3)
+    assert ring.narrow_plan(3072, 21) == (22, 3)
+    assert ring.narrow_plan(3072, 22) == (21, 4)
+    assert ring.narrow_plan(1, 1) == (53, 2)
+    for k in (1, 2, 3, 767, 768, 769, 2048, 3072, 4096, 1 << 20):
+        for w_bits in (1, 8, 21, 30):
+            b, n_limbs = ring.narrow_plan(k, w_bits)
+            assert k * 2 ** (b + w_bits - 2) <= 2**53
+            assert b == 53 or k * 2 ** (b + w_bits - 1) > 2**53
+            assert b * n_limbs >= 64 > b * (n_limbs - 1)
+    with pytest.raises(ValueError, match="too large"):
+        ring.narrow_plan(1 << 34, 21)  # b would be 0 (b = 1 at 2^33: 64 GEMMs, still exact)
+    with pytest.raises(ValueError):
+        ring.narrow_plan(0, 21)
+
+
+@pytest.mark.parametrize("k, w_bits", [(1, 1), (7, 2), (300, 21), (768, 21), (1024, 21),
+                                        (3072, 21), (4096, 22), (1 << 13, 40)])
+def test_narrow_exact_at_the_plan_limits(k: int, w_bits: int) -> None:
+    """Every digit of a at -2^(b-1) and every w at -+2^(w_bits-1): all K products have the
+    largest magnitude and one sign, reaching exactly 2^53 when k is a power of two."""
+    b, n_limbs = ring.narrow_plan(k, w_bits)
+    worst = -ring.to_signed(sum((1 << (b - 1)) << (b * i) for i in range(n_limbs)))
+    bound = 1 << (w_bits - 1)
+    gen = torch.Generator().manual_seed(k + w_bits)
+    a = random_ring((6, k), gen)
+    a[0], a[1], a[2], a[3] = worst, ring.INT64_MIN, -1, ring.INT64_MAX
+    w = torch.randint(-bound, bound + 1, (k, 5), generator=gen)
+    w[:, 0], w[:, 1] = -bound, bound
+    w[::2, 2] = bound
+    w[1::2, 2] = -bound
+    got = ring.ring_matmul_narrow(a, ring.narrow_weight(w, w_bits))
+    assert torch.equal(got, torch.matmul(a, w))
+    assert got[0, 0].item() == py_signed(k * worst * -bound)
+
+
+@pytest.mark.parametrize("sa, sw", [((197, 768), (768, 2304)), ((2, 197, 3072), (3072, 64)),
+                                    ((3, 4, 5), (5, 6)), ((0, 5), (5, 2)), ((2, 0), (0, 3))])
+def test_narrow_equals_native(sa: tuple[int, ...], sw: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(sum(sa) + sum(sw))
+    a = random_ring(sa, gen)
+    ext = torch.tensor(extreme_values(), dtype=torch.int64)
+    a.view(-1)[: min(len(ext), a.numel())] = ext[: a.numel()]
+    w = torch.randint(-(1 << 20), (1 << 20) + 1, sw, generator=gen)
+    got = ring.ring_matmul_narrow(a, ring.narrow_weight(w, 21))
+    assert got.shape == torch.matmul(a, w).shape
+    assert torch.equal(got, torch.matmul(a, w))
+
+
+def test_narrow_refuses_what_does_not_fit() -> None:
+    bound = 1 << 20
+    w = torch.zeros((4, 3), dtype=torch.int64)
+    for bad in (bound + 1, -bound - 1, ring.INT64_MIN, ring.INT64_MAX):
+        w[2, 1] = bad
+        with pytest.raises(ValueError, match="exceed"):
+            ring.narrow_weight(w, 21)
+    w[2, 1] = -bound
+    assert ring.narrow_weight(w, 21).values is w
+    with pytest.raises(ValueError):
+        ring.narrow_weight(w, 54)  # a 54-bit weight is not exact in float64
+    with pytest.raises(ValueError):
+        ring.narrow_weight(w.reshape(1, 4, 3), 21)
+    with pytest.raises(TypeError):
+        ring.narrow_weight(w.double(), 21)
+    with pytest.raises(ValueError, match="mismatch"):
+        ring.ring_matmul_narrow(torch.zeros((2, 3), dtype=torch.int64), ring.narrow_weight(w, 21))
