@@ -81,17 +81,17 @@ def leaf_bits(word: np.ndarray, p: int, leaf: int) -> list[np.ndarray]:
 
 def leaf_monomials(bits_: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
     """(2^w - 1, M) AND of every nonempty subset of the block's bits (row S - 1 for mask S),
-    written into `out` when given."""
+    written into `out` when given. The products read the single-bit rows, contiguous even
+    where the bits are strided views."""
     count = (1 << len(bits_)) - 1
     if out is None:
         out = np.empty((count, bits_[0].shape[0]), dtype=bits_[0].dtype)
     for s in range(1, count + 1):
         low = s & -s
-        i = low.bit_length() - 1
         if s == low:
-            out[s - 1] = bits_[i]
+            out[s - 1] = bits_[low.bit_length() - 1]
         else:
-            np.bitwise_and(out[(s ^ low) - 1], bits_[i], out=out[s - 1])
+            np.bitwise_and(out[(s ^ low) - 1], out[low - 1], out=out[s - 1])
     return out
 
 
