@@ -198,4 +198,4 @@ def _select(me: int, e: np.ndarray, x_hat: np.ndarray, r_share: np.ndarray, rho:
 def _rows(values: np.ndarray, shape: torch.Size) -> list[torch.Tensor]:
     """The rows of a fresh (K, N) uint64 array as int64 tensors of x's shape (views: each
     row is its own contiguous block)."""
-    return list(torch.from_numpy(values.view(np.int64)).reshape(-1, *shape).unbind(0))
+    return list(torch.from_numpy(values.view(np.int64)).reshape(values.shape[0], *shape).unbind(0))

@@ -77,6 +77,21 @@ def test_open_bits_gives_the_bits_in_arithmetic_shares_from_the_same_opening(
     check_offline(res, 8 * 2 * k * n)
 
 
+def test_open_bits_of_no_elements() -> None:
+    """N = 0: every output row is an empty tensor of x's shape (the rows are views of one
+    (K, N) array, reshaped by K, not by -1)."""
+    x = torch.zeros((0,), dtype=torch.float64)
+
+    def job(sess):  # type: ignore[no-untyped-def]
+        opened = open_bits(sess, torch.zeros((3, 0), dtype=torch.uint8), shared(sess, 1, x),
+                           square=True, label="sel")
+        assert opened.square is not None
+        return opened.bits + opened.products + [opened.square]
+
+    res = run(job)
+    assert [tuple(v.shape) for v in res.value] == [(0,)] * 7
+
+
 def test_bit_select_deals_to_party_1_only_and_rejects_bad_payloads() -> None:
     kind = BitSelect()
     payloads = kind.deal((2, 5, 1), [Prg(seed, 4) for seed in SEEDS])
