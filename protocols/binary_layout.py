@@ -4,6 +4,7 @@ final round's truth table. Pure numpy functions of public shapes; no shares, no 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,7 +110,8 @@ def low_mask(width: int) -> int:
     return (1 << width) - 1
 
 
-def _swap_masks(p: int) -> list[tuple[int, int]]:
+@functools.cache  # public p only; called once per slice of the adder's leaf round
+def _swap_masks(p: int) -> tuple[tuple[int, int], ...]:
     """(delta, mask) of the delta swaps that reverse the index bits of p positions."""
     levels = p.bit_length() - 1
     swaps = []
@@ -117,7 +119,7 @@ def _swap_masks(p: int) -> list[tuple[int, int]]:
         j = levels - 1 - i
         mask = sum(1 << q for q in range(p) if (q >> i) & 1 and not (q >> j) & 1)
         swaps.append(((1 << j) - (1 << i), mask))
-    return swaps
+    return tuple(swaps)
 
 
 def bit_reverse_positions(x: np.ndarray, p: int) -> np.ndarray:
