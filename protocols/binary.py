@@ -48,7 +48,6 @@ from privit.protocols.binary_layout import (
     TABLE,
     TABLE_SUM,
     U64,
-    bit_reverse_positions,
     final_truth_table,
     leaf_bits,
     leaf_monomials,
@@ -59,6 +58,7 @@ from privit.protocols.binary_layout import (
     pack_bits,
     packed_nbytes,
     positions,
+    share_words,
     unpack_bits,
     word_dtype,
 )
@@ -151,11 +151,16 @@ def _xor_parts(lay: _Layout) -> list[tuple[str, int, int]]:
     return parts
 
 
-def _cross(xs: np.ndarray, ys: np.ndarray, terms: list[tuple[int, int]]) -> np.ndarray:
-    """XOR over terms (S, T) of xs[S - 1] & ys[T - 1]."""
-    out = np.zeros_like(xs[0])
-    for s_mask, t_mask in terms:
-        out ^= xs[s_mask - 1] & ys[t_mask - 1]
+def _cross(xs: np.ndarray, ys: np.ndarray, terms: list[tuple[int, int]],
+           out: np.ndarray | None = None) -> np.ndarray:
+    """XOR over terms (S, T) of xs[S - 1] & ys[T - 1] (into `out` when given)."""
+    out = np.zeros_like(xs[0]) if out is None else out
+    (s_first, t_first), rest = terms[0], terms[1:]
+    np.bitwise_and(xs[s_first - 1], ys[t_first - 1], out=out)
+    term = np.empty_like(out)
+    for s_mask, t_mask in rest:
+        np.bitwise_and(xs[s_mask - 1], ys[t_mask - 1], out=term)
+        out ^= term
     return out
 
 
@@ -402,25 +407,40 @@ def _final_inputs(sess: Session, g: np.ndarray, prop: np.ndarray, top: np.ndarra
     return t, p_hi.astype(np.uint8), g_lo.astype(np.uint8)
 
 
+# Elements per slice of the local work between two openings: a slice's passes stay in the
+# core's cache (tens of bytes per element); the whole tensor's would stream from memory.
+LOCAL_SLICE = 1 << 15
+
+
+def _slices(m: int) -> list[slice]:
+    return [slice(i, min(i + LOCAL_SLICE, m)) for i in range(0, m, LOCAL_SLICE)]
+
+
 def _carry_tree(sess: Session, a: torch.Tensor, bits: int, leaf: int,
                 mat_np: dict[str, np.ndarray], mult_masked: np.ndarray | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor | None]:
     """Steps 1-2 of `adder_gate`: (top bit of this party's share, XOR shares of the last
-    (G, P) words of 2 lanes, the opened mult - R or None)."""
+    (G, P) words of 2 lanes, the opened mult - R or None). The local work between two
+    openings runs slice by slice (`LOCAL_SLICE` elements); each message is the whole
+    tensor's, as before."""
     party = sess.party_id
     m = a.numel()
     x = a.reshape(-1).contiguous().numpy().view(U64)
-    k = bits - 1
     p = positions(bits)
-    top = ((x >> np.uint64(k)) & np.uint64(1)).astype(np.uint8)
-    low = x & np.uint64(low_mask(k)) if k else np.zeros_like(x)
-    word = bit_reverse_positions((low << np.uint64(p - k)).astype(word_dtype(p)), p)
     width = p // leaf
     dt = word_dtype(width)
-    own = leaf_monomials(leaf_bits(word, p, leaf))
+    slices = _slices(m)
 
     # 1. leaf round
-    masked = pack_bits(own ^ mat_np["leaf_mask"], width)
+    leaf_mask = mat_np["leaf_mask"]
+    top = np.empty(m, dtype=np.uint8)
+    own = np.empty(leaf_mask.shape, dtype=dt)
+    mine = np.empty(leaf_mask.shape, dtype=dt)
+    for s in slices:
+        top[s], word = share_words(x[s], bits)
+        leaf_monomials(leaf_bits(word, p, leaf), out=own[:, s])
+        np.bitwise_xor(own[:, s], leaf_mask[:, s], out=mine[:, s])
+    masked = pack_bits(mine, width)
     if mult_masked is not None:
         masked = np.concatenate([mult_masked.view(np.uint8), masked])
     got = _exchange_bytes(sess, masked, "adder_leaf")
@@ -428,29 +448,68 @@ def _carry_tree(sess: Session, a: torch.Tensor, bits: int, leaf: int,
     if mult_masked is not None:
         mult_open = torch.from_numpy(mult_masked + got[:8 * m].view(np.int64))
         got = got[8 * m:]
-    theirs = unpack_bits(np.ascontiguousarray(got), width, own.shape[0] * m).reshape(own.shape)
-    xs, ys = (own, theirs) if party == 0 else (theirs, mat_np["leaf_mask"])
+    theirs = unpack_bits(got, width, own.shape[0] * m, copy=False).reshape(own.shape)
+    xs, ys = (own, theirs) if party == 0 else (theirs, leaf_mask)
     g_terms, p_terms = leaf_terms(leaf)
     c = mat_np["leaf_c"]
-    g = _cross(xs, ys, g_terms) ^ c[0]
-    prop = _cross(xs, ys, p_terms) ^ own[-1] ^ c[1]  # own[-1]: this party's local term
+    g, prop = np.empty(m, dtype=dt), np.empty(m, dtype=dt)
+    for s in slices:
+        gs, ps = g[s], prop[s]
+        _cross(xs[:, s], ys[:, s], g_terms, out=gs)
+        gs ^= c[0, s]
+        _cross(xs[:, s], ys[:, s], p_terms, out=ps)
+        ps ^= own[-1, s]  # this party's local term
+        ps ^= c[1, s]
 
     # 2. tree levels
     for lvl, w in enumerate(level_widths(bits, leaf)):
         half = w // 2
         hdt = word_dtype(half)
         sh, lowmask = dt.type(half), dt.type(low_mask(half))
-        g_hi, g_lo = (g >> sh).astype(hdt), (g & lowmask).astype(hdt)
-        p_hi, p_lo = (prop >> sh).astype(hdt), (prop & lowmask).astype(hdt)
         mask = mat_np[f"mask{lvl}"]
-        mine = np.stack([p_hi, g_lo, p_lo]) ^ mask
+        g_hi, mine = np.empty(m, dtype=hdt), np.empty((3, m), dtype=hdt)
+        for s in slices:  # mine = (P_hi, G_lo, P_lo) ^ mask
+            np.right_shift(g[s], sh, out=g_hi[s], casting="unsafe")
+            np.right_shift(prop[s], sh, out=mine[0, s], casting="unsafe")
+            np.bitwise_and(g[s], lowmask, out=mine[1, s], casting="unsafe")
+            np.bitwise_and(prop[s], lowmask, out=mine[2, s], casting="unsafe")
+            mine[:, s] ^= mask[:, s]
         got = _exchange_bytes(sess, pack_bits(mine, half), f"adder_level{lvl}")
-        opened = mine ^ unpack_bits(got, half, 3 * m).reshape(3, m)
-        cl = mat_np[f"c{lvl}"]
-        z1 = cl[0] ^ (opened[0] & mask[1]) ^ (opened[1] & mask[0])
-        z2 = cl[1] ^ (opened[0] & mask[2]) ^ (opened[2] & mask[0])
-        if party == 0:
-            z1 ^= opened[0] & opened[1]
-            z2 ^= opened[0] & opened[2]
-        g, prop, dt = g_hi ^ z1, z2, hdt
+        theirs = unpack_bits(got, half, 3 * m).reshape(3, m)
+        g, prop, dt = g_hi, np.empty(m, dtype=hdt), hdt
+        _beaver_ands(party, theirs, mine, mask, mat_np[f"c{lvl}"], g, prop, slices)
     return top, g, prop, mult_open
+
+
+def _beaver_ands(party: int, theirs: np.ndarray, mine: np.ndarray, mask: np.ndarray,
+                 cl: np.ndarray, g: np.ndarray, prop: np.ndarray, slices: list[slice]) -> None:
+    """One tree level's Beaver ANDs, step 2 of `adder_gate`, slice by slice: with the
+    opened (u, v1, v2) = theirs ^ mine = (P_hi ^ a, G_lo ^ b1, P_lo ^ b2) (theirs is
+    overwritten), g (= G_hi) ^= c1 ^ u b1 ^ v1 a [^ u v1] and prop = c2 ^ u b2 ^ v2 a
+    [^ u v2] ([...]: party 0 only)."""
+    term = np.empty(LOCAL_SLICE, dtype=g.dtype)
+    for s in slices:
+        u, v1, v2 = (theirs[k, s] for k in range(3))
+        u ^= mine[0, s]
+        v1 ^= mine[1, s]
+        v2 ^= mine[2, s]
+        t = term[:s.stop - s.start]
+        gs, ps = g[s], prop[s]
+        gs ^= cl[0, s]
+        np.bitwise_and(v1, mask[0, s], out=t)
+        gs ^= t
+        _and_plus(u, mask[1, s], v1 if party == 0 else None, t)
+        gs ^= t
+        np.bitwise_and(v2, mask[0, s], out=ps)
+        ps ^= cl[1, s]
+        _and_plus(u, mask[2, s], v2 if party == 0 else None, t)
+        ps ^= t
+
+
+def _and_plus(u: np.ndarray, b: np.ndarray, v: np.ndarray | None, out: np.ndarray) -> None:
+    """out = u b, or u b ^ u v = u (b ^ v) when v is given (party 0's extra term)."""
+    if v is None:
+        np.bitwise_and(u, b, out=out)
+    else:
+        np.bitwise_xor(b, v, out=out)
+        out &= u

@@ -4,6 +4,7 @@ final round's truth table. Pure numpy functions of public shapes; no shares, no 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,22 +66,33 @@ _QUARTER_OF_BIT = (0, 2, 1, 3)  # bit i of a 4-bit block sits in quarter rev2(i)
 
 
 def leaf_bits(word: np.ndarray, p: int, leaf: int) -> list[np.ndarray]:
-    """Bit i of every block (bit-reversed layout), as P/leaf-bit lanes of each element."""
+    """Bit i of every block (bit-reversed layout), as P/leaf-bit lanes of each element.
+    Lanes of 8, 16 or 32 bits are strided views into `word` (no copy)."""
     width = p // leaf
     kind = word.dtype.type
     dtype, mask = word_dtype(width), kind(low_mask(width))
-    parts = [((word >> kind(q * width)) & mask).astype(dtype, copy=False) for q in range(leaf)]
+    if width >= 8 and width * leaf == 8 * word.dtype.itemsize:
+        # quarter (half) q of a little-endian word is lane q of the word viewed as lanes
+        lanes = word.view(dtype).reshape(-1, leaf)
+        parts = [lanes[:, q] for q in range(leaf)]
+    else:
+        parts = [((word >> kind(q * width)) & mask).astype(dtype, copy=False) for q in range(leaf)]
     return parts if leaf == 2 else [parts[_QUARTER_OF_BIT[i]] for i in range(leaf)]
 
 
-def leaf_monomials(bits_: list[np.ndarray]) -> np.ndarray:
-    """(2^w - 1, M) AND of every nonempty subset of the block's bits (row S - 1 for mask S)."""
+def leaf_monomials(bits_: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    """(2^w - 1, M) AND of every nonempty subset of the block's bits (row S - 1 for mask S),
+    written into `out` when given. The products read the single-bit rows, contiguous even
+    where the bits are strided views."""
     count = (1 << len(bits_)) - 1
-    out = np.empty((count, bits_[0].shape[0]), dtype=bits_[0].dtype)
+    if out is None:
+        out = np.empty((count, bits_[0].shape[0]), dtype=bits_[0].dtype)
     for s in range(1, count + 1):
         low = s & -s
-        i = low.bit_length() - 1
-        out[s - 1] = bits_[i] if s == low else out[(s ^ low) - 1] & bits_[i]
+        if s == low:
+            out[s - 1] = bits_[low.bit_length() - 1]
+        else:
+            np.bitwise_and(out[(s ^ low) - 1], out[low - 1], out=out[s - 1])
     return out
 
 
@@ -98,7 +110,8 @@ def low_mask(width: int) -> int:
     return (1 << width) - 1
 
 
-def _swap_masks(p: int) -> list[tuple[int, int]]:
+@functools.cache  # public p only; called once per slice of the adder's leaf round
+def _swap_masks(p: int) -> tuple[tuple[int, int], ...]:
     """(delta, mask) of the delta swaps that reverse the index bits of p positions."""
     levels = p.bit_length() - 1
     swaps = []
@@ -106,23 +119,48 @@ def _swap_masks(p: int) -> list[tuple[int, int]]:
         j = levels - 1 - i
         mask = sum(1 << q for q in range(p) if (q >> i) & 1 and not (q >> j) & 1)
         swaps.append(((1 << j) - (1 << i), mask))
-    return swaps
+    return tuple(swaps)
 
 
 def bit_reverse_positions(x: np.ndarray, p: int) -> np.ndarray:
     """Move bit q of each word (uint, p bits wide or more) to position rev(q), rev
     reversing log2(p) index bits."""
-    x = x.copy()
+    return reverse_positions_in_place(x.copy(), p)
+
+
+def reverse_positions_in_place(x: np.ndarray, p: int) -> np.ndarray:
+    """`bit_reverse_positions` overwriting x (returned)."""
     kind = x.dtype.type
+    t = np.empty_like(x)
     for delta, mask in _swap_masks(p):
         d, m = kind(delta), kind(mask)
-        t = np.right_shift(x, d)
+        np.right_shift(x, d, out=t)
         t ^= x
         t &= m
         x ^= t
         t <<= d
         x ^= t
     return x
+
+
+def share_words(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bit bits - 1 of each uint64 share, as uint8; its low bits - 1 bits at the top of
+    P positions, bit-reversed: the adder's leaf input, dtype word_dtype(P))."""
+    k, p = bits - 1, positions(bits)
+    dtype = word_dtype(p)
+    kind = dtype.type
+    narrow = x.astype(dtype)  # the low 8 itemsize bits; P >= k of them matter
+    if k < 8 * dtype.itemsize:
+        top = narrow >> kind(k)
+        if k < 8 * dtype.itemsize - 1:
+            top &= kind(1)
+        top = top.astype(np.uint8, copy=False)
+    else:
+        top = ((x >> U64.type(k)) & U64.type(1)).astype(np.uint8)
+    narrow <<= kind(p - k)  # bits k and up fall off the top of a P-bit word ...
+    if p < 8 * dtype.itemsize:
+        narrow &= kind(low_mask(p))  # ... or are masked off
+    return top, reverse_positions_in_place(narrow, p)
 
 
 # -- dense bit packing (for the wire and the dealer's payload) ---------------------------
@@ -139,9 +177,11 @@ def pack_bits(values: np.ndarray, width: int) -> np.ndarray:
         return np.packbits(flat.astype(np.uint8, copy=False), bitorder="little")
     per = 8 // width
     count = flat.shape[0]
-    padded = np.zeros(-(-count // per) * per, dtype=np.uint8)
-    padded[:count] = flat
-    words = padded.view(_CONTAINER[width])  # byte k of a word holds value k
+    if count % per or flat.dtype != np.uint8:
+        padded = np.zeros(-(-count // per) * per, dtype=np.uint8)
+        padded[:count] = flat
+        flat = padded
+    words = np.ascontiguousarray(flat).view(_CONTAINER[width])  # byte k of a word holds value k
     dtype = words.dtype.type
     out = words & dtype(low_mask(width))
     for k in range(1, per):  # move byte k's low bits to bit k * width
@@ -155,12 +195,14 @@ def packed_nbytes(count: int, width: int) -> int:
     return -(-count * width // 8)
 
 
-def unpack_bits(buf: np.ndarray, width: int, count: int) -> np.ndarray:
-    """Inverse of `pack_bits`: `count` values of dtype word_dtype(width)."""
+def unpack_bits(buf: np.ndarray, width: int, count: int, copy: bool = True) -> np.ndarray:
+    """Inverse of `pack_bits`: `count` values of dtype word_dtype(width). copy=False: values
+    of 8 bits or more are a view of buf (read-only if buf is)."""
     if buf.dtype != np.uint8 or buf.shape != (packed_nbytes(count, width),):
         raise ValueError(f"packed buffer of {buf.shape} {buf.dtype} for {count} x {width} bits")
     if width >= 8:
-        return buf.view(word_dtype(width)).copy()
+        values = buf.view(word_dtype(width))
+        return values.copy() if copy else values
     if width == 1:
         return np.unpackbits(buf, count=count, bitorder="little")
     per = 8 // width

@@ -153,22 +153,49 @@ def open_bits(sess: Session, bits: torch.Tensor, x: torch.Tensor, *, square: boo
     sess.send(other, mine, label)
     theirs = sess.recv(other, label, mine.shape, torch.uint8).numpy()
     opened = np.unpackbits(packed ^ theirs[:packed.size], count=k * n, bitorder="little")
-    e = opened.reshape(k, n).astype(U64)
     x_hat = masked_x + theirs[packed.size:].view(U64)
-    rho, rho_r = mat["rho"].numpy(), mat["rho_r"].numpy()
-    flip = np.uint64(1) - np.uint64(2) * e  # 1 - 2e in Z_2^64
-    b_share = flip * rho + (e if me == 0 else np.uint64(0))
-    br_share = e * r_share + flip * rho_r
-    products = x_hat * b_share - br_share
+    b_share, products = _select(me, opened.reshape(k, n), x_hat, r_share, mat["rho"].numpy(),
+                                mat["rho_r"].numpy())
     sq = None
     if square:
-        sq_share = mat["r2"].numpy() - np.uint64(2) * x_hat * r_share
+        sq_share = x_hat * r_share
+        sq_share *= np.uint64(2)
+        np.subtract(mat["r2"].numpy(), sq_share, out=sq_share)
         if me == 0:
-            sq_share = sq_share + x_hat * x_hat
-        sq = _ring(sq_share, x.shape)
-    return OpenedBits([_ring(row, x.shape) for row in b_share],
-                      [_ring(row, x.shape) for row in products], sq)
+            sq_share += x_hat * x_hat
+        sq = torch.from_numpy(sq_share.view(np.int64).reshape(x.shape))
+    return OpenedBits(_rows(b_share, x.shape), _rows(products, x.shape), sq)
 
 
-def _ring(values: np.ndarray, shape: torch.Size) -> torch.Tensor:
-    return torch.from_numpy(values.view(np.int64).reshape(shape).copy())
+_FLIP = np.array([1, (1 << 64) - 1], dtype=U64)  # 1 - 2e in Z_2^64 for e = 0, 1
+# Elements per slice of step 3: a slice's passes stay in the core's cache.
+_SLICE = 1 << 15
+
+
+def _select(me: int, e: np.ndarray, x_hat: np.ndarray, r_share: np.ndarray, rho: np.ndarray,
+            rho_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3 for the opened bits e (K, N): ([b], [b x]) with [b] = [i = 0] e + (1 - 2 e)
+    [rho], [b R] = e [R] + (1 - 2 e) [rho R] and [b x] = x_hat [b] - [b R], slice by slice."""
+    k, n = e.shape
+    b_share, products = np.empty((k, n), dtype=U64), np.empty((k, n), dtype=U64)
+    for start in range(0, n, _SLICE):
+        s = slice(start, start + _SLICE)
+        es = e[:, s]
+        flip = _FLIP[es]
+        b = b_share[:, s]
+        np.multiply(flip, rho[:, s], out=b)
+        if me == 0:
+            b += es
+        br = flip  # becomes [b R]
+        br *= rho_r[:, s]
+        np.add(br, r_share[s], out=br, where=es.view(np.bool_))
+        prod = products[:, s]
+        np.multiply(b, x_hat[s], out=prod)
+        prod -= br
+    return b_share, products
+
+
+def _rows(values: np.ndarray, shape: torch.Size) -> list[torch.Tensor]:
+    """The rows of a fresh (K, N) uint64 array as int64 tensors of x's shape (views: each
+    row is its own contiguous block)."""
+    return list(torch.from_numpy(values.view(np.int64)).reshape(values.shape[0], *shape).unbind(0))

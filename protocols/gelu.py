@@ -186,18 +186,45 @@ def _erf_coefficients(rows: Sequence[torch.Tensor], cfg: GeluConfig, f: int,
     """C_k (k in `orders`, of 0..4) of gelu_erf's step 1 from the rows (s, P_1, N_1, ...,
     P_m, N_m): shares of the bits, or of the bits times x (the selection is linear: it then
     gives C_k x). Only the asked orders are computed (the fss path needs C_1 of the
-    products and the others of the bits)."""
+    products and the others of the bits). Each C_k is one public integer combination of
+    the rows (`_selection_weights`), a pass per row with a nonzero weight."""
+    coeffs: dict[int, torch.Tensor] = {}
+    for k, weights in _selection_weights(cfg, f, len(rows), orders).items():
+        terms = [(w, rows[r]) for r, w in enumerate(weights) if w]
+        if not terms:
+            coeffs[k] = torch.zeros_like(rows[0])
+            continue
+        (w0, row0), *rest = terms
+        acc = row0 * w0
+        for w, row in rest:
+            acc.add_(row, alpha=w)
+        coeffs[k] = acc
+    return coeffs
+
+
+def _selection_weights(cfg: GeluConfig, f: int, count: int, orders: Sequence[int]
+                       ) -> dict[int, list[int]]:
+    """Per order k, the weight of each row in C_k = sum_j e_jk [c_jk 2^scale]: with
+    above = (s, P_1, ..., P_m) and not_below = (s, N_1, ..., N_m), piece j's pos_j =
+    above_j - above_(j+1) and neg_j = not_below_(j+1) - not_below_j enter ind_j = pos_j +
+    neg_j (even k) or kappa_j = pos_j - neg_j (odd k). Exact in Z_2^64 (weights reduced
+    to int64)."""
     ecfg = cfg.erf
     kb = ecfg.coeff_bits
-    above, not_below = [rows[0], *rows[1::2]], [rows[0], *rows[2::2]]
-    coeffs = {k: torch.zeros_like(rows[0]) for k in orders}
+    above = [0, *range(1, count, 2)]
+    not_below = [0, *range(2, count, 2)]
+    weights = {k: [0] * count for k in orders}
     for j, piece in enumerate(ecfg.coefficients()):
-        pos, neg = above[j] - above[j + 1], not_below[j + 1] - not_below[j]
-        ind, kappa = pos + neg, pos - neg
         for k in orders:
-            scale = f + kb if k == 0 else kb
-            coeffs[k] = coeffs[k] + (kappa if k % 2 else ind) * round(piece[k] * 2.0 ** scale)
-    return coeffs
+            c = round(piece[k] * 2.0 ** (f + kb if k == 0 else kb))
+            sign = -1 if k % 2 else 1
+            row = weights[k]
+            row[above[j]] += c
+            row[above[j + 1]] -= c
+            row[not_below[j + 1]] += sign * c
+            row[not_below[j]] -= sign * c
+    half = 1 << 63
+    return {k: [(w + half) % (2 * half) - half for w in row] for k, row in weights.items()}
 
 
 def gelu_quad(sess: Session, x: torch.Tensor) -> torch.Tensor:

@@ -128,15 +128,16 @@ def mul_many(sess: Session, pairs: Sequence[Pair], bits: Bits | Sequence[Bits] =
     for (_, _, y), mat in zip(plans, mats, strict=True):
         d = opened[k]
         k += 1
+        # addcmul: one pass per product term, no temporaries (the same ring values)
         if y is None:
-            z = mat["a2"] + 2 * d * mat["a"]
+            z = torch.addcmul(mat["a2"], d, mat["a"], value=2)
             if lead:
-                z = z + d * d
+                z.addcmul_(d, d)
         else:
             e = opened[k]
             k += 1
             b = mat["b"] + e if lead else mat["b"]
-            z = mat["c"] + d * b + e * mat["a"]
+            z = torch.addcmul(mat["c"], d, b).addcmul_(e, mat["a"])
         out.append(z)
     return truncate_many(sess, out, widths)
 

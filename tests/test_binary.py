@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from privit.parties.config import RunConfig
-from privit.parties.inmemory_run import run_in_memory
+from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
 from privit.parties.prg import Prg, new_seed
 from privit.parties.session import Session
 from privit.parties.wire import Message, encode, message_nbytes
@@ -59,6 +59,64 @@ def test_pack_bits_round_trip_and_size(width: int) -> None:
         assert packed.dtype == np.uint8 and packed.shape == (binary_layout.packed_nbytes(count, width),)
         assert packed.shape[0] == -(-count * width // 8)
         assert np.array_equal(binary_layout.unpack_bits(packed, width, count), values)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8, 16])
+def test_pack_bits_layout_is_value_i_at_bit_width_i(width: int) -> None:
+    """The wire layout itself (both parties and the dealer rely on it), not only the round
+    trip: a whole number of bytes and a padded tail, uint8 and wider inputs."""
+    rng = np.random.default_rng(10 + width)
+    for count, dtype in ((64, np.uint8), (61, np.uint8), (40, np.uint32)):
+        values = rng.integers(0, 1 << width, count).astype(dtype)
+        stream = sum(int(v) << (width * i) for i, v in enumerate(values.tolist()))
+        want = stream.to_bytes(binary_layout.packed_nbytes(count, width), "little")
+        assert binary_layout.pack_bits(values, width).tobytes() == want
+
+
+@pytest.mark.parametrize("bits", range(1, 65))
+def test_share_words_is_the_top_bit_and_the_reversed_low_bits(bits: int) -> None:
+    """share_words (narrowed, shifted and reversed in place) against its definition: bit
+    bits - 1, and the low bits - 1 bits at the top of P positions, bit-reversed."""
+    rng = np.random.default_rng(bits)
+    x = rng.integers(0, 2**63, 300, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 300,
+                                                                                    dtype=np.uint64)
+    k, p = bits - 1, binary_layout.positions(bits)
+    low = x & np.uint64(binary_layout.low_mask(k)) if k else np.zeros_like(x)
+    want_word = binary_layout.bit_reverse_positions(
+        (low << np.uint64(p - k)).astype(binary_layout.word_dtype(p)), p)
+    top, word = binary_layout.share_words(x, bits)
+    assert top.dtype == np.uint8 and np.array_equal(top, (x >> np.uint64(k)) & np.uint64(1))
+    assert word.dtype == want_word.dtype and np.array_equal(word, want_word)
+
+
+@pytest.mark.parametrize("bits, leaf", [(17, 2), (33, 4), (64, 2)])
+def test_gate_local_work_in_slices_gives_the_same_shares(monkeypatch: pytest.MonkeyPatch,
+                                                         bits: int, leaf: int) -> None:
+    """The local work between openings runs in slices of LOCAL_SLICE elements: several
+    slices and a short last one give the same shares as one slice (same seeds), exact."""
+    m = 400
+    x = signed_inputs(bits, m, 5 + bits).reshape(20, 20)
+    y = torch.randint(-(1 << 62), 1 << 62, (20, 20), generator=torch.Generator().manual_seed(6))
+
+    def job(sess: Session) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        xs = sharing.share_input(sess, 1, x if sess.party_id == 1 else None, x.shape)
+        ys = sharing.share_input(sess, 0, y if sess.party_id == 0 else None, y.shape)
+        d, product = binary.adder_gate(sess, xs, bits, ys, leaf=leaf)
+        return d, product, binary.adder_drelu_xor(sess, xs, bits, leaf=leaf)
+
+    def shares() -> list[Any]:
+        run = run_in_memory_detailed(RunConfig(timeout_s=30), job, CORRELATIONS,
+                                     seed_source=b"slices")
+        return run.results
+
+    whole = shares()
+    monkeypatch.setattr(binary, "LOCAL_SLICE", 64)  # 7 slices: 6 x 64 + 16
+    sliced = shares()
+    assert torch.equal(sliced[0][0] + sliced[1][0], (x >= 0).long())
+    assert torch.equal(sliced[0][1] + sliced[1][1], y * (x >= 0).long())
+    assert torch.equal((sliced[0][2] ^ sliced[1][2]).long(), (x >= 0).long())
+    for a, b in zip(whole, sliced, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
 
 
 def test_final_truth_table_is_drelu_of_the_masked_bits() -> None:

@@ -9,6 +9,7 @@ import torch
 from nonlinear_helpers import LSB, Expected, check_costs, check_offline, run, shared
 
 from privit.parties.prg import Prg
+from privit.protocols import bit_select
 from privit.protocols.bit_select import BitSelect, bit_products, open_bits
 
 SEEDS = (b"party-0-seed-16b", b"party-1-seed-16b")
@@ -46,7 +47,12 @@ def test_bit_products_values_rounds_and_bytes(square: bool) -> None:
     check_offline(res, 8 * (2 * k * n + (n if square else 0)))
 
 
-def test_open_bits_gives_the_bits_in_arithmetic_shares_from_the_same_opening() -> None:
+@pytest.mark.parametrize("slice_len", [None, 16])
+def test_open_bits_gives_the_bits_in_arithmetic_shares_from_the_same_opening(
+        monkeypatch: pytest.MonkeyPatch, slice_len: int | None) -> None:
+    """slice_len: step 3 in slices of 16 elements (7 slices, the last short) as well."""
+    if slice_len is not None:
+        monkeypatch.setattr(bit_select, "_SLICE", slice_len)
     n, k = 101, 7
     x = torch.linspace(-9, 9, n, dtype=torch.float64)
     bits = torch.randint(0, 2, (k, n), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
@@ -69,6 +75,21 @@ def test_open_bits_gives_the_bits_in_arithmetic_shares_from_the_same_opening() -
     e.requests([("bit_select", (k, n, 0))])
     check_costs(res, e)
     check_offline(res, 8 * 2 * k * n)
+
+
+def test_open_bits_of_no_elements() -> None:
+    """N = 0: every output row is an empty tensor of x's shape (the rows are views of one
+    (K, N) array, reshaped by K, not by -1)."""
+    x = torch.zeros((0,), dtype=torch.float64)
+
+    def job(sess):  # type: ignore[no-untyped-def]
+        opened = open_bits(sess, torch.zeros((3, 0), dtype=torch.uint8), shared(sess, 1, x),
+                           square=True, label="sel")
+        assert opened.square is not None
+        return opened.bits + opened.products + [opened.square]
+
+    res = run(job)
+    assert [tuple(v.shape) for v in res.value] == [(0,)] * 7
 
 
 def test_bit_select_deals_to_party_1_only_and_rejects_bad_payloads() -> None:

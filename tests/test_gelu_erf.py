@@ -175,3 +175,23 @@ def test_gelu_erf_adder_comparisons_and_dealer_truncation(trunc: str) -> None:
 def test_gelu_erf_config_rejects(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         GeluErfConfig(**kwargs)
+
+
+def test_erf_coefficient_selection_is_the_per_piece_sum_in_the_ring() -> None:
+    """_erf_coefficients (one integer combination of the rows per order) against step 1's
+    definition, C_k = sum_j e_jk [c_jk 2^scale] with e = ind or kappa, on random ring
+    values (every product wraps mod 2^64)."""
+    cfg, f = GeluConfig(), 16
+    gen = torch.Generator().manual_seed(8)
+    count = 2 * len(cfg.erf.coefficients()) + 1
+    rows = [torch.randint(-(1 << 63), (1 << 63) - 1, (50,), generator=gen) for _ in range(count)]
+    above, not_below = [rows[0], *rows[1::2]], [rows[0], *rows[2::2]]
+    got = gelu._erf_coefficients(rows, cfg, f)
+    kb = cfg.erf.coeff_bits
+    for k in range(5):
+        want = torch.zeros(50, dtype=torch.int64)
+        for j, piece in enumerate(cfg.erf.coefficients()):
+            pos, neg = above[j] - above[j + 1], not_below[j + 1] - not_below[j]
+            want += (pos - neg if k % 2 else pos + neg) * round(piece[k] * 2.0 ** (f + kb if k == 0
+                                                                                    else kb))
+        assert torch.equal(got[k], want)
