@@ -22,9 +22,11 @@ from nonlinear_helpers import (
     shared,
 )
 
+from privit.parties.inmemory_run import run_in_memory_detailed
 from privit.parties.session import Session
-from privit.protocols import compare, gelu, ring
+from privit.protocols import compare, gelu, ring, sharing
 from privit.protocols.approx_config import GeluConfig, GeluErfConfig
+from privit.protocols.registry import CORRELATIONS
 
 FSS = "fss"
 TARGET = 1e-4  # issue 15, item 7
@@ -236,3 +238,24 @@ def test_gelu_erf_adder_comparisons_and_dealer_truncation(trunc: str) -> None:
 def test_gelu_erf_config_rejects(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         GeluErfConfig(**kwargs)
+
+
+@pytest.mark.parametrize("method", [FSS, "adder"])
+def test_piece_comparisons_move_an_end_by_less_than_half(method: str) -> None:
+    """gelu.piece_comparisons on every v within 3 HALF of 0: exact outside [-HALF, HALF)
+    (the drop is centred), and inside it both answers occur (the drop is applied: an
+    exact comparison, or a wrong k, fails one of the two)."""
+    v = torch.arange(-3 * HALF, 3 * HALF)
+
+    def job(s: Session) -> torch.Tensor:
+        mine = v if s.party_id == 1 and not s.is_tracing else None
+        return gelu.piece_comparisons(s, sharing.share_input(s, 1, mine, (v.numel(),)),
+                                      GeluConfig(method=method)).long()
+
+    out = run_in_memory_detailed(make_cfg(), job, CORRELATIONS)
+    bits = out.results[0] ^ out.results[1]
+    inside = (v >= -HALF) & (v < HALF)
+    assert torch.equal(bits[~inside], (v[~inside] >= 0).long())
+    wrong = bits[inside] != (v[inside] >= 0).long()
+    assert 0 < int(wrong.sum()) < int(inside.sum())
+    assert out.plan[0][1][:2] == (v.numel(), BITS)
