@@ -369,9 +369,21 @@ class GeluConfig:
       Max abs error of the approximation 2.1e-3 on the whole line.
     coeff_bits: extra fractional bits of the coefficients.
     "erf": the pieces in `erf` (GeluErfConfig): max abs error 4.5e-5 of the approximation,
-      5.8e-5 with the fixed-point rounding (f = 16), on the whole line.
+      6.5e-5 with the comparisons' dropped bits (compare_frac_bits), 8.1e-5 with the
+      fixed-point rounding too (f = 16; 5.8e-5 with compare_frac_bits=None), on the whole
+      line.
     compare_bits: the comparisons (x against 0 and +-each piece end) look at this many low
-      bits: exact for |x| < 2^(bits - 1 - f) - cutoff (32 bits, f = 16: |x| < 32764).
+      bits of x: exact for |x| < 2^(bits - 1 - f) - cutoff - 2^-compare_frac_bits (32 bits,
+      f = 16: |x| < 32763).
+    compare_frac_bits: the comparisons keep this many fractional bits of x: every party
+      drops the k = f - compare_frac_bits low bits of its share of x - end + 2^(k-1)
+      (Circa's local truncation, circa.truncated_share; 0 if f <= compare_frac_bits) and
+      they compare on compare_bits - k bits (f = 16: 21, f = 20: 17). A comparison then
+      reads x against the end moved by less than 2^-(compare_frac_bits + 1) (1/64 at 5):
+      near a piece end the neighbouring piece's polynomial, near 0 the other sign (where
+      x - p_1(x) and -p_1(-x) are both GeLU(x), Circa's observation for ReLU), near the
+      cutoff the polynomial or 0. The worst of these on the default pieces: 6.5e-5 erf
+      (4.5e-5 at full precision), 2.07e-3 poly (unchanged); see gelu.py. None: k = 0.
     """
 
     cutoff: float = 3.3
@@ -380,6 +392,7 @@ class GeluConfig:
     coeff_bits: int = 4
     method: str = "auto"
     erf: GeluErfConfig = field(default_factory=GeluErfConfig)
+    compare_frac_bits: int | None = 5
 
     def __post_init__(self) -> None:
         _check_method(self.method)
@@ -389,6 +402,19 @@ class GeluConfig:
             raise ValueError(f"cutoff must be in (0, 16), got {self.cutoff}")
         if not 8 <= self.compare_bits <= 64:
             raise ValueError(f"compare_bits must be in [8, 64], got {self.compare_bits}")
+        if self.compare_frac_bits is not None and not 0 <= self.compare_frac_bits <= 16:
+            raise ValueError(f"compare_frac_bits must be None or in [0, 16], got "
+                             f"{self.compare_frac_bits}")
+
+    def compare_drop(self, frac_bits: int) -> int:
+        """k, the low bits of x the piece comparisons drop at f = frac_bits."""
+        if self.compare_frac_bits is None:
+            return 0
+        drop = max(0, frac_bits - self.compare_frac_bits)
+        if self.compare_bits - drop < 8:
+            raise ValueError(f"GeLU comparisons on {self.compare_bits} - {drop} bits: keep "
+                             f"at least 8 (raise compare_frac_bits or compare_bits)")
+        return drop
 
 
 # -- LayerNorm ---------------------------------------------------------------------------------------
@@ -460,7 +486,8 @@ def precision_configs(name: str) -> PrecisionConfigs:
       GeLU "erf": 5 pieces up to 5.25 (approximation <= 1.0e-5, tail g(5.25) = 4.0e-7),
         coefficients at f + 26 bits (their rounding < 2^-27 sum_k 5.25^k = 7.0e-6; at
         f = 20 the correction's 46 bits exceed the 44 that GeluErfConfig asks of local
-        truncation, which is why the level truncates with the dealer: |x| < 2^62).
+        truncation, which is why the level truncates with the dealer: |x| < 2^62); its
+        comparisons keep compare_frac_bits = 5 as by default, i.e. 17 bits at f = 20.
     """
     if name == "default":
         return PrecisionConfigs(LayerNormConfig(), GeluConfig(), SoftmaxConfig(),

@@ -11,19 +11,29 @@ exactly. On the fss path both kinds compare with the compact one-bit DCF keys
 first product round (bit_select.py), at no extra round; on the adder path (chosen by
 "auto" where the cost model finds it cheaper) the comparisons end in XOR shares too
 (binary.adder_drelu_xor: the last AND alone, no B2A truth tables) and convert the same way.
+The comparisons look at x's high bits only (piece_comparisons: Circa's local truncation,
+GeluConfig.compare_frac_bits = 5 fractional bits kept): compare_bits - k = 21 bits at f = 16
+(k = 11), 17 at f = 20. A comparison's result only matters to within the pieces'
+tolerance: moving a piece end by less than 1/64 swaps in the neighbouring polynomial (or,
+at 0, the other sign, or at the cutoff 0) on a sliver where both are close to g. The
+fss keys shrink with the bits (452 B per comparison at 21 bits, 806 at 32); the adder's
+cost only falls where its positions do (binary_layout.positions: 17 bits or fewer, so at
+f = 20 but not at f = 16), and the fss wire only at 16 bits or fewer.
 
 "poly" (the cheap one): g ~ t h(t), h a cubic on [0, 3.3) (g(3.3) = 1.6e-3); 3 comparisons,
 4 rounds, 52 N + ceil(3 N / 8) + 4 H B per party on the fss path (52.4 B per element).
-Max abs error 2.1e-3 on the whole real line.
+Max abs error 2.1e-3 on the whole real line (the moved ends included: 2.07e-3).
 
 "erf" (the private ViT's default, models/private_options.py): g ~ p_j(t), a quartic per
 piece of [0, 0.95), [0.95, 2.2), [2.2, 4.25) (g(4.25) = 4.5e-5); 7 comparisons, 4 rounds,
 100 N + ceil(7 N / 8) + 4 H B per party on the fss path (100.9 B per element; 124 on the
-arithmetic keys before), dealer 5802.9 B per element (was 10648), 2.3x the poly's (7
-against 3 comparisons). The piece's coefficients are selected by the bits (linear, local)
-and multiply x, x^2, x^3, x^4, so the online cost does not depend on the number of pieces.
-Max abs error 5.8e-5 on the whole real line, measured on every fixed-point input of
-[-4.5, 4.5] with the fixed-point rounding (tests/test_gelu_erf.py).
+arithmetic keys before), dealer 3324.9 B per element at f = 16 (5802.9 with 32-bit
+comparisons, 10648 on the arithmetic keys), 2.3x the poly's (7 against 3 comparisons).
+The piece's coefficients are selected by the bits (linear, local) and multiply x, x^2,
+x^3, x^4, so the online cost does not depend on the number of pieces.
+Max abs error 8.1e-5 on the whole real line (5.8e-5 comparing all 32 bits), measured on
+every fixed-point input of [-4.5, 4.5] with the fixed-point rounding and every piece end
+moved either way by the dropped bits (tests/test_gelu_erf.py).
 
 "quad": MPCFormer's 0.125 x^2 + 0.25 x + 0.5 (a cheap stand-in that needs distillation;
 it is not close to GeLU: it is the model's activation, evaluated exactly).
@@ -38,6 +48,7 @@ from privit.parties.session import Session
 from privit.protocols import compare, ring, sharing
 from privit.protocols.approx_config import GeluConfig, with_method
 from privit.protocols.bit_select import bit_products, open_bits
+from privit.protocols.circa import truncated_share
 from privit.protocols.products import linear, mul_many, truncate_many
 
 GELU_KINDS = ("poly", "erf", "quad")
@@ -73,28 +84,27 @@ def gelu_poly(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     path, dcf_bit.py; the adder's XOR ending on the adder path); 2. bit_select.bit_products:
     b0 x, bp x, bm x and x^2 from ONE opening of the 3 N masked bits and x + R; kappa x =
     2 b0 x - bp x - bm x.
+    Step 1 compares on c = compare_bits - k bits, k = cfg.compare_drop(f) (piece_comparisons;
+    c = 21 at f = 16, 17 at f = 20).
     ROUNDS 3 + the comparison's: 4 on the fss path; on the adder path 3 + its log2(P)
-    rounds (8 at 32-bit comparisons with 2-bit leaves). Local truncation.
-    BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
-      message): fss: 3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H:
-      52 N + ceil(3 N / 8) + 4 H at 32-bit comparisons; adder: the XOR-ending adder's
-      bytes (adder_costs(compact=True)), then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H.
-    OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(bits - 1)) + ceil(3 N / 8) for the keys (806 N at
-      32 bits, was 1512 N with drelu_fss), 8 (3 N + 3 N + N) for the select, 8 N + 8 N
-      for the last two products. OFFLINE (adder): the XOR-ending adder's material (3 x
-      7.625 N at 32 bits with 2-bit leaves, 3 x 3.625 N with 4-bit ones) + the same 72 N.
-    Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
-    output is ReLU(x) itself (error g(|x|) < 1.6e-3). Error: 2.1e-3 + a few 2^-f.
+    rounds (8 at c = 21 or 32 with 2-bit leaves, 7 at c = 17). Local truncation.
+    BYTES per party (numel N, w = wire_itemsize(c) = 4 at c = 21, H per message): fss:
+      3 w N + H, then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H: 52 N + ceil(3 N / 8) +
+      4 H at c = 17..32; adder: the XOR-ending adder's bytes on c bits (adder_costs(compact
+      =True)), then ceil(3 N / 8) + 8 N + H, 16 N + H, 16 N + H.
+    OFFLINE (fss): 3 N (2 bit_dcf_cw_bytes(c - 1)) + ceil(3 N / 8) for the keys (452 B per
+      comparison at c = 21, 806 at 32, 1512 with drelu_fss), 8 (3 N + 3 N + N) for the
+      select, 8 N + 8 N for the last two products: 1428 N + ceil(3 N / 8) at c = 21.
+      OFFLINE (adder): the XOR-ending adder's material (3 x 7.625 N at c = 21 or 32 with
+      2-bit leaves, 3 x 3.625 N with 4-bit ones or at c = 17 with 2-bit ones) + the same 72 N.
+    Range: exact pieces for |x| < 2^(bits - 1 - f) - a - 2^(k - f) (32 bits, f = 16:
+    32763); beyond a (+ 1/64) the output is ReLU(x) itself (error g(|x|) < 1.7e-3).
+    Error: 2.1e-3 + a few 2^-f.
     """
     f, kb = sess.frac_bits, cfg.coeff_bits
     a = round(cfg.cutoff * 2.0 ** f)
     stacked = torch.stack([x, sharing.add_public(sess, x, a), sharing.add_public(sess, x, -a)])
-    plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
-                                   product=False, compact=True)
-    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
-    # inside step 2's opening
-    with sess.scope("pieces"):
-        bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    bits = piece_comparisons(sess, stacked, cfg)
     (b0x, bpx, bmx), y_raw = bit_products(sess, bits, x, square=True, label="gelu")
     assert y_raw is not None
     (y,) = truncate_many(sess, [y_raw], f)
@@ -128,6 +138,8 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     4. ONE round: (C_3, C_4) (x^3, x^4) (one product of the stacked pairs).
        corr = C_0 + C_1 x + ... + C_4 x^4 carries f + kb bits; ONE truncation by kb (after
        the selection, so only the element's own piece value is truncated); result r - corr.
+    Step 1 compares on c = compare_bits - k bits (piece_comparisons, as gelu_poly: c = 21
+    at f = 16, 17 at f = 20).
     On the fss path steps 1-2 use the compact keys (as gelu_poly): 1. compare.drelu_xor
     (bits in XOR shares, dcf_bit.py); 2. bit_select.open_bits: the 2m + 1 bits in
     arithmetic shares, every bit times x and x^2 from ONE opening of the (2m + 1) N masked
@@ -137,35 +149,33 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     B2A truth tables, then a Beaver round for (s, C_1) x and x^2; same rounds).
     ROUNDS 3 + the comparison's: 4 on the fss path, 3 + the adder's rounds on the adder
       path; local truncation (dealer truncation: +3).
-    BYTES per party (numel N, w = wire_itemsize(compare_bits) = 4 at 32 bits, H per
-      message): fss: (2m + 1) w N + H, then ceil((2m + 1) N / 8) + 8 N + H, then 8 (3 N + N)
-      + H and 8 (4 N) + H: 100 N + ceil(7 N / 8) + 4 H at m = 3 and 32-bit comparisons
-      (it was 124 N + 4 H on the arithmetic keys); adder: the XOR-ending adder's bytes
-      (adder_costs(compact=True)), then the same three messages as on fss.
-    OFFLINE (fss): (2m + 1) N 2 bit_dcf_cw_bytes(bits - 1) + ceil((2m + 1) N / 8) for the
-      keys (7 x 806 N = 5642 N + ceil(7 N / 8) at 32 bits; 10584 N with drelu_fss), 16 (2m
-      + 1) N + 8 N for the select (120 N), 8 (2 N + N) + 8 (2 N) for the last two products:
-      5802 N + ceil(7 N / 8) in all (was 10648 N). OFFLINE (adder): the XOR-ending adder's
-      material (7 x 7.625 N at 32 bits with 2-bit leaves, 7 x 3.625 N with 4-bit ones,
-      cost_model.adder_costs(compact=True)) + the same 160 N: 213.4 N / 185.4 N (was
-      508.5 N with the B2A truth tables).
-    Range: exact pieces for |x| < 2^(bits - 1 - f) - a (32 bits: 32764); beyond a the
-    output is ReLU(x) itself (error g(|x|) <= g(a) = 4.5e-5 at a = 4.25). Inside: the
-    interpolation error (3.9e-5), the coefficients' rounding (< 1.3e-5) and the rounding
-    of x^2, x^3, x^4 weighted by the coefficients (a few 2^-f).
+    BYTES per party (numel N, w = wire_itemsize(c) = 4 at c = 21, H per message): fss:
+      (2m + 1) w N + H, then ceil((2m + 1) N / 8) + 8 N + H, then 8 (3 N + N) + H and
+      8 (4 N) + H: 100 N + ceil(7 N / 8) + 4 H at m = 3 and c = 17..32 (it was 124 N + 4 H
+      on the arithmetic keys); adder: the XOR-ending adder's bytes on c bits
+      (adder_costs(compact=True): the same at c = 21 as at 32, 0.48x at c = 17), then the
+      same three messages as on fss.
+    OFFLINE (fss): (2m + 1) N 2 bit_dcf_cw_bytes(c - 1) + ceil((2m + 1) N / 8) for the
+      keys (7 x 452 N = 3164 N + ceil(7 N / 8) at c = 21; 7 x 806 N at 32, 10584 N with
+      drelu_fss), 16 (2m + 1) N + 8 N for the select (120 N), 8 (2 N + N) + 8 (2 N) for the
+      last two products: 3324 N + ceil(7 N / 8) in all at c = 21 (5802 N at 32, 10648 N
+      before the compact keys). OFFLINE (adder): the XOR-ending adder's material (7 x
+      7.625 N at c = 21 or 32 with 2-bit leaves, 7 x 3.625 N with 4-bit ones or at c = 17
+      with 2-bit ones, cost_model.adder_costs(compact=True)) + the same 160 N: 213.4 N /
+      185.4 N (was 508.5 N with the B2A truth tables).
+    Range: exact pieces for |x| < 2^(bits - 1 - f) - a - 2^(k - f) (32 bits, f = 16:
+    32763); beyond a + 1/64 the output is ReLU(x) itself (error g(|x|) <= g(a) = 4.5e-5 at
+    a = 4.25). Inside: the interpolation error (3.9e-5; 6.5e-5 within 1/64 of a moved
+    piece end, the neighbouring piece's polynomial there), the coefficients' rounding
+    (< 1.3e-5) and the rounding of x^2, x^3, x^4 weighted by the coefficients (a few 2^-f):
+    8.1e-5 in all at f = 16 (5.8e-5 with compare_frac_bits=None).
     """
     f, ecfg = sess.frac_bits, cfg.erf
     shifted = [x]
     for _, hi in ecfg.pieces():
         end = round(hi * 2.0 ** f)
         shifted += [sharing.add_public(sess, x, -end), sharing.add_public(sess, x, end)]
-    stacked = torch.stack(shifted)
-    plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], cfg.compare_bits,
-                                   product=False, compact=True)
-    # the bits stay in XOR shares (compact keys or the adder's XOR ending) and convert
-    # inside step 2's opening
-    with sess.scope("pieces"):
-        xor_bits = compare.drelu_xor(sess, stacked, bits=cfg.compare_bits, plan=plan)
+    xor_bits = piece_comparisons(sess, torch.stack(shifted), cfg)
     opened = open_bits(sess, xor_bits, x, square=True, label="gelu_erf")
     assert opened.square is not None
     coeffs = _erf_coefficients(opened.bits, cfg, f, orders=(0, 2, 3, 4))
@@ -179,6 +189,32 @@ def gelu_erf(sess: Session, x: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
     corr_raw = coeffs[0] + c1x + second[0] + third[0] + third[1]
     (corr,) = truncate_many(sess, [corr_raw], ecfg.coeff_bits)
     return relu_x - corr
+
+
+def piece_comparisons(sess: Session, stacked: torch.Tensor, cfg: GeluConfig) -> torch.Tensor:
+    """XOR shares of [v >= 0] for the stacked shifted inputs v = x - end (either kind's
+    step 1), compared on their high bits only.
+
+    Steps: 1. k = cfg.compare_drop(f); party 0 adds 2^(k-1) and every party drops the k
+    low bits of its share (circa.truncated_share, floor mode; local, 0 rounds). The shares
+    then sum to u = floor((v + 2^(k-1)) / 2^k) - c, c the dropped carry (0 or 1), whose
+    sign is v's except for v in [-2^(k-1), 2^(k-1)): the end moves by less than 2^(k-1)
+    ulps. Only u mod 2^(bits - k) is read, so the sum wrapping around 2^64 changes
+    nothing (it moves u by 2^(64-k)): no failure probability, unlike a truncation whose
+    value is kept. u fits bits - k signed bits for |v| < 2^(bits-1) - 2^k.
+    2. ONE comparison call (compare.drelu_xor, the plan for bits - k bits: the cost model
+    prices the narrower comparisons) on u, the bits in XOR shares (the compact keys or
+    the adder's XOR ending), converted inside the next product's opening by the caller.
+    ROUNDS, BYTES, OFFLINE: those of drelu_xor on numel elements of bits - k bits."""
+    drop = cfg.compare_drop(sess.frac_bits)
+    bits = cfg.compare_bits - drop
+    if drop:
+        stacked = truncated_share(sess, sharing.add_public(sess, stacked, 1 << (drop - 1)),
+                                  drop, "floor")
+    plan = compare.plan_comparison(sess, cfg.method, [stacked.numel()], bits, product=False,
+                                   compact=True)
+    with sess.scope("pieces"):
+        return compare.drelu_xor(sess, stacked, bits=bits, plan=plan)
 
 
 def _erf_coefficients(rows: Sequence[torch.Tensor], cfg: GeluConfig, f: int,

@@ -27,6 +27,8 @@ from privit.protocols.approx_config import GeluConfig, LayerNormConfig, rsqrt_gr
 from privit.protocols.registry import CORRELATIONS
 
 FSS = "fss"
+# the GeLU's piece comparisons keep 5 fractional bits: 32 - (16 - 5) = 21 bits
+GELU_BITS = 21
 
 
 def zeros(shape: tuple[int, ...]) -> torch.Tensor:
@@ -50,17 +52,31 @@ def test_gelu_poly_accuracy_range_and_costs() -> None:
     n = x.numel()
     shape = (n,)
     # compact keys: XOR-shared bits (drelu_bit_fss), converted in the select's opening
-    e = Expected().compare(lambda s: compare.drelu_xor(s, zeros((3, n)), bits=32).long())
+    e = Expected().compare(lambda s: compare.drelu_xor(s, zeros((3, n)), bits=GELU_BITS).long())
     e.sent.append(("gelu", "|u1", (-(-3 * n // 8) + 8 * n,)))  # 3 n bits + x + R
     e.rounds += 1
     e.requests([("bit_select", (3, n, 1))])
     e.ours("gelu", 2 * n, [("triple", shape)]).ours("gelu", 2 * n, [("triple", shape)])
     assert e.rounds == 4
-    assert e.plan[0] == ("drelu_bit_fss", (3 * n, 32))
+    assert e.plan[0] == ("drelu_bit_fss", (3 * n, GELU_BITS))  # the dropped bits, pinned
     check_costs(res, e)
     check_offline(res, 8 * (3 * n + 3 * n + n) + 16 * n, e.plan[:1])
-    # the keys: 806 B per comparison (both parties), 3 per element, against 1512 before
-    assert offline_payload(e.plan[:1]) == 3 * n * 806 + -(-3 * n // 8)
+    # the keys: 452 B per comparison at 21 bits (806 at 32, 1512 on drelu_fss), 3 per element
+    assert offline_payload(e.plan[:1]) == 3 * n * 452 + -(-3 * n // 8)
+
+
+def test_gelu_poly_dropped_bits_around_every_end() -> None:
+    """Every fixed-point input within 1/32 + 8 ulps of 0 and of +-3.3, where the dropped
+    bits may move the comparisons' ends by up to 1/64: still within the documented bound
+    (the neighbouring side's t h(t), or 0 against g(3.3 - 1/64) = 1.7e-3)."""
+    half = 2 ** (F - 5 - 1)
+    width = 2 * half + 8
+    end = round(3.3 * 2 ** F)
+    xq = torch.cat([c + torch.arange(-width, width + 1) for c in (-end, 0, end)])
+    x = xq.double() / 2 ** F
+    res = run(lambda s: gelu.gelu(s, shared(s, 1, x), "poly", GeluConfig(method=FSS)))
+    assert (res.value - torch.nn.functional.gelu(x)).abs().max() <= 2.3e-3
+    assert res.plan[0] == ("drelu_bit_fss", (3 * xq.numel(), GELU_BITS))
 
 
 def test_gelu_poly_adder_path_converts_the_xor_bits_in_the_first_product() -> None:
@@ -72,9 +88,9 @@ def test_gelu_poly_adder_path_converts_the_xor_bits_in_the_first_product() -> No
     assert (res.value - torch.nn.functional.gelu(x)).abs().max() <= 2.3e-3
     n, shape = x.numel(), (x.numel(),)
     e = Expected().compare(lambda s: compare.drelu_xor(
-        s, zeros((3, n)), bits=32, plan=compare.plan_comparison(
-            s, "adder", [3 * n], 32, product=False, compact=True)).long())
-    assert e.rounds == 4 and e.plan == [("adder_gate", (3 * n, 32, 2, 4))]
+        s, zeros((3, n)), bits=GELU_BITS, plan=compare.plan_comparison(
+            s, "adder", [3 * n], GELU_BITS, product=False, compact=True)).long())
+    assert e.rounds == 4 and e.plan == [("adder_gate", (3 * n, GELU_BITS, 2, 4))]
     e.sent.append(("gelu", "|u1", (-(-3 * n // 8) + 8 * n,)))
     e.rounds += 1
     e.requests([("bit_select", (3, n, 1))])
