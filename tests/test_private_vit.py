@@ -22,7 +22,7 @@ from privit.models.private_vit import PrivateOptions, PrivateViT, scale_order
 from privit.models.private_weights import PrivateArch, export_weights, parse_alpha
 from privit.models.vit import ViTLite
 from privit.parties.config import RunConfig
-from privit.parties.inmemory_run import run_in_memory, run_in_memory_detailed
+from privit.parties.inmemory_run import InMemoryRun, run_in_memory, run_in_memory_detailed
 from privit.parties.session import Session
 from privit.parties.wire import Message, encode, message_nbytes
 from privit.protocols import ring, sharing
@@ -38,12 +38,11 @@ def data_bytes(src: int, seq: int, label: str, numel: int) -> int:
 
 
 # -- one-sided owner products ------------------------------------------------------------------
-@pytest.mark.parametrize("owner", [0, 1])
-def test_owner_matmul_exact_and_costs(owner: int) -> None:
-    gen = torch.Generator().manual_seed(owner)
-    w1 = torch.randint(-2**40, 2**40, (5, 3), generator=gen)
-    w2 = torch.randint(-2**40, 2**40, (3, 4), generator=gen)
-    x = torch.randint(-2**40, 2**40, (2, 7, 5), generator=gen)
+def _two_weight_products(owner: int, w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor,
+                         held: list[bool] | None = None) -> InMemoryRun[list[torch.Tensor]]:
+    """x @ w1 (twice, one of them on x[0]) and (x @ w1) @ w2 through the owner's prepared
+    weights (5, 3) and (3, 4), untruncated; checks the three products exactly. `held`
+    collects, per weight, whether the owner holds it narrow."""
     client = 1 - owner
 
     def job(sess: Session) -> list[torch.Tensor]:
@@ -51,6 +50,8 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
         xs = sharing.share_input(sess, client, x if mine else None, x.shape)
         ws = prepare_owner_weights(sess, owner, [w1, w2] if sess.party_id == owner else [],
                                    [(5, 3), (3, 4)])
+        if held is not None and sess.party_id == owner and not sess.is_tracing:
+            held.extend(w.narrow is not None and w.plain is None for w in ws)
         z1, z2 = owner_matmul_many(sess, [xs, xs[0]], [ws[0], ws[0]], truncate=False)
         (z3,) = owner_matmul_many(sess, [z1], [ws[1]], truncate=False)
         return [z1, z2, z3]
@@ -60,6 +61,17 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
     assert torch.equal(total[0], x @ w1)
     assert torch.equal(total[1], x[0] @ w1)
     assert torch.equal(total[2], (x @ w1) @ w2)
+    return run
+
+
+@pytest.mark.parametrize("owner", [0, 1])
+def test_owner_matmul_exact_and_costs(owner: int) -> None:
+    gen = torch.Generator().manual_seed(owner)
+    w1 = torch.randint(-2**40, 2**40, (5, 3), generator=gen)
+    w2 = torch.randint(-2**40, 2**40, (3, 4), generator=gen)
+    x = torch.randint(-2**40, 2**40, (2, 7, 5), generator=gen)
+    client = 1 - owner
+    run = _two_weight_products(owner, w1, w2, x)
     own, cli = run.reports[owner], run.reports[client]
     # owner: one message of every E = W - B; client: one message per query, to the owner only
     assert own["bytes_to"] == {str(client): data_bytes(owner, 0, "owner_weights", 15 + 12)}
@@ -70,6 +82,19 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
     # offline: C_c for the client only (8 bytes per output element)
     kinds = [k for k, _ in run.plan]
     assert kinds == ["owner_mask", "owner_mask"] + ["owner_matmul_triple"] * 3
+
+
+def _count_narrow_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The weight bits of every `ring.ring_matmul_narrow` call from now on (the product is
+    still computed)."""
+    calls: list[int] = []
+    real = ring.ring_matmul_narrow
+
+    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
+        calls.append(w.bits)
+        return real(a, w)
+    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    return calls
 
 
 @pytest.mark.parametrize("forced, largest, narrow", [
@@ -88,30 +113,9 @@ def test_owner_narrow_weights_same_products_and_messages(
     w1[0, 0], w2[2, 3] = -bound, largest
     x = torch.randint(ring.INT64_MIN, ring.INT64_MAX, (2, 7, 5), generator=gen)
     monkeypatch.setenv(ring.MATMUL_ENV, forced)
-    calls: list[int] = []
-    real = ring.ring_matmul_narrow
-
-    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
-        calls.append(w.bits)
-        return real(a, w)
-    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    calls = _count_narrow_products(monkeypatch)
     held: list[bool] = []
-
-    def job(sess: Session) -> list[torch.Tensor]:
-        xs = sharing.share_input(sess, 1, x if sess.party_id == 1 and not sess.is_tracing else None,
-                                 x.shape)
-        ws = prepare_owner_weights(sess, 0, [w1, w2] if sess.party_id == 0 else [], [(5, 3), (3, 4)])
-        if sess.party_id == 0 and not sess.is_tracing:
-            held.extend(w.narrow is not None and w.plain is None for w in ws)
-        z1, z2 = owner_matmul_many(sess, [xs, xs[0]], [ws[0], ws[0]], truncate=False)
-        (z3,) = owner_matmul_many(sess, [z1], [ws[1]], truncate=False)
-        return [z1, z2, z3]
-
-    run = run_in_memory_detailed(RunConfig(n_parties=2, timeout_s=20), job, CORRELATIONS)
-    total = [sharing.reconstruct([r[i] for r in run.results]) for i in range(3)]
-    assert torch.equal(total[0], x @ w1)
-    assert torch.equal(total[1], x[0] @ w1)
-    assert torch.equal(total[2], (x @ w1) @ w2)
+    run = _two_weight_products(0, w1, w2, x, held)
     assert held == [narrow, narrow]
     assert calls == ([21, 21, 21] if narrow and forced == "limbs" else [])
     assert run.reports[0]["bytes_to"] == {"1": data_bytes(0, 0, "owner_weights", 15 + 12)}
@@ -131,13 +135,7 @@ def test_narrow_owner_gives_bit_identical_logits(monkeypatch: pytest.MonkeyPatch
     cfg = RunConfig(n_parties=2, timeout_s=60, seed=5,
                     job=JobSpec.make("vit", model="vit_digits", mu="0.5", batch=2))
     monkeypatch.setenv(ring.MATMUL_ENV, "limbs")  # narrow even on the small products
-    calls: list[int] = []
-    real = ring.ring_matmul_narrow
-
-    def spy(a: torch.Tensor, w: ring.NarrowWeight) -> torch.Tensor:
-        calls.append(w.bits)
-        return real(a, w)
-    monkeypatch.setattr(ring, "ring_matmul_narrow", spy)
+    calls = _count_narrow_products(monkeypatch)
     runs = []
     for narrow in (True, False):
         if not narrow:
