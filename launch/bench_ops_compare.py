@@ -218,16 +218,16 @@ def calibrate(numel: int = 197 * 768, reps: int = 5) -> CostModel:
         sess = _Mirror(by_params=by_params)
         return _best_s(lambda: fn(sess), reps)
 
-    # the ReLU gate asks for its key in pieces of FSS_REQUEST_ELEMENTS (compare._gate_fss)
-    pieces = sorted({min(compare.FSS_REQUEST_ELEMENTS, numel - i)
-                     for i in range(0, numel, compare.FSS_REQUEST_ELEMENTS)})
+    # both FSS calls ask for their keys in pieces of FSS_REQUEST_ELEMENTS
+    # (compare._request_pieces)
+    pieces = sorted({n for _, n in compare._request_pieces(numel)})
     fits: dict[str, PathConstants] = {}
     for name, kind, fn in (("drelu", DreluFss(), compare._drelu_fss),
                            ("relu", ReluFss(), compare._gate_fss)):
         t: dict[int, float] = {}
         for bits in (64, 16):
             requests: list[tuple[int, ...]] = (
-                [(numel, bits)] if name == "drelu" else [(n, bits, 0) for n in pieces])
+                [(n, bits) for n in pieces] if name == "drelu" else [(n, bits, 0) for n in pieces])
             extra = () if name == "drelu" else (x,)
 
             def call(s: Any, b: int = bits, f: Callable[..., Any] = fn,
