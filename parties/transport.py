@@ -87,9 +87,10 @@ TRACK_THRESHOLD = 16 << 20  # array frames this large are tracked until ZeroMQ h
 MAX_QUEUED_BYTES = 128 << 20  # per link: tracked bytes handed to ZeroMQ and not yet sent
 SEND_POLL_S = 0.25
 GONE_GRACE_S = 0.5
-LANDING_BYTES_PER_S = 100e6  # the slowest a peer reads and decrypts a large message (CURVE
-# moved 0.11 GB/s on a loaded 2-core VM): close() keeps the PULL socket open this long per
-# byte of a large message after handing it to ZeroMQ
+LANDING_BYTES_PER_S = 20e6  # the slowest a large message is encrypted, sent and decrypted:
+# pyzmq 25.1's bundled libzmq (setup.py's lower bound) moved 128 MiB under CURVE at 31-35
+# MB/s end to end on the 2-core AMD EPYC VM (pyzmq 27.3: 200-215 MB/s); close() keeps the
+# PULL socket open this long per byte of a large message after handing it to ZeroMQ
 ABORT_LINGER_S = 1.0  # after abort(): for peers that are up
 ABORT_STARTING_LINGER_S = 5.0  # after abort(): for peers never connected (maybe starting)
 RECONNECT_IVL_MS = 20
