@@ -26,6 +26,8 @@ def _open_run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
 def _trunc(method: str) -> Callable[[Session, Shares, Any], torch.Tensor]:
     def run(sess: Session, s: Shares, _: Any) -> torch.Tensor:
         scaled = sharing.mul_public(s["x"], 1 << sess.frac_bits)  # x with 2f fractional bits
+        if method == "exact":
+            return truncation.truncate_exact_many(sess, [scaled], [sess.frac_bits])[0]
         fn = truncation.truncate_local if method == "local" else truncation.truncate_dealer
         return fn(sess, scaled, sess.frac_bits)
     return run
@@ -74,6 +76,8 @@ OPS = [
             lambda sess, s, _: beaver.beaver_matmul(sess, s["x"], s["w"]), lambda p: p["x"] @ p["w"]),
     BenchOp("trunc_local", "197x768", "fixed-point truncation, local (SecureML, 2 parties)",
             _x_only, _trunc("local"), _x),
+    BenchOp("trunc_exact", "197x768", "fixed-point truncation, local shift + wrap bit (2 parties)",
+            _x_only, _trunc("exact"), _x),
     BenchOp("trunc_dealer", "197x768", "fixed-point truncation with a dealer pair",
             _x_only, _trunc("dealer"), _x),
 ]

@@ -54,7 +54,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--frac-bits", default=None,
                      type=click.IntRange(MIN_FRAC_BITS, MAX_FRAC_BITS),
                      help="fixed-point fractional bits [16; vit --precision precise: 20]"),
-        click.option("--truncation", type=click.Choice(["auto", "local", "dealer"]),
+        click.option("--truncation", type=click.Choice(["auto", "exact", "local", "dealer"]),
                      default="auto", show_default=True,
                      help="auto = local for 2 parties, dealer otherwise or with vit "
                           "--precision precise (which refuses local)"),

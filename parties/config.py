@@ -87,6 +87,7 @@ AUTO_OBJECTIVES = ("whole", "online")
 # each runs with unless the config names them.
 PRECISION_FRAC_BITS = {"default": 16, "precise": 20}
 FROM_PRECISION = 0  # RunConfig.frac_bits' default: the job's precision level's bits
+TRUNCATIONS = ("exact", "local", "dealer")  # protocols/truncation.py
 
 
 def precision_truncation(precision: str, n_parties: int) -> str:
@@ -169,8 +170,11 @@ class RunConfig:
             raise ValueError(
                 f"frac_bits must be in [{MIN_FRAC_BITS}, {MAX_FRAC_BITS}], got {self.frac_bits}"
             )
-        if self.truncation not in ("local", "dealer"):
-            raise ValueError(f"truncation must be 'local' or 'dealer', got {self.truncation!r}")
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)} or 'auto', "
+                             f"got {self.truncation!r}")
+        if self.truncation == "exact" and self.n_parties != 2:
+            raise ValueError("exact truncation is for 2 parties; use 'dealer'")
         if self.truncation == "local" and self.n_parties != 2:
             raise ValueError("local truncation is only correct for 2 parties; use 'dealer'")
         if self.truncation == "local" and precision == "precise":

@@ -146,12 +146,22 @@ def truncate_many(sess: Session, xs: Sequence[torch.Tensor], bits: Bits | Sequen
                   label: str = "truncate_many") -> list[torch.Tensor]:
     """Shares of x_i / 2^bits_i for every x_i (None: returned unchanged).
 
+    Exact truncation (2 parties, cfg.truncation "exact"): `truncation.truncate_exact_many`,
+    every tensor's wrap bits in ONE message: ROUNDS 1 (if any), BYTES H + ceil(sum numel/8).
     Local truncation (2 parties, cfg.truncation "local"): SecureML per tensor, 0 rounds.
     Dealer truncation: the steps of `truncation.truncate_dealer` with one trunc_pair per
     tensor and every masked value opened in ONE message. ROUNDS 1 (if any), BYTES
     (n-1)(H + 8 sum numel), OFFLINE 16 numel to party n-1.
     """
     widths = _bits_list(bits, len(xs))
+    if sess.n == 2 and sess.cfg.truncation == "exact":
+        todo = [i for i, w in enumerate(widths) if w is not None]
+        done = truncation.truncate_exact_many(sess, [xs[i] for i in todo],
+                                              [int(widths[i] or 0) for i in todo], label=label)
+        out = list(xs)
+        for i, z in zip(todo, done, strict=True):
+            out[i] = z
+        return out
     if sess.n == 2 and sess.cfg.truncation == "local":
         return [x if w is None else truncation.truncate_local(sess, x, w)
                 for x, w in zip(xs, widths, strict=True)]

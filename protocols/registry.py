@@ -13,6 +13,7 @@ from privit.protocols.correlations import arithmetic_kinds
 from privit.protocols.fss_correlations import fss_kinds
 from privit.protocols.owner_matmul import owner_kinds
 from privit.protocols.products import product_kinds
+from privit.protocols.truncation import TruncWrap
 
 CORRELATIONS: dict[str, CorrelationKind] = {
     **arithmetic_kinds(),  # triple, square, matmul_triple, trunc_pair, rand_bits,
@@ -20,6 +21,7 @@ CORRELATIONS: dict[str, CorrelationKind] = {
     **owner_kinds(),  # owner_mask, owner_matmul_triple (one-sided products)
     **fss_kinds(),  # drelu_fss, relu_fss, drelu_bit_fss (comparison keys)
     AdderGate.name: AdderGate(),  # adder_gate (binary comparison, protocols/binary.py)
+    TruncWrap.name: TruncWrap(),  # trunc_wrap (exact 2-party truncation, protocols/truncation.py)
     BitSelect.name: BitSelect(),  # bit_select (XOR bits times a value, protocols/bit_select.py)
     **product_kinds(),  # bcast_triple (broadcast Beaver products, protocols/products.py)
 }

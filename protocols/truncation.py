@@ -1,15 +1,21 @@
 """Truncation of shared fixed-point values: x -> x / 2^s (s = f after a product).
 
-`truncate` picks the method from the run config: "local" (2 parties only) or "dealer".
-Both return floor(x / 2^s) + delta with delta in {0, 1} and P[delta = 1] = frac(x / 2^s)
-over the randomness of the shares (an unbiased stochastic rounding, error < 1 LSB), except
-for the local method's rare wrap failures described below.
+`truncate` picks the method from the run config: "exact" (2 parties: the local shift plus
+its wrap bit, 1 round of 1 bit per element), "local" (2 parties, 0 rounds, rare failures)
+or "dealer" (any n, 1 round of 8 bytes per element). All return floor(x / 2^s) + delta with
+delta in {0, 1} and P[delta = 1] = frac(x / 2^s) over the randomness of the shares (an
+unbiased stochastic rounding, error < 1 LSB), except for the local method's wrap failures
+described below (docs/arithmetic.md section 5).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
-from privit.parties.session import Session
+from privit.parties.prg import Prg
+from privit.parties.session import Params, Session
 from privit.protocols import ring
 from privit.protocols.sharing import open_all
 
@@ -81,9 +87,11 @@ def truncate_dealer(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def truncate(sess: Session, x: torch.Tensor, bits: int | None = None) -> torch.Tensor:
-    """Shares of x / 2^bits (default bits = f): local with 2 parties and
-    cfg.truncation == "local" (ROUNDS 0), else the dealer pair (ROUNDS 1)."""
+    """Shares of x / 2^bits (default bits = f) by cfg.truncation: "exact" (2 parties,
+    `truncate_exact_many`, ROUNDS 1), "local" (2 parties, ROUNDS 0) or "dealer" (ROUNDS 1)."""
     bits = sess.frac_bits if bits is None else bits
+    if sess.n == 2 and sess.cfg.truncation == "exact":
+        return truncate_exact_many(sess, [x], [bits], label="truncate")[0]
     if sess.n == 2 and sess.cfg.truncation == "local":
         return truncate_local(sess, x, bits)
     return truncate_dealer(sess, x, bits)
@@ -98,3 +106,161 @@ def mul_public_float(sess: Session, x: torch.Tensor, c: float) -> torch.Tensor:
 def _check_bits(bits: int) -> None:
     if not 1 <= bits <= DEALER_OFFSET_BITS:
         raise ValueError(f"truncation bits must be in [1, {DEALER_OFFSET_BITS}], got {bits}")
+
+
+# -- exact two-party truncation: the local shift plus its wrap, from the shares' MSBs ------
+
+TRUNC_WRAP = "trunc_wrap"
+
+
+def _wrap_params(params: Params) -> tuple[int, int]:
+    if (len(params) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in params)
+            or not 1 <= params[0] <= DEALER_OFFSET_BITS or params[1] < 0):
+        raise ValueError(f"{TRUNC_WRAP}: params are (bits in [1, {DEALER_OFFSET_BITS}], "
+                         f"N >= 0), got {params!r}")
+    return int(params[0]), int(params[1])
+
+
+def wrap_share_dtype(bits: int) -> np.dtype:
+    """The smallest unsigned container of a share mod 2^bits (what party 1 receives)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if bits <= 8 * np.dtype(dtype).itemsize:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+class TruncWrap:
+    """`trunc_wrap`: the material of `truncate_exact_many`, 2 parties.
+
+    A random bit alpha known to party 0, a random bit beta known to party 1, and additive
+    shares mod 2^bits of alpha * beta. Draw order: party 0 alpha (N bytes, low bit), then
+    its share g0 (N containers of `wrap_share_dtype(bits)`, low bits); party 1 beta (N bytes,
+    low bit). Party 1 receives g1 = alpha beta - g0 mod 2^bits: OFFLINE N * itemsize bytes
+    (2 B per element at bits 9..16), to party 1 only. Material: "flip" (N,) uint8 and
+    "g" (N,) uint64.
+    """
+
+    name = TRUNC_WRAP
+
+    @staticmethod
+    def _draw(prg: Prg, party: int, bits: int, n: int) -> dict[str, np.ndarray]:
+        out = {"flip": prg.bytes(n) & np.uint8(1)}
+        if party == 0:
+            dtype = wrap_share_dtype(bits)
+            out["g"] = prg.bytes(n * dtype.itemsize).view(dtype) & dtype.type((1 << bits) - 1)
+        return out
+
+    def deal(self, params: Params, prgs: Sequence[Prg]) -> list[list[np.ndarray]]:
+        bits, n = _wrap_params(params)
+        if len(prgs) != 2:
+            raise NotImplementedError(f"{TRUNC_WRAP}: 2 parties only")
+        p0, p1 = (self._draw(prg, party, bits, n) for party, prg in enumerate(prgs))
+        dtype = wrap_share_dtype(bits)
+        g1 = (p0["flip"] & p1["flip"]).astype(dtype) - p0["g"]
+        return [[], [g1 & dtype.type((1 << bits) - 1)]]
+
+    def expand(self, params: Params, party: int, n_parties: int, prg: Prg,
+               payload: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        bits, n = _wrap_params(params)
+        if n_parties != 2:
+            raise NotImplementedError(f"{TRUNC_WRAP}: 2 parties only")
+        drawn = self._draw(prg, party, bits, n)
+        dtype = wrap_share_dtype(bits)
+        if party == 1:
+            if len(payload) != 1 or payload[0].dtype != dtype or payload[0].shape != (n,):
+                got = [f"{a.dtype}{list(a.shape)}" for a in payload]
+                raise ValueError(f"{TRUNC_WRAP}: party 1's payload is {got}, "
+                                 f"expected [{dtype}[{n}]]")
+            drawn["g"] = payload[0]
+        elif payload:
+            raise ValueError(f"{TRUNC_WRAP}: party 0 gets no payload, got {len(payload)} arrays")
+        return {"flip": torch.from_numpy(np.array(drawn["flip"], copy=True)),
+                "g": torch.from_numpy(drawn["g"].astype(np.int64))}
+
+    def zeros(self, params: Params) -> dict[str, torch.Tensor]:
+        _wrap_params(params)
+        return {}
+
+
+def truncate_exact_many(sess: Session, xs: Sequence[torch.Tensor], widths: Sequence[int],
+                        label: str = "truncate_exact") -> list[torch.Tensor]:
+    """Shares of x_i / 2^s_i for every x_i (|x_i| < 2^62, s_i in [1, 62]), 2 parties, with
+    no failure: the local shift of `truncate_local` plus the wrap it misses, in ONE round.
+
+    Steps (party i; u_0 = x_0 + 2^62, u_1 = x_1, read in [0, 2^64)):
+    1. m_i = MSB(u_i); send m_i xor flip_i (one bit per element, packed, every x_i in ONE
+       message), so e = m_0 xor alpha and d = m_1 xor beta are public;
+    2. shares of m_0 m_1 mod 2^s from the `trunc_wrap` material: party 0
+       t_0 = e d + d alpha (1 - 2e) + g_0 (1 - 2e)(1 - 2d), party 1
+       t_1 = e beta (1 - 2d) + g_1 (1 - 2e)(1 - 2d)  (m_0 = e + alpha (1 - 2e), likewise m_1);
+    3. party i outputs (u_i >>_arith s) + t_i 2^(64-s); party 0 adds -2^(62-s), party 1
+       adds [u_1 mod 2^s != 0] (the ceiling of `truncate_local`'s party 1).
+    ROUNDS 1, BYTES per party H + ceil(sum N_i / 8), OFFLINE N_i * itemsize to party 1
+    (`TruncWrap`: 2 B per element at s <= 16).
+
+    Proof. u = x + 2^62 lies in [0, 2^63). As integers u_0 + u_1 = u + w 2^64 with
+    w = m_0 OR m_1: both MSBs 0 gives a sum below 2^64; both 1 a sum of at least 2^64; one of
+    them 1 a sum in [2^63, 2^64 + 2^63) whose residue u is below 2^63, so the sum is at least
+    2^64. Hence w = m_0 + m_1 - m_0 m_1. With c the carry out of the low s bits of u_0 + u_1,
+    floor(u_0/2^s) + floor(u_1/2^s) = floor(u/2^s) + w 2^(64-s) - c, and the arithmetic
+    shift is floor(u_i/2^s) - m_i 2^(64-s). So the outputs sum to floor(u/2^s) - 2^(62-s)
+    + delta = floor(x/2^s) + delta with delta = [u_1 mod 2^s != 0] - c. Over the uniform
+    low bits l_0 of u_0 (l_1 = (l - l_0) mod 2^s, l = u mod 2^s): c = [l_0 > l] and
+    [l_1 != 0] = [l_0 != l], so delta is 1 exactly when l_0 < l, else 0: P[delta = 1] =
+    l / 2^s, the unbiased stochastic rounding of the other methods. Every step is an
+    identity mod 2^64: no failure probability.
+    Security: e and d are MSBs masked by bits the other party never sees.
+    """
+    if sess.n != 2:
+        raise ValueError("exact truncation (trunc_wrap) is for 2 parties; use the dealer pair")
+    for w in widths:
+        _check_bits(w)
+    if not xs:
+        return []
+    xs = [ring.as_ring(x) for x in xs]
+    mats = [sess.correlation(TRUNC_WRAP, (w, x.numel())) for x, w in zip(xs, widths, strict=True)]
+    me = sess.party_id
+    us = [x + ring.pow2(DEALER_OFFSET_BITS) if me == 0 else x for x in xs]
+    if sess.is_tracing:
+        return [ring.arith_rshift(u, w) for u, w in zip(us, widths, strict=True)]
+    flat = [u.reshape(-1).numpy().view(np.uint64) for u in us]
+    masked = np.concatenate([(f >> np.uint64(63)).astype(np.uint8) ^ mat["flip"].numpy()
+                             for f, mat in zip(flat, mats, strict=True)])
+    packed = np.packbits(masked, bitorder="little")
+    sess.send(1 - me, packed, label)
+    theirs = sess.recv(1 - me, label, packed.shape, torch.uint8).numpy()
+    other = np.unpackbits(theirs, count=masked.size, bitorder="little")
+    out, offset = [], 0
+    for u, f, w, mat in zip(us, flat, widths, mats, strict=True):
+        n = f.size
+        mine_e, their_e = masked[offset:offset + n], other[offset:offset + n]
+        offset += n
+        t = _wrap_share(me, mine_e, their_e, mat["flip"].numpy(), mat["g"].numpy().view(np.uint64))
+        t <<= np.uint64(ring.RING_BITS - w)
+        shifted = ring.arith_rshift(u, w).reshape(-1).numpy().view(np.uint64)
+        t += shifted
+        if me == 0:
+            t -= np.uint64(1 << (DEALER_OFFSET_BITS - w))
+        else:
+            t += (f & np.uint64((1 << w) - 1)) != 0
+        out.append(torch.from_numpy(t.view(np.int64)).reshape(u.shape))
+    return out
+
+
+def _wrap_share(me: int, mine: np.ndarray, theirs: np.ndarray, flip: np.ndarray,
+                g: np.ndarray) -> np.ndarray:
+    """Step 2 of `truncate_exact_many`: this party's share t_i of m_0 m_1 (uint64, a fresh
+    array; only its low s bits matter). mine / theirs: the opened bits this party sent /
+    received (uint8 0/1), flip: its own mask bits, g: its share of alpha beta."""
+    e, d = (mine, theirs) if me == 0 else (theirs, mine)
+    t = g.copy()
+    np.negative(t, out=t, where=(e ^ d).view(np.bool_))  # g (1 - 2e)(1 - 2d)
+    # party 0: e d + d alpha (1 - 2e); party 1: e beta (1 - 2d): a term in {-1, 0, 1}
+    if me == 0:
+        t += e & d
+        hit, sign_bit = d & flip, e
+    else:
+        hit, sign_bit = e & flip, d
+    t += hit
+    t -= (hit & sign_bit).astype(np.uint64) << np.uint64(1)
+    return t

@@ -2,6 +2,7 @@
 exact online rounds and bytes per op (from the wire format), truncation analysis."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from privit.parties.wire import Message, encode, message_nbytes
 from privit.protocols import beaver, ring, sharing, truncation
 from privit.protocols.registry import CORRELATIONS
 
-CONFIGS = [(2, "local"), (2, "dealer"), (3, "dealer")]
+CONFIGS = [(2, "exact"), (2, "local"), (2, "dealer"), (3, "dealer")]
 CONFIG_IDS = [f"{n}p-{t}" for n, t in CONFIGS]
 F = 16
 LSB = 2.0**-F
@@ -43,16 +44,18 @@ def opened(results: Sequence[Any], index: int | None = None) -> torch.Tensor:
 
 
 # -- wire-exact byte accounting ---------------------------------------------------------------
-def data_bytes(src: int, seq: int, label: str, shape: tuple[int, ...]) -> int:
-    return message_nbytes(encode(Message("data", src, seq, label, [np.zeros(shape, np.int64)])))
+def data_bytes(src: int, seq: int, label: str, shape: tuple[int, ...],
+               dtype: type = np.int64) -> int:
+    return message_nbytes(encode(Message("data", src, seq, label, [np.zeros(shape, dtype)])))
 
 
-Msgs = list[tuple[str, tuple[int, ...]]]
+# (label, shape) of an int64 message, or (label, shape, dtype)
+Msgs = list[tuple[Any, ...]]
 
 
 def expected_bytes_to(n: int, party: int, msgs: Msgs) -> dict[str, int]:
     """Bytes `party` sends to each peer when every message in `msgs` goes to every peer."""
-    per_peer = sum(data_bytes(party, seq, lbl, shape) for seq, (lbl, shape) in enumerate(msgs))
+    per_peer = sum(data_bytes(party, seq, *msg) for seq, msg in enumerate(msgs))
     return {str(peer): per_peer for peer in range(n) if peer != party}
 
 
@@ -67,6 +70,9 @@ def check_costs(report: dict[str, Any], n: int, party: int, rounds: int, msgs: M
 
 
 def trunc_msgs(trunc: str, shape: tuple[int, ...]) -> Msgs:
+    """Local: nothing; exact: one bit per element, packed; dealer: one int64 per element."""
+    if trunc == "exact":
+        return [("truncate", (-(-math.prod(shape) // 8),), np.uint8)]
     return [] if trunc == "local" else [("truncate", shape)]
 
 
@@ -187,7 +193,7 @@ def test_open_to_costs(n: int) -> None:
 def product_costs(label: str, opened: tuple[int, ...], out: tuple[int, ...]
                   ) -> Callable[[str], tuple[int, Msgs]]:
     """One opening, then the truncation's (nothing with local truncation)."""
-    return lambda t: (1 + (t == "dealer"), [(label, opened)] + trunc_msgs(t, out))
+    return lambda t: (1 + (t != "local"), [(label, opened)] + trunc_msgs(t, out))
 
 
 Op = Callable[[Session, torch.Tensor, torch.Tensor], Any]
@@ -205,7 +211,7 @@ OPS: dict[str, tuple[Op, Callable[[str], tuple[int, Msgs]]]] = {
         lambda s, x, y: beaver.beaver_matmul(s, x.reshape(2, 2, 6), y.reshape(2, 6, 2)),
         product_costs("beaver_matmul", (48,), (2, 2, 2))),
     "truncate": (lambda s, x, y: truncation.truncate(s, x),
-                 lambda t: (int(t == "dealer"), trunc_msgs(t, (4, 6)))),
+                 lambda t: (int(t != "local"), trunc_msgs(t, (4, 6)))),
     "share_input": (lambda s, x, y: x, lambda t: (0, [])),
 }
 
@@ -240,7 +246,7 @@ def test_fixed_weight_mask_opened_once(n: int, trunc: str) -> None:
         msgs += [("fixed_matmul", (2, 4, 6))] + trunc_msgs(trunc, (2, 4, 5))
     results = run(make_cfg(n, trunc), job)
     for party, (_, report) in enumerate(results):
-        check_costs(report, n, party, 1 + queries * (1 + (trunc == "dealer")), msgs)
+        check_costs(report, n, party, 1 + queries * (1 + (trunc != "local")), msgs)
     for q in range(queries):
         want = torch.full((2, 4, 5), 6.0, dtype=torch.float64)
         assert torch.allclose(ring.decode(opened(results, q), F), want, atol=2 * LSB)
@@ -267,7 +273,58 @@ def test_dealer_truncation_never_fails(n: int) -> None:
     assert set(delta.unique().tolist()) <= {0, 1}
 
 
-@pytest.mark.parametrize("trunc", ["local", "dealer"])
+def exact_truncation(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
+    return truncation.truncate_exact_many(sess, [x], [bits])[0]
+
+
+@pytest.mark.parametrize("bits", [F, 3, 40])
+def test_exact_truncation_never_fails(bits: int) -> None:
+    """Uniform values over the whole allowed range, the MSB edges and their neighbours:
+    floor or floor + 1 everywhere (local truncation would fail on ~1/4 of them)."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randint(-(1 << 62) + 1, 1 << 62, (400_000,), generator=gen, dtype=torch.int64)
+    edges = [(1 << 61) + d for d in range(-3, 4)] + [-(1 << 61) + d for d in range(-3, 4)]
+    edges += [(1 << 62) - 1, -(1 << 62) + 1, 0, 1, -1, (1 << bits) - 1, -(1 << bits)]
+    x[: len(edges)] = torch.tensor(edges, dtype=torch.int64)
+
+    def job(sess: Session) -> torch.Tensor:
+        return truncation.truncate_exact_many(sess, [shared(sess, 0, x, real=False)], [bits])[0]
+
+    res = run(make_cfg(2, "exact"), job)
+    delta = opened(res) - (x >> bits)
+    assert set(delta.unique().tolist()) <= {0, 1}
+    assert (delta == 1).any() and (delta == 0).any()
+
+
+def test_exact_truncation_many_in_one_message_and_its_material() -> None:
+    """Three tensors with their own widths: one message of ceil(sum numel / 8) bytes each
+    way (the dealer's bytes: test_correlations.test_exact_truncation_material_bytes)."""
+    shapes, widths = [(3, 5), (7,), (2, 2, 2)], [8, 16, 20]
+    values = [torch.full(s, 1 << 30, dtype=torch.int64) for s in shapes]
+
+    def job(sess: Session) -> list[torch.Tensor]:
+        xs = [shared(sess, 1, v, real=False) for v in values]
+        return truncation.truncate_exact_many(sess, xs, widths, label="t")
+
+    res = run_in_memory_detailed(make_cfg(2, "exact"), job, CORRELATIONS)
+    for i, (v, w) in enumerate(zip(values, widths, strict=True)):
+        delta = sharing.reconstruct([r[i] for r in res.results]) - (v >> w)
+        assert set(delta.unique().tolist()) <= {0, 1}
+    for party, report in enumerate(res.reports):
+        check_costs(report, 2, party, 1, [("t", (-(-30 // 8),), np.uint8)])
+    assert res.plan[-3:] == [("trunc_wrap", (w, math.prod(s)))
+                             for s, w in zip(shapes, widths, strict=True)]
+
+
+def test_exact_truncation_refuses_three_parties() -> None:
+    with pytest.raises(ValueError, match="exact truncation is for 2 parties"):
+        make_cfg(3, "exact")
+    sess = Session.tracing(make_cfg(3, "dealer"), 0, CORRELATIONS)
+    with pytest.raises(ValueError, match="2 parties"):
+        exact_truncation(sess, torch.zeros(3, dtype=torch.int64), F)
+
+
+@pytest.mark.parametrize("trunc", ["exact", "local", "dealer"])
 def test_truncation_is_unbiased_stochastic_rounding(trunc: str) -> None:
     """x = 5.25 LSB of the result: 5 or 6, with P[6] = 0.25."""
     count = 200_000

@@ -2,6 +2,7 @@
 plans are identical for every party, and offline bytes are what the wire format says."""
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -229,3 +230,20 @@ def test_fixed_weight_offline_bytes() -> None:
     entries_last = [[k, p, 0 if k == "fixed_mask" else 1] for k, p, _ in entries]
     arrays = [np.zeros((5, 3), np.int64)] * 2
     assert run.dealer_report["bytes_to"]["1"] == corr_message_bytes(2, entries_last, arrays)
+
+
+def test_exact_truncation_material_bytes() -> None:
+    """trunc_wrap: party 0 derives everything; party 1 receives its share of alpha beta mod
+    2^bits in the smallest container: 1, 2 and 4 bytes per element at 8, 16 and 20 bits."""
+    shapes, widths = [(3, 5), (7,), (2, 2, 2)], [8, 16, 20]
+
+    def job(sess: Session) -> list[torch.Tensor]:
+        xs = [torch.zeros(s, dtype=torch.int64) for s in shapes]
+        return truncation.truncate_exact_many(sess, xs, widths)
+
+    run = run_in_memory_detailed(RunConfig(n_parties=2, truncation="exact"), job, CORRELATIONS)
+    entries = [["trunc_wrap", [w, math.prod(s)], 0] for s, w in zip(shapes, widths, strict=True)]
+    assert run.dealer_report["bytes_to"]["0"] == corr_message_bytes(2, entries, [])
+    arrays = [np.zeros(15, np.uint8), np.zeros(7, np.uint16), np.zeros(8, np.uint32)]
+    entries = [[k, p, 1] for k, p, _ in entries]
+    assert run.dealer_report["bytes_to"]["1"] == corr_message_bytes(2, entries, arrays)
