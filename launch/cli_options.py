@@ -56,8 +56,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="fixed-point fractional bits [16; vit --precision precise: 20]"),
         click.option("--truncation", type=click.Choice(["auto", "exact", "local", "dealer"]),
                      default="auto", show_default=True,
-                     help="auto = local for 2 parties, dealer otherwise or with vit "
-                          "--precision precise (which refuses local)"),
+                     help="auto = exact for 2 parties (1 round of 1 bit per element), dealer "
+                          "otherwise; local = SecureML's, no round but a rare failure "
+                          "(docs/arithmetic.md; refused with vit --precision precise)"),
         click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=float,
                      help="seconds a peer may be silent (no message and no heartbeat: dead, "
                           "frozen, unreachable or never started) before the run fails; a "

@@ -91,13 +91,16 @@ TRUNCATIONS = ("exact", "local", "dealer")  # protocols/truncation.py
 
 
 def precision_truncation(precision: str, n_parties: int) -> str:
-    """What truncation "auto" means: local (SecureML, no round) for 2 parties at the
-    default precision; dealer otherwise. Local truncation fails (off by 2^(64 - 2f) in
-    real units) with probability |x| 2^(2f - 64) per truncated product of real magnitude
-    |x|, 4x more often per extra bit of f: at f = 18, 1 of our 4 local runs of
-    vit_7_4_32_teacher failed; so "precise" uses the dealer's pairs (1 round each), and a
-    config that names local truncation with it is refused (RunConfig)."""
-    return "local" if n_parties == 2 and precision == "default" else "dealer"
+    """What truncation "auto" means: exact (the local shift plus its wrap bit, 1 round of
+    1 bit per element) for 2 parties, the dealer's pairs otherwise; at any precision.
+
+    Local truncation (SecureML, 0 rounds) is only used when named: it fails (off by
+    2^(64 - 2f) in real units) with probability |x| 2^(2f - 64) per truncated product of
+    real magnitude |x|, summed over a run 2.3e-4 for vit_digits, 2.5e-3 for the teacher and
+    7.2e-2 for ViT-Base (docs/arithmetic.md section 5), 4x more often per extra bit of f;
+    so a config that names it with precision "precise" is refused (RunConfig)."""
+    del precision  # every precision level truncates the same way since the exact method
+    return "exact" if n_parties == 2 else "dealer"
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,12 @@ class RunConfig:
       is truncated (products carry 2f fractional bits), and the resolution is 2^-16.
       Default (FROM_PRECISION): the bits of the job's `precision` parameter (vit;
       PRECISION_FRAC_BITS: 16, or 20 for "precise").
-    truncation: "local" (SecureML, 0 rounds, 2 parties only, fails with probability
-      about |x| / 2^64 per element) or "dealer" (1 round, exact up to one LSB, any n);
-      "auto" (the default): `precision_truncation` of the job's precision. Local
-      truncation with precision "precise" is refused (too likely to fail at its f).
+    truncation: "exact" (2 parties: 1 round of 1 bit per element, exact up to one LSB),
+      "dealer" (1 round of 8 bytes per element, exact up to one LSB, any n) or "local"
+      (SecureML, 0 rounds, 2 parties only, fails with probability about |x| / 2^64 per
+      element); "auto" (the default): `precision_truncation` (exact for 2 parties, dealer
+      otherwise). Local truncation with precision "precise" is refused (too likely to fail
+      at its f).
     Both defaults are resolved when the config is built, so `to_dict` and the handshake's
     hash carry the values the run uses (a `dataclasses.replace` keeps them as resolved).
     channels: "curve" (every link authenticated and encrypted, the default) or
@@ -180,7 +185,7 @@ class RunConfig:
         if self.truncation == "local" and precision == "precise":
             raise ValueError("local truncation is unsafe with precision precise (it fails with "
                              "probability |x| 2^(2f-64) per product, too often at f >= 18; "
-                             "docs/nonlinear.md): use dealer truncation (--truncation dealer)")
+                             "docs/nonlinear.md): use exact truncation (--truncation exact)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be > 0 s, got {self.timeout_s}")
         if self.max_wait_s <= 0:

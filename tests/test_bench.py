@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from privit.parties.wire import Message, encode, message_nbytes
+
 PRIVIT = [sys.executable, "-m", "privit.launch.cli"]
 
 
@@ -18,10 +22,14 @@ def test_bench_one_op_gives_exact_rows(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     mul = next(r for r in rows if r["op"] == "mul")
     # 197x768 Beaver product, 2 parties: one round; each party sends its shares of both
-    # masked 197x768 int64 operands in one message with a 56-byte header.
-    assert mul["rounds"] == 1
-    assert mul["online_bytes"] == 2 * (2 * 197 * 768 * 8 + 56)
-    assert mul["offline_bytes"] == 197 * 768 * 8
+    # masked 197x768 int64 operands in one message with a 56-byte header. Then the exact
+    # truncation (the default): one round of one packed bit per element each way, and
+    # 2 B per element of dealer material (the trunc_wrap share mod 2^16).
+    n = 197 * 768
+    trunc = message_nbytes(encode(Message("data", 0, 1, "truncate", [np.zeros(n // 8, np.uint8)])))
+    assert mul["rounds"] == 2
+    assert mul["online_bytes"] == 2 * (2 * n * 8 + 56) + 2 * trunc
+    assert mul["offline_bytes"] == n * 8 + n * 2
     assert mul["max_abs_error"] < 1e-3
     prg = [r for r in rows if r["op"] == "prg"]
     assert prg and all(r["gb_per_s"] > 0 for r in prg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -162,7 +163,9 @@ def test_roles_log_role_endpoints_and_phases_but_no_secret(tmp_path: Path) -> No
         for key in keys:
             assert key not in text
     dealer = (keep / "stderr-2.txt").read_text()
-    assert "INFO privit.launch.roles: traced 3 correlation requests" in dealer
+    # traced, or read from the plan cache if an earlier run of the same job stored it
+    assert re.search(r"INFO privit\.launch\.roles: (traced|read the cached plan of) 6 "
+                     r"correlation requests", dealer), dealer
     party = (keep / "stderr-0.txt").read_text()
     assert "offline phase" in party and "online phase" in party
 

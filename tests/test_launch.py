@@ -49,7 +49,8 @@ def test_run_mlp_job_writes_report(tmp_path: Path) -> None:
     assert report["privit_version"] == privit.__version__
     for key in ("bytes", "rounds", "wall_s"):
         assert key in report["online"]
-    assert report["online"]["rounds"] == 4  # linear1, square, linear2, output opening
+    # linear1, square, linear2, each + its exact truncation's round; the output opening
+    assert report["online"]["rounds"] == 7
     assert report["offline"]["bytes"] > 0
     assert report["online"]["bytes"] == sum(p["online_bytes"] for p in report["per_party"])
     assert [p["role"] for p in report["per_party"]] == ["party 0", "party 1", "dealer"]
@@ -83,7 +84,7 @@ def test_run_wan_emulation_takes_at_least_rounds_times_rtt(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     rounds = report["online"]["rounds"]
-    assert rounds == 3
+    assert rounds == 5  # 2 matmuls x (1 Beaver round + 1 exact truncation) + the opening
     # every round here is a symmetric exchange (both parties send, then receive), which
     # waits one one-way latency (RTT / 2 = 20 ms), as with Cheetah's `tc netem` on lo
     assert report["online"]["wall_s"] >= rounds * 0.020
@@ -149,9 +150,9 @@ def test_cluster_roles_and_merged_report(tmp_path: Path) -> None:
         phases = [line.removeprefix(f"{role}: ").split()[0] for line in results[name][1].splitlines()
                   if line.startswith(f"{role}: ") and " done (" in line]
         assert phases == ["startup", "handshake", "offline", "online"], results[name][1]
-    assert "4 online rounds" in results["p0"][1]
+    assert "7 online rounds" in results["p0"][1]
     report = _merged_report(tmp_path)
-    assert report["online"]["rounds"] == 4
+    assert report["online"]["rounds"] == 7
     assert report["accuracy"]["max_abs_error"] < 1e-2
 
 

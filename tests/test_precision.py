@@ -30,9 +30,9 @@ def _config(params: tuple[str, ...], frac_bits: int | None = None, truncation: s
 
 def test_command_line_takes_the_levels_bits_and_truncation() -> None:
     default = _config(())
-    assert (default.frac_bits, default.truncation) == (16, "local")
+    assert (default.frac_bits, default.truncation) == (16, "exact")
     precise = _config(("precision=precise",))
-    assert (precise.frac_bits, precise.truncation) == (PRECISION_FRAC_BITS["precise"], "dealer")
+    assert (precise.frac_bits, precise.truncation) == (PRECISION_FRAC_BITS["precise"], "exact")
     assert precise.job.param("precision") == "precise"
     named = _config(("precision=precise",), frac_bits=18, truncation="dealer")
     assert (named.frac_bits, named.truncation) == (18, "dealer")
@@ -48,12 +48,12 @@ def test_a_config_built_in_python_takes_the_levels_bits_and_truncation() -> None
     precise_job = JobSpec.make("vit", **VitSpec.from_params({"precision": "precise"}).to_params())
     precise = RunConfig(job=precise_job, session_id="t", channels="insecure", max_frame_mb=64,
                         max_buffer_mb=64)
-    assert (precise.frac_bits, precise.truncation) == (20, "dealer")
+    assert (precise.frac_bits, precise.truncation) == (20, "exact")
     assert precise.config_hash() == _config(("precision=precise",)).config_hash()
     assert RunConfig.from_dict(precise.to_dict()) == precise
     named = RunConfig(job=precise_job, frac_bits=18, truncation="dealer")
     assert (named.frac_bits, named.truncation) == (18, "dealer")
-    assert (RunConfig().frac_bits, RunConfig().truncation) == (16, "local")
+    assert (RunConfig().frac_bits, RunConfig().truncation) == (16, "exact")
     assert RunConfig(n_parties=3).truncation == "dealer"
     with pytest.raises(ValueError, match="precision must be one of default, precise, got 'exact'"):
         RunConfig(job=JobSpec.make("vit", precision="exact"))
@@ -61,7 +61,7 @@ def test_a_config_built_in_python_takes_the_levels_bits_and_truncation() -> None
 
 UNSAFE_LOCAL = ("local truncation is unsafe with precision precise (it fails with probability "
                 "|x| 2^(2f-64) per product, too often at f >= 18; docs/nonlinear.md): use "
-                "dealer truncation (--truncation dealer)")
+                "exact truncation (--truncation exact)")
 
 
 @pytest.mark.parametrize("frac_bits", [None, 18])
@@ -88,8 +88,8 @@ def test_levels_differ_only_where_documented() -> None:
     assert precise.relu_softmax.reciprocal.factors == 3
     assert default.relu_softmax == ReluSoftmaxConfig()
     assert precise.gelu.coefficients == default.gelu.coefficients  # "poly" unchanged
-    assert precision_truncation("default", 2) == "local"
-    assert precision_truncation("precise", 2) == "dealer"
+    assert precision_truncation("default", 2) == precision_truncation("precise", 2) == "exact"
+    assert precision_truncation("default", 3) == "dealer"
     with pytest.raises(ValueError, match="precision"):
         PrivateOptions(precision="exact")
 

@@ -63,7 +63,7 @@ def test_dealer_refuses_a_request_over_half_a_window(monkeypatch: pytest.MonkeyP
     # auto for the online phase alone: FSS ReLU keys, the largest requests
     cfg = RunConfig(n_parties=2, seed=0, timeout_s=60, auto_objective="online",
                     job=JobSpec.make("vit", batch=1, model="vit_7_4_32", mu=0.5))
-    with pytest.raises(Exception, match=r"request 40 \(relu_fss\) gives party 0 4 MB of material, "
+    with pytest.raises(Exception, match=r"request 50 \(relu_fss\) gives party 0 4 MB of material, "
                                         r"more than half of the 8 MB window it granted"):
         run_in_memory_detailed(cfg, VitJob(cfg).run, CORRELATIONS,
                                limits=StreamLimits(window_bytes=8 << 20, held_bytes=1 << 20))

@@ -23,7 +23,8 @@ def test_expected_and_observed_failures_of_one_site() -> None:
 
     real = truncation.truncate_local
     with recording() as sites:
-        run = run_in_memory_detailed(RunConfig(n_parties=2, frac_bits=16, timeout_s=30), job,
+        run = run_in_memory_detailed(RunConfig(n_parties=2, frac_bits=16, timeout_s=30,
+                                                         truncation="local"), job,
                                      CORRELATIONS, seed_source=b"truncation risk")
     assert truncation.truncate_local is real
     (risk,) = sites.values()

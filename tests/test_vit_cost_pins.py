@@ -28,23 +28,29 @@ PINS = {
     # GeLU, on the fss path under "online", has 452 B keys instead of 806: 7 x 512 x 354 =
     # 1,268,736 B fewer dealer bytes (294,147,471 -> 292,878,735; mu0.5: 89,548,547 ->
     # 88,279,811).
+    # Since 2026-12-08 two parties truncate exactly by default (truncation.truncate_exact_many:
+    # 1 round of one packed bit per element each way, 2 B per element to party 1 from the
+    # dealer at s <= 16) instead of locally (0 rounds, but a failure with probability
+    # |x| / 2^64 per element). The teacher: 494 -> 726 rounds, +494,089 B online per party,
+    # +8,829,546 B dealer; the "-local" case keeps local truncation's costs pinned.
     "teacher": ({"model": "vit_7_4_32_teacher"},
-                ((89_871_331, 494), (64_555_475, 493), 90_202_395)),
+                ((90_365_420, 726), (65_049_564, 725), 99_031_941)),
+    "teacher-local": ({"model": "vit_7_4_32_teacher"},
+                      ((89_871_331, 494), (64_555_475, 493), 90_202_395)),
     "teacher-online": ({"model": "vit_7_4_32_teacher"},
-                       ((88_454_795, 359), (63_138_939, 358), 292_878_735)),
-    # --precision precise: f = 20, dealer truncation (1 round per truncation), finer
-    # LayerNorm, softmax and GeLU (protocols/approx_config.precision_configs). The GeLU's
-    # comparisons drop 20 - 5 = 15 bits there: 17 bits, P = 16 positions on the adder, one
-    # round fewer per GeLU (7) and cost_model.adder_costs(compact=True) at 17 bits instead
-    # of 32: online 13,229,568 B fewer per party (+ 7 headers of 60 B), dealer 8,797,184 B
-    # fewer (+ 7 x 14 B of array headers); was ((131_170_719, 770), (105_854_863, 769),
-    # 172_151_206)
+                       ((88_948_884, 591), (63_633_028, 590), 301_708_073)),
+    # --precision precise: f = 20, finer LayerNorm, softmax and GeLU
+    # (protocols/approx_config.precision_configs); its truncation went from the dealer's
+    # pairs to exact with the same rounds: online -31,099,129 B per party (8 B -> 1 bit per
+    # element), dealer -48,349,665 B (16 B -> 4 B per element at 17 <= s <= 32). The GeLU's
+    # comparisons drop 20 - 5 = 15 bits there: 17 bits, P = 16 positions on the adder.
+    # Was ((117_940_731, 763), (92_624_875, 762), 163_353_924) with dealer truncation.
     "teacher-precise": ({"model": "vit_7_4_32_teacher", "precision": "precise"},
-                        ((117_940_731, 763), (92_624_875, 762), 163_353_924)),
+                        ((86_841_602, 763), (61_525_746, 762), 115_004_259)),
     "mu0.5": ({"model": "vit_7_4_32", "mu": 0.5},
-              ((81_099_326, 280), (55_783_470, 279), 76_144_610)),
+              ((81_462_016, 467), (56_146_160, 466), 82_806_442)),
     "mu0.5-online": ({"model": "vit_7_4_32", "mu": 0.5},
-                     ((80_992_916, 272), (55_677_060, 271), 88_279_811)),
+                     ((81_355_606, 459), (56_039_750, 458), 94_941_765)),
 }
 
 
@@ -53,9 +59,9 @@ def test_vit_7_4_32_whole_model_cost_is_pinned(case: str) -> None:
     params, (party0, party1, dealer_bytes) = PINS[case]
     objective = "online" if case.endswith("-online") else "whole"
     precision = str(params.get("precision", "default"))
+    trunc = "local" if case.endswith("-local") else precision_truncation(precision, 2)
     cfg = RunConfig(n_parties=2, seed=0, timeout_s=120, auto_objective=objective,
-                    frac_bits=PRECISION_FRAC_BITS[precision],
-                    truncation=precision_truncation(precision, 2),
+                    frac_bits=PRECISION_FRAC_BITS[precision], truncation=trunc,
                     job=JobSpec.make("vit", batch=1, **params))
     job = VitJob(cfg)
     run = run_in_memory_detailed(cfg, job.run, CORRELATIONS)
