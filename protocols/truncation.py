@@ -137,7 +137,7 @@ class TruncWrap:
     its share g0 (N containers of `wrap_share_dtype(bits)`, low bits); party 1 beta (N bytes,
     low bit). Party 1 receives g1 = alpha beta - g0 mod 2^bits: OFFLINE N * itemsize bytes
     (2 B per element at bits 9..16), to party 1 only. Material: "flip" (N,) uint8 and
-    "g" (N,) uint64.
+    "g" (N,) in that container (a party holds 3 B per element at bits 9..16).
     """
 
     name = TRUNC_WRAP
@@ -174,8 +174,7 @@ class TruncWrap:
             drawn["g"] = payload[0]
         elif payload:
             raise ValueError(f"{TRUNC_WRAP}: party 0 gets no payload, got {len(payload)} arrays")
-        return {"flip": torch.from_numpy(np.array(drawn["flip"], copy=True)),
-                "g": torch.from_numpy(drawn["g"].astype(np.int64))}
+        return {name: torch.from_numpy(np.array(value, copy=True)) for name, value in drawn.items()}
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
         _wrap_params(params)
@@ -235,8 +234,8 @@ def truncate_exact_many(sess: Session, xs: Sequence[torch.Tensor], widths: Seque
         n = f.size
         mine_e, their_e = masked[offset:offset + n], other[offset:offset + n]
         offset += n
-        t = _wrap_share(me, mine_e, their_e, mat["flip"].numpy(), mat["g"].numpy().view(np.uint64))
-        t <<= np.uint64(ring.RING_BITS - w)
+        t = _wrap_share(me, mine_e, their_e, mat["flip"].numpy(), mat["g"].numpy())
+        t = t.astype(np.uint64) << np.uint64(ring.RING_BITS - w)
         shifted = ring.arith_rshift(u, w).reshape(-1).numpy().view(np.uint64)
         t += shifted
         if me == 0:
@@ -249,9 +248,9 @@ def truncate_exact_many(sess: Session, xs: Sequence[torch.Tensor], widths: Seque
 
 def _wrap_share(me: int, mine: np.ndarray, theirs: np.ndarray, flip: np.ndarray,
                 g: np.ndarray) -> np.ndarray:
-    """Step 2 of `truncate_exact_many`: this party's share t_i of m_0 m_1 (uint64, a fresh
-    array; only its low s bits matter). mine / theirs: the opened bits this party sent /
-    received (uint8 0/1), flip: its own mask bits, g: its share of alpha beta."""
+    """Step 2 of `truncate_exact_many`: this party's share t_i of m_0 m_1 mod 2^s (a fresh
+    array in g's container; only its low s bits matter). mine / theirs: the opened bits this
+    party sent / received (uint8 0/1), flip: its own mask bits, g: its share of alpha beta."""
     e, d = (mine, theirs) if me == 0 else (theirs, mine)
     t = g.copy()
     np.negative(t, out=t, where=(e ^ d).view(np.bool_))  # g (1 - 2e)(1 - 2d)
@@ -262,5 +261,5 @@ def _wrap_share(me: int, mine: np.ndarray, theirs: np.ndarray, flip: np.ndarray,
     else:
         hit, sign_bit = e & flip, d
     t += hit
-    t -= (hit & sign_bit).astype(np.uint64) << np.uint64(1)
+    t -= (hit & sign_bit).astype(t.dtype) << t.dtype.type(1)
     return t
