@@ -14,8 +14,9 @@ from typing import Any
 RING_BITS = 64
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
-PROTOCOL_VERSION = 4  # 2: CURVE channels, the bye; 3: streamed offline phase, hello window;
-# 4: compact FSS keys (drelu_bit_fss, bit_select), adder requests split at 2^19, auto_objective
+PROTOCOL_VERSION = 5  # 2: CURVE channels, the bye; 3: streamed offline phase, hello window;
+# 4: compact FSS keys (drelu_bit_fss, bit_select), adder requests split at 2^19, auto_objective;
+# 5: exact two-party truncation (trunc_wrap), the default for 2 parties
 CHANNEL_MODES = ("curve", "insecure")
 
 
