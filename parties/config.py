@@ -177,7 +177,7 @@ class RunConfig:
                 f"frac_bits must be in [{MIN_FRAC_BITS}, {MAX_FRAC_BITS}], got {self.frac_bits}"
             )
         if self.truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)} or 'auto', "
+            raise ValueError(f"truncation must be one of auto, {', '.join(TRUNCATIONS)}, "
                              f"got {self.truncation!r}")
         if self.truncation == "exact" and self.n_parties != 2:
             raise ValueError("exact truncation is for 2 parties; use 'dealer'")

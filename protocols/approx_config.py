@@ -477,7 +477,8 @@ def precision_configs(name: str) -> PrecisionConfigs:
     """The configs of precision level `name` (models/private_options.PRECISIONS).
 
     "default": every config's defaults.
-    "precise" (docs/nonlinear.md, "Precise mode"; meant for f = 20 with dealer truncation):
+    "precise" (docs/nonlinear.md, "Precise mode"; meant for f = 20 with exact or dealer
+      truncation, never local):
       LayerNorm: variances in [2^-14, 2^10) (at f = 20 and width 256, 2^14 overflows the
         ring and 2^10 leaves kappa = 2, see layernorm.centring_shift), correction of
         degree 3 (the largest approximation error left at f = 20);

@@ -5,9 +5,10 @@ Beaver, "Efficient multiparty protocols using circuit randomization", CRYPTO 199
 matrix form as in SecureML (Mohassel & Zhang 2017) and CrypTen's TTP provider.
 
 Costs below are per party; H is a message header (sharing.py), numel counts elements of
-the operands, and "+ trunc" adds `truncation.truncate`'s cost (local: 0 rounds, 0 bytes;
-dealer: 1 round, (n-1)(H + 8 numel_out) bytes online, 16 numel_out offline bytes) unless
-truncate=False. Offline bytes go to party n-1 only (correlations.py).
+the operands, and "+ trunc" adds `truncation.truncate`'s cost (exact, the 2-party default:
+1 round, H + ceil(numel_out / 8) bytes online, 2 numel_out offline bytes at f <= 16; local:
+0 rounds, 0 bytes; dealer: 1 round, (n-1)(H + 8 numel_out) bytes online, 16 numel_out
+offline bytes) unless truncate=False. Offline bytes go to party n-1 only (correlations.py).
 """
 from __future__ import annotations
 

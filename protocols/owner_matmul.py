@@ -27,7 +27,8 @@ Per query (`owner_matmul`, `owner_matmul_many` for several products in one messa
    the weights exceed the bound), auto the cheapest that `ring.choose_matmul_method`
    predicts on this machine for the (public) shapes. The client's A @ E (E uniform) uses
    `ring.ring_matmul` as before.
-4. Truncate (`truncation.truncate`: local, 0 rounds, with 2 parties by default).
+4. Truncate (`truncation.truncate`; with 2 parties by default exact: 1 round for every
+   product of the call together, one bit per element each way).
    ROUNDS: the client never waits (0); the owner waits for D, which counts as a round
    only if it has sent since its last wait. BYTES H + 8 * batch n k from the client only
    (half of fixed_matmul's two-way opening), + truncation. OFFLINE 8 * batch n m to the
@@ -359,6 +360,9 @@ def owner_matmul_many(
         for w, mat in zip(weights, mats, strict=True):
             assert w.masked is not None
             out.append(_product(sess, mat["a"], w.masked) + mat["c"])
+    if truncate and sess.n == 2 and sess.cfg.truncation == "exact":  # every product, one round
+        return truncation.truncate_exact_many(sess, out, [sess.frac_bits] * len(out),
+                                              label="truncate")
     return [truncation.truncate(sess, z) if truncate else z for z in out]
 
 

@@ -15,9 +15,10 @@ N_p and small-operand numel S_p:
 - same-shape product:    opens 2 N_p elements;
 - broadcast product:     opens N_p + S_p elements.
 `mul_many`: ROUNDS 1, BYTES (n-1)(H + 8 sum opened); then `truncate_many` on the items
-with bits (local: 0 rounds, 0 bytes; dealer: 1 round, (n-1)(H + 8 sum N_p)).
-OFFLINE 8 N_p per product to party n-1 (the derived c, or a^2), plus 16 N_p per dealer
-truncation.
+with bits (exact, the 2-party default: 1 round, H + ceil(sum N_p / 8); local: 0 rounds,
+0 bytes; dealer: 1 round, (n-1)(H + 8 sum N_p)). OFFLINE 8 N_p per product to party n-1
+(the derived c, or a^2), plus 1-8 N_p per exact truncation (truncation.TruncWrap) or
+16 N_p per dealer truncation.
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def mul_many(sess: Session, pairs: Sequence[Pair], bits: Bits | Sequence[Bits] =
     2. Open every x - a (and y - b) in one message (`open_many`).
     3. z_i = c_i + d b_i + e a_i + [i = 0] d e (square: a2_i + 2 d a_i + [i = 0] d^2).
     4. `truncate_many` on the products with bits.
-    ROUNDS 1 + (1 if any bits and dealer truncation). BYTES as in the module docstring.
+    ROUNDS 1 + (1 if any bits and exact or dealer truncation). BYTES as in the module
+    docstring.
     """
     widths = [sess.frac_bits if b == -1 else b for b in _bits_list(bits, len(pairs))]
     plans = [_plan(x, y) for x, y in pairs]
@@ -147,7 +149,8 @@ def truncate_many(sess: Session, xs: Sequence[torch.Tensor], bits: Bits | Sequen
     """Shares of x_i / 2^bits_i for every x_i (None: returned unchanged).
 
     Exact truncation (2 parties, cfg.truncation "exact"): `truncation.truncate_exact_many`,
-    every tensor's wrap bits in ONE message: ROUNDS 1 (if any), BYTES H + ceil(sum numel/8).
+    every tensor's wrap bits in ONE message: ROUNDS 1 (if any), BYTES H + ceil(sum numel/8),
+    OFFLINE 1, 2, 4 or 8 numel (s <= 8, 16, 32, 62) to party 1.
     Local truncation (2 parties, cfg.truncation "local"): SecureML per tensor, 0 rounds.
     Dealer truncation: the steps of `truncation.truncate_dealer` with one trunc_pair per
     tensor and every masked value opened in ONE message. ROUNDS 1 (if any), BYTES
@@ -217,7 +220,7 @@ def beaver_matmul_many(sess: Session, pairs: Sequence[tuple[torch.Tensor, torch.
     ONE opening for all, results truncated by f + extra_bits_i (default 0).
 
     As beaver.beaver_matmul per pair, with every D_i = x_i - A_i and E_i = y_i - B_i in
-    one message. ROUNDS 1 (+ 1 for dealer truncation, all products in one message).
+    one message. ROUNDS 1 (+ 1 for exact or dealer truncation, all products in one message).
     BYTES (n-1)(H + 8 sum(batch (nk + km))). OFFLINE 8 sum(batch n m) to party n-1.
     """
     extra = list(extra_bits) if extra_bits is not None else [0] * len(pairs)

@@ -6,8 +6,8 @@ and left shift wrap modulo 2^64 (two's complement), which is exactly ring arithm
 Fixed point (f = frac_bits fractional bits): a real x is stored as round(x * 2^f).
 - storage: |x| < 2^(63-f) (the encoding must fit a signed 64-bit integer);
 - a product of two encoded values carries 2f fractional bits, so before its truncation
-  |x*y| < 2^(63-2f) (f = 16: 2^31), and |x*y| < 2^(62-2f) for the dealer truncation,
-  which opens x + 2^62 (see truncation.py);
+  |x*y| < 2^(63-2f) (f = 16: 2^31), and |x*y| < 2^(62-2f) for the exact and the dealer
+  truncations, which add 2^62 (see truncation.py);
 - resolution 2^-f; `encode` rounds to nearest (ties to even) and rejects values out of
   range or not finite instead of wrapping them silently.
 

@@ -195,7 +195,7 @@ def truncate_exact_many(sess: Session, xs: Sequence[torch.Tensor], widths: Seque
     3. party i outputs (u_i >>_arith s) + t_i 2^(64-s); party 0 adds -2^(62-s), party 1
        adds [u_1 mod 2^s != 0] (the ceiling of `truncate_local`'s party 1).
     ROUNDS 1, BYTES per party H + ceil(sum N_i / 8), OFFLINE N_i * itemsize to party 1
-    (`TruncWrap`: 2 B per element at s <= 16).
+    (`TruncWrap`: 1 B per element at s <= 8, 2 B at s <= 16, 4 B at s <= 32, else 8).
 
     Proof. u = x + 2^62 lies in [0, 2^63). As integers u_0 + u_1 = u + w 2^64 with
     w = m_0 OR m_1: both MSBs 0 gives a sum below 2^64; both 1 a sum of at least 2^64; one of
@@ -208,10 +208,18 @@ def truncate_exact_many(sess: Session, xs: Sequence[torch.Tensor], widths: Seque
     [l_1 != 0] = [l_0 != l], so delta is 1 exactly when l_0 < l, else 0: P[delta = 1] =
     l / 2^s, the unbiased stochastic rounding of the other methods. Every step is an
     identity mod 2^64: no failure probability.
-    Security: e and d are MSBs masked by bits the other party never sees.
+    Security: e and d are MSBs masked by bits the other party never sees. As with local
+    truncation (and unlike the dealer pair, whose delta depends on the dealer's r), the
+    rounding delta = [x_0 mod 2^s < x mod 2^s] is a function of party 0's share: were a
+    truncated value ever opened to party 0 unmasked, it would learn one bit about the low
+    bits dropped. privit opens to party 0 only masked values (Beaver, comparisons), and the
+    result to party 1, which does not know x_0.
     """
     if sess.n != 2:
         raise ValueError("exact truncation (trunc_wrap) is for 2 parties; use the dealer pair")
+    if len(xs) != len(widths):
+        raise ValueError(f"{len(widths)} truncation widths for {len(xs)} tensors")
+    widths = [int(w) for w in widths]
     for w in widths:
         _check_bits(w)
     if not xs:

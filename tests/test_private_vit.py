@@ -84,6 +84,31 @@ def test_owner_matmul_exact_and_costs(owner: int) -> None:
     assert kinds == ["owner_mask", "owner_mask"] + ["owner_matmul_triple"] * 3
 
 
+def test_owner_products_truncate_in_one_round() -> None:
+    """Two owner products in one call, truncated (exact, the 2-party default): one round of
+    the client's query and ONE message of both products' packed wrap bits each way."""
+    w = torch.ones(5, 3, dtype=torch.float64)
+    x = torch.ones(2, 7, 5, dtype=torch.float64)
+
+    def job(sess: Session) -> list[torch.Tensor]:
+        mine = sess.party_id == 1 and not sess.is_tracing
+        xs = sharing.share_input(sess, 1, ring.encode(x, sess.frac_bits) if mine else None,
+                                 x.shape)
+        (ws,) = prepare_owner_weights(sess, 0, [ring.encode(w, sess.frac_bits)]
+                                      if sess.party_id == 0 else [], [(5, 3)])
+        return owner_matmul_many(sess, [xs, xs[0]], [ws, ws])
+
+    run = run_in_memory_detailed(RunConfig(n_parties=2, timeout_s=20), job, CORRELATIONS)
+    for i, shape in enumerate([(2, 7, 3), (7, 3)]):
+        got = ring.decode(sharing.reconstruct([r[i] for r in run.results]), 16)
+        assert torch.allclose(got, torch.full(shape, 5.0, dtype=torch.float64), atol=2 ** -15)
+    bits = message_nbytes(encode(Message("data", 0, 1, "truncate",
+                                         [np.zeros(-(-(42 + 21) // 8), np.uint8)])))
+    assert run.reports[0]["bytes_to"]["1"] == data_bytes(0, 0, "owner_weights", 15) + bits
+    assert [r["phases"]["online"]["rounds"] for r in run.reports] == [2, 1]
+    assert [k for k, _ in run.plan][-2:] == ["trunc_wrap", "trunc_wrap"]
+
+
 def _count_narrow_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The weight bits of every `ring.ring_matmul_narrow` call from now on (the product is
     still computed)."""
