@@ -77,6 +77,18 @@ def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
     return [line, more]
 
 
+TRUNCATION_TEXT = {
+    "exact": "truncation exact (1 round per step, never fails)",
+    "dealer": "truncation dealer (1 round per step, never fails)",
+    "local": "truncation local (no round; can fail: docs/arithmetic.md section 5)",
+}
+
+
+def _truncation_text(method: object) -> str:
+    """How the run truncated, for the rounds line ("" for reports that do not say)."""
+    return f"; {TRUNCATION_TEXT[method]}" if isinstance(method, str) and method in TRUNCATION_TEXT else ""
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The summary block (at most ~15 lines)."""
     n_parties = sum(1 for p in report.get("per_party", []) if p["role"] != "dealer")
@@ -100,7 +112,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"bytes       online {mb(on['bytes'])}, dealer material {mb(off['bytes'])} "
                      f"(each summed over the parties)")
-    lines.append(f"rounds      {on['rounds']} online (critical path)")
+    lines.append(f"rounds      {on['rounds']} online (critical path)"
+                 + _truncation_text(report.get("config", {}).get("truncation")))
     if "total" in report:
         t = report["total"]
         lines.append(f"wall        {t['wall_s']:.2f} s whole command: start-up {t['startup_s']:.2f} s, "

@@ -43,6 +43,8 @@ def test_run_mlp_job_writes_report(tmp_path: Path) -> None:
     proc = run_cli(["run", "--job", "mlp", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "max abs error vs plaintext" in proc.stdout
+    assert ("rounds      7 online (critical path); truncation exact (1 round per step, never "
+            "fails)") in proc.stdout
     report = json.loads(out.read_text())
     import privit
 
