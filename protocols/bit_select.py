@@ -33,6 +33,7 @@ import torch
 
 from privit.parties.prg import Prg
 from privit.parties.session import Params, Session
+from privit.protocols.correlations import owned_tensor
 
 BIT_SELECT = "bit_select"
 U64 = np.dtype("<u8")
@@ -48,10 +49,6 @@ def _params(params: Params) -> tuple[int, int, bool]:
 def _u64(prg: Prg, count: int) -> np.ndarray:
     return prg.bytes(8 * count).view(U64)
 
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    # Payload buffers from the wire are read-only; the material must own its memory.
-    return torch.from_numpy(np.array(array, copy=True) if not array.flags.writeable else array)
 
 
 class BitSelect:
@@ -103,7 +100,7 @@ class BitSelect:
                 drawn[name] = array
         elif payload:
             raise ValueError(f"{BIT_SELECT}: party 0 gets no payload, got {len(payload)} arrays")
-        return {name: _tensor(value) for name, value in drawn.items()}
+        return {name: owned_tensor(value) for name, value in drawn.items()}
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
         _params(params)

@@ -45,7 +45,7 @@ NotImplementedError (FSS keys and the binary leaf protocol are two-party).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -209,21 +209,37 @@ def _request_pieces(m: int) -> list[tuple[int, int]]:
             ] or [(0, 0)]
 
 
+def _dcf_in_pieces(sess: Session, x: torch.Tensor, bits: int, kind: str, dtype: type,
+                   evaluate: Callable[[dict[str, torch.Tensor], np.ndarray, np.ndarray],
+                                      np.ndarray]) -> np.ndarray | None:
+    """The DReLU of an FSS key `kind` (params (count, bits), material r_share and its keys)
+    on x: the keys requested in pieces of FSS_REQUEST_ELEMENTS, x + r opened once (label
+    `kind`), then `evaluate(material, r, x_hat)` piece by piece into a flat `dtype` array.
+    None while tracing (the requests made)."""
+    pieces = _request_pieces(x.numel())
+    mats = [sess.correlation(kind, (n, bits)) for _, n in pieces]
+    if sess.is_tracing:
+        return None
+    r = np.concatenate([mat["r_share"].numpy() for mat in mats])
+    (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], kind)
+    out: np.ndarray = np.empty(x.numel(), dtype)
+    for (start, n), mat in zip(pieces, mats, strict=True):
+        part = slice(start, start + n)
+        out[part] = evaluate(mat, r[part], x_hat[part])
+    return out
+
+
 def _drelu_fss(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
     """DReLU by dcf.py's key: 1. open x + r mod 2^n (n bits each, 1 round);
     2. drelu_eval locally, piece by piece of FSS_REQUEST_ELEMENTS.
     ROUNDS 1, BYTES numel * wire_itemsize(n) per party, OFFLINE (48 n - 24) numel."""
-    pieces = _request_pieces(x.numel())
-    mats = [sess.correlation("drelu_fss", (n, bits)) for _, n in pieces]
-    if sess.is_tracing:
+    def evaluate(mat: dict[str, torch.Tensor], r: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+        material = DreluMaterial(r, mat["msb_share"].numpy(), drelu_dcf_keys(mat))
+        return drelu_eval(sess.party_id, material, x_hat)
+
+    out = _dcf_in_pieces(sess, x, bits, "drelu_fss", np.uint64, evaluate)
+    if out is None:
         return torch.zeros(x.shape, dtype=torch.int64)
-    r = np.concatenate([mat["r_share"].numpy() for mat in mats])
-    (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_fss")
-    out = np.empty(x.numel(), np.uint64)
-    for (start, n), mat in zip(pieces, mats, strict=True):
-        part = slice(start, start + n)
-        material = DreluMaterial(r[part], mat["msb_share"].numpy(), drelu_dcf_keys(mat))
-        out[part] = drelu_eval(sess.party_id, material, x_hat[part])
     return _as_ring(out, x.shape)
 
 
@@ -307,17 +323,13 @@ def drelu_xor(sess: Session, x: torch.Tensor, *, bits: int = 64, plan: Plan | No
 
 
 def _drelu_bits(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
-    pieces = _request_pieces(x.numel())
-    mats = [sess.correlation("drelu_bit_fss", (n, bits)) for _, n in pieces]
-    if sess.is_tracing:
+    def evaluate(mat: dict[str, torch.Tensor], r: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+        material = BitDreluMaterial(r, mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
+        return bit_drelu_eval(sess.party_id, material, x_hat)
+
+    out = _dcf_in_pieces(sess, x, bits, "drelu_bit_fss", np.uint8, evaluate)
+    if out is None:
         return torch.zeros(x.shape, dtype=torch.uint8)
-    r = np.concatenate([mat["r_share"].numpy() for mat in mats])
-    (x_hat,) = _open_masked(sess, [(_u64(x) + r, bits)], "drelu_bit_fss")
-    out = np.empty(x.numel(), np.uint8)
-    for (start, n), mat in zip(pieces, mats, strict=True):
-        part = slice(start, start + n)
-        material = BitDreluMaterial(r[part], mat["msb_share"].numpy(), bit_dcf_keys(mat, bits))
-        out[part] = bit_drelu_eval(sess.party_id, material, x_hat[part])
     return torch.from_numpy(out).reshape(x.shape)
 
 

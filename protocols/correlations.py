@@ -40,6 +40,12 @@ class Component:
     derived: bool
 
 
+def owned_tensor(array: np.ndarray) -> torch.Tensor:
+    """`array` as a tensor that owns its memory: payload buffers from the wire are
+    read-only, so those are copied; arrays drawn here already are (no second copy)."""
+    return torch.from_numpy(np.array(array, copy=True) if not array.flags.writeable else array)
+
+
 def _dims(values: Sequence[object], what: str) -> tuple[int, ...]:
     dims = []
     for v in values:

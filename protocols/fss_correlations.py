@@ -40,6 +40,7 @@ import torch
 
 from privit.parties.prg import Prg
 from privit.parties.session import Params
+from privit.protocols.correlations import owned_tensor
 from privit.protocols.dcf import DcfKeys, drelu_keygen
 from privit.protocols.dcf_bit import BitDcfKeys, bit_dcf_cw_bytes, bit_dcf_keygen, leaf_bits
 from privit.protocols.fss_prg import U64
@@ -80,10 +81,6 @@ def _u64(prg: Prg, count: int) -> np.ndarray:
 def _low(bits: int) -> np.uint64:
     return np.uint64((1 << bits) - 1)
 
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    # Payload buffers from the wire are read-only; the material must own its memory.
-    return torch.from_numpy(np.array(array, copy=True) if not array.flags.writeable else array)
 
 
 def _check(array: np.ndarray, dtype: np.dtype, shape: tuple[int, ...], what: str) -> None:
@@ -147,9 +144,9 @@ class DreluFss:
             _check(payload[3], U64, (numel,), "msb_share")
             msb = payload[3]
         assert msb is not None
-        return {"r_share": _tensor(r), "msb_share": _tensor(msb), "root_seed": _tensor(root),
-                "seed_cw": _tensor(payload[0]), "value_cw": _tensor(payload[1]),
-                "final_cw": _tensor(payload[2])}
+        return {"r_share": owned_tensor(r), "msb_share": owned_tensor(msb),
+                "root_seed": owned_tensor(root), "seed_cw": owned_tensor(payload[0]),
+                "value_cw": owned_tensor(payload[1]), "final_cw": owned_tensor(payload[2])}
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
         _params(params, self.name)
@@ -211,10 +208,10 @@ class ReluFss:
             _check(payload[3], U64, (numel,), "msb_share")
             _check(payload[4], U64, (numel,), "r_msb_share")
             drawn["msb_share"], drawn["r_msb_share"] = payload[3], payload[4]
-        out = {name: _tensor(value) for name, value in drawn.items() if name != "root"}
-        out["root_seed"] = _tensor(drawn["root"].reshape(numel, 16))
+        out = {name: owned_tensor(value) for name, value in drawn.items() if name != "root"}
+        out["root_seed"] = owned_tensor(drawn["root"].reshape(numel, 16))
         for name, value in zip(("seed_cw", "value_cw", "final_cw"), payload[:3], strict=True):
-            out[name] = _tensor(value)
+            out[name] = owned_tensor(value)
         return out
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
@@ -274,10 +271,10 @@ class DreluBitFss:
         root = drawn.pop("root").reshape(numel, 16)
         # BitDcfKeys checks every CW's dtype and shape against (numel, bits - 1)
         keys = BitDcfKeys.from_buffers(bits - 1, [root, *payload[:3]])
-        out = {name: _tensor(value) for name, value in drawn.items()}
+        out = {name: owned_tensor(value) for name, value in drawn.items()}
         for name, value in zip(("root_seed", "seed_cw", "value_cw", "leaf_cw"), keys.to_buffers(),
                                strict=True):
-            out[name] = _tensor(value)
+            out[name] = owned_tensor(value)
         return out
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:

@@ -259,7 +259,7 @@ def prepare_owner_weights(
                 raise ValueError(f"weight {i} has shape {tuple(w.shape)}, declared {(k, m)}")
             assert masked is not None
             masked.write((w - mat["b"]).reshape(-1))
-            fits = _within_bits(w, bits)  # every weight checked: no early exit to time
+            fits = ring.within_bits(w, bits)  # every weight checked: no early exit to time
             narrow = narrow and fits
             plains.append(w)
         prepared.append((mask_id, int(k), int(m), w))
@@ -278,14 +278,6 @@ def prepare_owner_weights(
         out.append(OwnerWeight(owner, mid, k, m, None, flat[offset:offset + k * m].reshape(k, m)))
         offset += k * m
     return out
-
-
-def _within_bits(w: torch.Tensor, bits: int) -> bool:
-    """|w| <= 2^(bits-1) everywhere (what `ring.narrow_weight` requires)."""
-    if not w.numel():
-        return True
-    low, high = torch.aminmax(w)
-    return -(1 << (bits - 1)) <= int(low) and int(high) <= 1 << (bits - 1)
 
 
 WEIGHT_PIECE_ELEMENTS = 1 << 20  # 8 MiB of int64 per message of masked weights (64 MiB

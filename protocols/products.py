@@ -157,20 +157,19 @@ def truncate_many(sess: Session, xs: Sequence[torch.Tensor], bits: Bits | Sequen
     (n-1)(H + 8 sum numel), OFFLINE 16 numel to party n-1.
     """
     widths = _bits_list(bits, len(xs))
-    if sess.n == 2 and sess.cfg.truncation == "exact":
-        todo = [i for i, w in enumerate(widths) if w is not None]
-        done = truncation.truncate_exact_many(sess, [xs[i] for i in todo],
-                                              [int(widths[i] or 0) for i in todo], label=label)
-        out = list(xs)
-        for i, z in zip(todo, done, strict=True):
-            out[i] = z
-        return out
     if sess.n == 2 and sess.cfg.truncation == "local":
         return [x if w is None else truncation.truncate_local(sess, x, w)
                 for x, w in zip(xs, widths, strict=True)]
     todo = [i for i, w in enumerate(widths) if w is not None]
     if not todo:
         return list(xs)
+    out = list(xs)
+    if sess.n == 2 and sess.cfg.truncation == "exact":
+        done = truncation.truncate_exact_many(sess, [xs[i] for i in todo],
+                                              [int(widths[i] or 0) for i in todo], label=label)
+        for i, z in zip(todo, done, strict=True):
+            out[i] = z
+        return out
     mats, masked = {}, []
     for i in todo:
         x, w = ring.as_ring(xs[i]), widths[i]
@@ -184,7 +183,6 @@ def truncate_many(sess: Session, xs: Sequence[torch.Tensor], bits: Bits | Sequen
             value = value + ring.pow2(truncation.DEALER_OFFSET_BITS)
         masked.append(value)
     opened = dict(zip(todo, open_many(sess, masked, label=label), strict=True))
-    out = list(xs)
     for i in todo:
         w, c, mat = widths[i], opened[i], mats[i]
         assert w is not None

@@ -263,6 +263,15 @@ class NarrowWeight:
     bits: int
 
 
+def within_bits(w: torch.Tensor, bits: int) -> bool:
+    """Every entry of the ring tensor w within +-2^(bits-1) (min and max in one pass, not
+    abs: abs(-2^63) wraps to -2^63); True for an empty w."""
+    if not w.numel():
+        return True
+    low, high = torch.aminmax(w)
+    return -(1 << (bits - 1)) <= int(low) and int(high) <= 1 << (bits - 1)
+
+
 def narrow_weight(w: torch.Tensor, bits: int) -> NarrowWeight:
     """`w` (int64, 2-D) for `ring_matmul_narrow`; ValueError unless every |w| <= 2^(bits-1)
     (never a silently wrong product)."""
@@ -271,9 +280,7 @@ def narrow_weight(w: torch.Tensor, bits: int) -> NarrowWeight:
         raise ValueError(f"a narrow weight is a matrix, got shape {tuple(w.shape)}")
     if not 1 <= bits <= FLOAT64_EXACT_BITS:
         raise ValueError(f"narrow weights have 1..{FLOAT64_EXACT_BITS} bits, got {bits}")
-    bound = 1 << (bits - 1)
-    # min and max rather than abs: abs(-2^63) wraps to -2^63
-    if w.numel() and (int(w.min()) < -bound or int(w.max()) > bound):
+    if not within_bits(w, bits):
         raise ValueError(f"weight entries in [{int(w.min())}, {int(w.max())}] exceed "
                          f"+-2^{bits - 1} ({bits} bits)")
     return NarrowWeight(w, bits)

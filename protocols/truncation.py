@@ -17,6 +17,7 @@ import torch
 from privit.parties.prg import Prg
 from privit.parties.session import Params, Session
 from privit.protocols import ring
+from privit.protocols.correlations import owned_tensor
 from privit.protocols.sharing import open_all
 
 DEALER_OFFSET_BITS = 62
@@ -174,7 +175,7 @@ class TruncWrap:
             drawn["g"] = payload[0]
         elif payload:
             raise ValueError(f"{TRUNC_WRAP}: party 0 gets no payload, got {len(payload)} arrays")
-        return {name: torch.from_numpy(np.array(value, copy=True)) for name, value in drawn.items()}
+        return {name: owned_tensor(value) for name, value in drawn.items()}
 
     def zeros(self, params: Params) -> dict[str, torch.Tensor]:
         _wrap_params(params)

@@ -260,14 +260,20 @@ def truncate_job(x: torch.Tensor, method: Callable[[Session, torch.Tensor, int],
     return job
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_dealer_truncation_never_fails(n: int) -> None:
-    gen = torch.Generator().manual_seed(7)
-    count = 1_000_000 if n == 2 else 200_000
+def whole_range(count: int, bits: int, seed: int) -> torch.Tensor:
+    """`count` uniform values over (-2^62, 2^62), the first ones replaced by the edges: the
+    MSB boundaries 2^61 and their neighbours, the range's ends, 0, +-1 and +-2^bits."""
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-(1 << 62) + 1, 1 << 62, (count,), generator=gen, dtype=torch.int64)
     edges = [(1 << 61) + d for d in range(-3, 4)] + [-(1 << 61) + d for d in range(-3, 4)]
-    edges += [(1 << 62) - 1, -(1 << 62) + 1, 0, 1, -1, (1 << F) - 1, -(1 << F)]
+    edges += [(1 << 62) - 1, -(1 << 62) + 1, 0, 1, -1, (1 << bits) - 1, -(1 << bits)]
     x[: len(edges)] = torch.tensor(edges, dtype=torch.int64)
+    return x
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_dealer_truncation_never_fails(n: int) -> None:
+    x = whole_range(1_000_000 if n == 2 else 200_000, F, seed=7)
     res = run(make_cfg(n, "dealer"), truncate_job(x, truncation.truncate_dealer))
     delta = opened(res) - (x >> F)
     assert set(delta.unique().tolist()) <= {0, 1}
@@ -281,11 +287,7 @@ def exact_truncation(sess: Session, x: torch.Tensor, bits: int) -> torch.Tensor:
 def test_exact_truncation_never_fails(bits: int) -> None:
     """Uniform values over the whole allowed range, the MSB edges and their neighbours:
     floor or floor + 1 everywhere (local truncation would fail on ~1/4 of them)."""
-    gen = torch.Generator().manual_seed(11)
-    x = torch.randint(-(1 << 62) + 1, 1 << 62, (400_000,), generator=gen, dtype=torch.int64)
-    edges = [(1 << 61) + d for d in range(-3, 4)] + [-(1 << 61) + d for d in range(-3, 4)]
-    edges += [(1 << 62) - 1, -(1 << 62) + 1, 0, 1, -1, (1 << bits) - 1, -(1 << bits)]
-    x[: len(edges)] = torch.tensor(edges, dtype=torch.int64)
+    x = whole_range(400_000, bits, seed=11)
 
     def job(sess: Session) -> torch.Tensor:
         return truncation.truncate_exact_many(sess, [shared(sess, 0, x, real=False)], [bits])[0]

@@ -155,7 +155,6 @@ def test_narrow_owner_gives_bit_identical_logits(monkeypatch: pytest.MonkeyPatch
     pytest.importorskip("privit.protocols.softmax")
     from privit.launch.vit_job import VitJob
     from privit.parties.config import JobSpec
-    from privit.protocols import owner_matmul
 
     cfg = RunConfig(n_parties=2, timeout_s=60, seed=5,
                     job=JobSpec.make("vit", model="vit_digits", mu="0.5", batch=2))
@@ -164,7 +163,7 @@ def test_narrow_owner_gives_bit_identical_logits(monkeypatch: pytest.MonkeyPatch
     runs = []
     for narrow in (True, False):
         if not narrow:
-            monkeypatch.setattr(owner_matmul, "_within_bits", lambda w, bits: False)
+            monkeypatch.setattr(ring, "within_bits", lambda w, bits: False)
         runs.append(run_in_memory_detailed(cfg, VitJob(cfg).run, CORRELATIONS,
                                            seed_source=b"narrow or not"))
         assert bool(calls) == narrow
